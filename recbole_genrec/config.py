@@ -1,0 +1,68 @@
+"""RecBole ``Config`` that knows the plugin's models and layers the plugin's yaml files.
+
+Following RecBole-GNN, only ``_get_model_and_dataset`` and ``_load_internal_config_dict`` are
+overridden. The plugin's yaml (``properties/``) is layered after RecBole's own defaults and
+before everything the user passes (config files, config dict, command line), in this order:
+
+1. ``properties/overall.yaml``                 plugin-wide defaults (text encoder, semantic IDs, ...)
+2. ``properties/quick_start/sequential.yaml``  sequential models with ``loss_type: CE`` (no negatives)
+3. ``properties/model/<Model>.yaml``           the model's hyperparameters
+4. ``properties/dataset/<dataset>.yaml``       fields and protocol of a shipped dataset
+5. ``properties/quick_start/<Model>-<dataset>.yaml``  a preset for one model on one dataset
+"""
+
+import os
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_genrec.utils import get_model, properties_dir
+
+_UNIFORM_SAMPLING = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+class Config(RecBoleConfig):
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError(
+                    "No model given: pass --model=<Name> (see --list-models), a `model:` key in a "
+                    "config file, or model=... in Python."
+                )
+        if isinstance(model, str):
+            final_model, final_model_class = model, get_model(model)
+        else:
+            final_model, final_model_class = model.__name__, model
+        final_dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
+        if final_dataset is None:
+            raise KeyError(
+                "No dataset given: pass --dataset=<name> (e.g. ml-100k), a `dataset:` key in a "
+                "config file, or dataset=... in Python."
+            )
+        return final_model, final_model_class, final_dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        root = properties_dir()
+        sequential = model_class.type == ModelType.SEQUENTIAL
+        user_sets_sampling = "train_neg_sample_args" in self.external_config_dict
+        files = [os.path.join(root, "overall.yaml")]
+        if sequential and not user_sets_sampling:
+            files.append(os.path.join(root, "quick_start", "sequential.yaml"))
+        files += [
+            os.path.join(root, "model", f"{model}.yaml"),
+            os.path.join(root, "dataset", f"{dataset}.yaml"),
+            os.path.join(root, "quick_start", f"{model}-{dataset}.yaml"),
+        ]
+        for file in files:
+            if os.path.isfile(file):
+                config_dict = self._update_internal_config_dict(file)
+                if "dataset" + os.sep in file:
+                    self.parameters["Dataset"] += [
+                        key for key in config_dict if key not in self.parameters["Dataset"]
+                    ]
+        loss = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
+        if sequential and not user_sets_sampling and loss not in (None, "CE"):
+            # A sequential model trained with BPR needs RecBole's uniform sampler back.
+            self.internal_config_dict["train_neg_sample_args"] = dict(_UNIFORM_SAMPLING)

@@ -1,0 +1,178 @@
+"""Entry points that mirror ``recbole.quick_start`` with the plugin's lookups.
+
+``run_recbole_genrec`` trains and tests one model; ``run`` adds RecBole's multi-process path;
+``run_side_by_side`` trains several models on one dataset/split and writes one comparison
+table; ``objective_function`` serves RecBole's ``HyperTuning``; ``load_data_and_model``
+rebuilds a saved run (generative checkpoints carry their code table).
+"""
+
+import logging
+import sys
+import time
+from logging import getLogger
+
+import torch
+import torch.distributed as dist
+from recbole.data import data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_genrec.config import Config
+from recbole_genrec.utils import create_dataset, get_model, get_trainer
+
+
+def _timed_epochs(trainer):
+    """Wrap ``trainer._train_epoch`` so that wall time per training epoch is recorded."""
+    trainer.genrec_epoch_seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        trainer.genrec_epoch_seconds.append(time.perf_counter() - start)
+        return out
+
+    trainer._train_epoch = timed
+
+
+def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+    r"""Train and test one model, exactly like ``recbole.quick_start.run_recbole``.
+
+    Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+    ``test_result`` and, in addition, ``model``, ``dataset``, ``params``,
+    ``train_seconds_per_epoch``, ``train_seconds`` and ``epochs``.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    if config["genrec_count_flops"]:
+        transform = construct_transform(config)
+        flops = get_flops(model, dataset, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    _timed_epochs(trainer)
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_seconds = time.perf_counter() - start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    epochs = trainer.genrec_epoch_seconds
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "epochs": len(epochs),
+        "train_seconds": train_seconds,
+        "train_seconds_per_epoch": sum(epochs) / max(len(epochs), 1),
+        "checkpoint": getattr(trainer, "saved_model_file", None) if saved else None,
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run_recbole_genrecs(rank, *args):
+    """``mp.spawn`` target: one rank of a multi-process run."""
+    kwargs = args[-1]
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole_genrec(*args[:3], **kwargs)
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
+        ip="localhost", port="5678", group_offset=0):
+    """Single process, or RecBole's spawn + DistributedDataParallel path when ``nproc > 1``."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_genrec(model, dataset, config_file_list, config_dict, saved)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
+    mp.spawn(run_recbole_genrecs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def run_side_by_side(models, dataset, config_file_list=None, config_dict=None, saved=True, results_dir=None):
+    """Train each model in turn on one dataset and split; print and write one comparison table.
+
+    Returns ``(results, paths)``: the per-model result dicts and the written CSV/JSON/Markdown files.
+    """
+    from recbole_genrec.report import comparison_table, write_comparison
+
+    results = []
+    for name in models:
+        results.append(run_recbole_genrec(name, dataset, config_file_list, config_dict, saved))
+    table = comparison_table(results)
+    print(table)
+    folder = results_dir or Config(models[0], dataset, config_file_list, config_dict)["results_dir"]
+    paths = write_comparison(results, folder, dataset)
+    getLogger().info(f"comparison written to {', '.join(paths)}")
+    return results, paths
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """The objective for RecBole's ``HyperTuning`` (same contract as RecBole's)."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logging.basicConfig(level=logging.ERROR)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model_name = config["model"]
+    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": model_name,
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild ``(config, model, dataset, train_data, valid_data, test_data)`` from a checkpoint.
+
+    Mirrors ``recbole.quick_start.load_data_and_model``; the config stored in the checkpoint
+    already points at the preprocessing cache, so no text is re-encoded when it is intact.
+    """
+    checkpoint = torch.load(model_file, weights_only=False, map_location="cpu")
+    config = checkpoint["config"]
+    config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

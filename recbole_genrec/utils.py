@@ -1,0 +1,143 @@
+"""Model, trainer and dataset lookup: the plugin first, then RecBole (RecBole-GNN's shape)."""
+
+import importlib
+import os
+import pkgutil
+from logging import getLogger
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.utils import ModelType
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+MODEL_SUBMODULES = [
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+]
+
+
+def properties_dir():
+    """The plugin's yaml folder: packaged inside the wheel, or ``properties/`` of a checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "properties"), os.path.join(os.path.dirname(here), "properties")):
+        if os.path.isdir(os.path.join(candidate, "model")):
+            return candidate
+    raise FileNotFoundError(f"recbole_genrec's properties/ folder is missing (looked in {here} and its parent).")
+
+
+def _find_module(package, model_name):
+    for submodule in MODEL_SUBMODULES:
+        module_path = f"{package}.{submodule}.{model_name.lower()}"
+        try:
+            found = importlib.util.find_spec(module_path)
+        except ModuleNotFoundError:
+            found = None
+        if found is not None:
+            return importlib.import_module(module_path)
+    return None
+
+
+def _models_in(package):
+    """``{model type folder: [ClassName, ...]}`` for every model file of ``package``."""
+    grouped = {}
+    for submodule in MODEL_SUBMODULES:
+        try:
+            pkg = importlib.import_module(f"{package}.{submodule}")
+        except ImportError:
+            continue
+        names = []
+        for info in pkgutil.iter_modules(pkg.__path__):
+            try:
+                module = importlib.import_module(f"{package}.{submodule}.{info.name}")
+            except ImportError:  # e.g. LightGBM/XGBoost wrappers without their optional package
+                continue
+            names += [n for n in vars(module) if n.lower() == info.name and isinstance(vars(module)[n], type)]
+        if names:
+            grouped[submodule] = sorted(names)
+    return grouped
+
+
+def list_models():
+    """``{"recbole_genrec": {type: [names]}, "recbole": {type: [names]}}``."""
+    return {"recbole_genrec": _models_in("recbole_genrec.model"), "recbole": _models_in("recbole.model")}
+
+
+def get_model(model_name):
+    """The model class called ``model_name``: ours first, then RecBole's.
+
+    Raises ``ValueError`` listing every available model when the name is unknown.
+    """
+    module = _find_module("recbole_genrec.model", model_name)
+    if module is not None and hasattr(module, model_name):
+        return getattr(module, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, AttributeError, ImportError):
+        pass  # RecBole's own lookup also trips over the optional lightgbm/xgboost imports
+    available = list_models()
+    ours = ", ".join(n for names in available["recbole_genrec"].values() for n in names)
+    theirs = ", ".join(n for names in available["recbole"].values() for n in names)
+    raise ValueError(
+        f"Unknown model '{model_name}'. Model names are case-sensitive.\n"
+        f"recbole_genrec models: {ours}\nRecBole models: {theirs}\n"
+        "(run `python run_recbole_genrec.py --list-models` for the grouped list)"
+    )
+
+
+def get_trainer(model_type, model_name):
+    """``recbole_genrec.trainer.<Model>Trainer`` if it exists, else RecBole's choice."""
+    trainers = importlib.import_module("recbole_genrec.trainer")
+    if hasattr(trainers, model_name + "Trainer"):
+        return getattr(trainers, model_name + "Trainer")
+    return recbole_get_trainer(model_type, model_name)
+
+
+def resolve_data_path(config):
+    """Make ``config['data_path']`` point at a folder holding ``<dataset>.inter``.
+
+    Searched in order: the configured ``data_path``, ``$RECBOLE_GENREC_DATA``, ``../shared/data``
+    and ``shared/data`` next to the working directory, and the datasets shipped inside the
+    recbole wheel (ml-100k). Raises ``FileNotFoundError`` listing every path searched.
+    """
+    import recbole
+
+    dataset = config["dataset"]
+    configured = config["data_path"]
+    parent = os.path.dirname(os.path.normpath(configured))
+    candidates = [configured]
+    roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
+             os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
+    candidates += [os.path.join(r, dataset) for r in roots if r]
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, f"{dataset}.inter")):
+            if path != configured:
+                getLogger().info(f"dataset '{dataset}' found in {os.path.abspath(path)}")
+            config["data_path"] = path
+            return path
+    searched = "\n  ".join(os.path.abspath(os.path.join(p, f"{dataset}.inter")) for p in candidates)
+    raise FileNotFoundError(
+        f"Dataset '{dataset}' not found (RecBole would try to download it; recbole_genrec works "
+        f"offline). Searched:\n  {searched}\nPut the atomic files in one of these folders, pass "
+        f"--data_path=<folder that contains {dataset}/>, or set RECBOLE_GENREC_DATA."
+    )
+
+
+def create_dataset(config):
+    """Resolve the data path, run the preprocessing hook if the model needs text embeddings
+    or semantic IDs, then build ``recbole_genrec.data.<Model>Dataset`` or RecBole's dataset."""
+    resolve_data_path(config)
+    from recbole_genrec.preprocess.hook import prepare_features
+
+    prepare_features(config)
+    datasets = importlib.import_module("recbole_genrec.data")
+    name = config["model"] + "Dataset"
+    if hasattr(datasets, name):
+        return getattr(datasets, name)(config)
+    return recbole_create_dataset(config)
+
+
+__all__ = ["ModelType", "create_dataset", "get_model", "get_trainer", "list_models", "properties_dir",
+           "resolve_data_path"]

@@ -1,0 +1,148 @@
+"""Plugin plumbing: lookups with fallback, config layering, clear errors, entry points."""
+
+import json
+import os
+
+import pytest
+
+import recbole_genrec
+from recbole_genrec import Config, get_model, get_trainer, list_models, run_recbole_genrec
+from recbole_genrec.cli import main as cli_main
+from recbole_genrec.utils import resolve_data_path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data")
+
+
+def tiny_config(tmp_path, **extra):
+    config = {
+        "data_path": DATA,
+        "epochs": 1,
+        "show_progress": False,
+        "state": "ERROR",
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "genrec_cache_dir": str(tmp_path / "cache"),
+        "genrec_count_flops": False,
+        "train_batch_size": 256,
+        "eval_batch_size": 256,
+        "topk": [5],
+        "valid_metric": "Recall@5",
+    }
+    config.update(extra)
+    return config
+
+
+def test_get_model_prefers_plugin_then_falls_back():
+    from recbole.model.general_recommender.bpr import BPR
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    assert get_model("BPR") is BPR
+    assert get_model("SASRec") is SASRec
+    alpharec = get_model("AlphaRec")
+    assert alpharec.__module__.startswith("recbole_genrec.model")
+
+
+def test_unknown_model_lists_models():
+    with pytest.raises(ValueError) as err:
+        get_model("Tigerr")
+    message = str(err.value)
+    assert "Unknown model 'Tigerr'" in message
+    assert "AlphaRec" in message and "SASRec" in message and "NGCF" in message
+
+
+def test_get_trainer_fallback():
+    from recbole.trainer import Trainer, TraditionalTrainer
+    from recbole.utils import ModelType
+
+    assert get_trainer(ModelType.GENERAL, "BPR") is Trainer
+    assert get_trainer(ModelType.TRADITIONAL, "ItemKNN") is TraditionalTrainer
+
+
+def test_list_models_groups_both_packages():
+    models = list_models()
+    assert "AlphaRec" in models["recbole_genrec"]["general_recommender"]
+    assert "LightGCN" in models["recbole"]["general_recommender"]
+    assert "BERT4Rec" in models["recbole"]["sequential_recommender"]
+
+
+def test_config_layers_plugin_yaml_after_recbole():
+    config = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA})
+    assert config["genrec_features"] == ["text_emb"]  # properties/model/AlphaRec.yaml
+    assert config["text_encoder"] == "all-MiniLM-L6-v2"  # properties/overall.yaml
+    assert config["learning_rate"] is not None  # RecBole's overall.yaml still underneath
+    user = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA, "text_encoder": "x"})
+    assert user["text_encoder"] == "x"  # the user's settings win
+
+
+def test_sequential_sampling_follows_loss_type():
+    ce = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA})
+    assert ce["train_neg_sample_args"]["distribution"] == "none"
+    bpr = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA, "loss_type": "BPR"})
+    assert bpr["train_neg_sample_args"]["distribution"] == "uniform"
+    general = Config(model="BPR", dataset="tiny", config_dict={"data_path": DATA})
+    assert general["train_neg_sample_args"]["distribution"] == "uniform"
+
+
+def test_unknown_dataset_lists_searched_paths(tmp_path):
+    config = Config(model="BPR", dataset="no-such-set", config_dict={"data_path": str(tmp_path)})
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_data_path(config)
+    message = str(err.value)
+    assert "no-such-set" in message
+    assert os.path.join(str(tmp_path), "no-such-set", "no-such-set.inter") in message
+    assert "dataset_example" in message
+
+
+def test_ml100k_resolves_to_the_wheel(tmp_path):
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    path = resolve_data_path(config)
+    assert os.path.isfile(os.path.join(path, "ml-100k.inter"))
+
+
+def test_cli_errors_are_messages_not_tracebacks(capsys):
+    assert cli_main(["--model=NoSuchModel", "--dataset=tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'NoSuchModel'" in err and "Traceback" not in err
+
+
+def test_cli_list_models(capsys):
+    assert cli_main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    assert "recbole_genrec:" in out and "sequential_recommender:" in out and "SASRec" in out
+
+
+@pytest.mark.parametrize("model", ["NGCF", "LightGCN", "SASRec", "BERT4Rec"])
+def test_stock_models_run_with_item_metrics_and_best_model(tmp_path, model):
+    metrics = ["Recall", "NDCG", "ItemCoverage", "GiniIndex"]
+    result = run_recbole_genrec(model, "tiny", config_dict=tiny_config(tmp_path, metrics=metrics))
+    test = result["test_result"]
+    assert set(test) == {"recall@5", "ndcg@5", "itemcoverage@5", "giniindex@5"}
+    assert 0 < test["itemcoverage@5"] <= 1 and 0 <= test["giniindex@5"] <= 1
+    assert os.path.isfile(result["checkpoint"])  # evaluate(load_best_model=True) read it back
+    assert result["params"] > 0 and result["train_seconds_per_epoch"] > 0
+
+
+def test_side_by_side_writes_one_table(tmp_path, capsys):
+    from recbole_genrec.quick_start import run_side_by_side
+
+    results, paths = run_side_by_side(
+        ["Pop", "BPR"], "tiny", config_dict=tiny_config(tmp_path), results_dir=str(tmp_path / "results")
+    )
+    out = capsys.readouterr().out
+    assert "| Pop |" in out and "| BPR |" in out and "test recall@5" in out
+    assert [r["model"] for r in results] == ["Pop", "BPR"]
+    with open([p for p in paths if p.endswith(".json")][0]) as f:
+        rows = json.load(f)["rows"]
+    assert [r["model"] for r in rows] == ["Pop", "BPR"]
+    assert all("test recall@5" in r and "s/epoch" in r and "params" in r for r in rows)
+
+
+def test_patch_lets_stock_run_recbole_find_plugin_models(tmp_path):
+    import recbole.quick_start.quick_start as qs
+
+    recbole_genrec.patch()
+    assert qs.get_model("AlphaRec") is get_model("AlphaRec")
+    assert qs.Config is Config
+    result = qs.run_recbole(model="BPR", dataset="tiny", config_dict=tiny_config(tmp_path))
+    assert "recall@5" in result["test_result"]
+    assert recbole_genrec.patch() is True  # idempotent
