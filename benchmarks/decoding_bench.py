@@ -1,0 +1,351 @@
+# coding: utf-8
+"""Benchmark of the tensorised trie-constrained beam search (``recbole_genrec.generative``).
+
+Two modes:
+
+* default -- our :meth:`T5Backbone.beam_search` against Hugging Face ``generate(num_beams=20,
+  prefix_allowed_tokens_fn=<python trie>)`` on the same weights and inputs: users/second of each, the speed-up and
+  the fraction of users whose top-20 lists are identical (ordered and as sets) plus the largest score difference.
+  HF is configured to search the same space as ours: ``length_penalty=0`` (score = summed log-probabilities),
+  ``min_new_tokens = max_new_tokens = L`` (EOS can never end a hypothesis early), ``early_stopping="never"``
+  (canonical beam search) and ``num_return_sequences = num_beams``.
+* ``--scaling`` -- time per user of our search with synthetic code tables of 10k, 100k and 1M items (TIGER-sized
+  model), split into the full model search and the trie/top-k overhead alone (a model-free ``step_fn``), plus the
+  table build time and the memory of its buffers.
+
+Residual differences between the two searches can only come from exact score ties (``torch.topk`` may order tied
+candidates differently from HF's sort) or from float round-off between batched kernels; HF scores are the same
+unrenormalised full-vocabulary log-softmax sums (its constraint masks after ``log_softmax``), so on random and
+briefly trained weights both the lists and the scores agree exactly.
+
+The code table is synthetic (default: shaped like amazon-beauty, 12,101 items, 3 levels x 256 codes + a collision
+level, codes drawn from a Zipf-like distribution so that prefixes are shared) or loaded from ``--codes codes.npy``
+(``[n_items, L]`` aligned with RecBole item ids, row 0 = padding).  The model has random TIGER-sized weights (Rajput
+et al., NeurIPS 2023), unless ``--train-steps`` > 0 briefly fits it to a synthetic next-item task.
+
+Example::
+
+    python benchmarks/decoding_bench.py --n-users 64 --batch-size 32 --out bench.json
+    python benchmarks/decoding_bench.py --scaling --n-users 32
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from recbole_genrec.generative import EOS_TOKEN_ID, CodeTable, T5Backbone, constrained_beam_search  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------ code tables
+def synthetic_codes(
+    n_items: int, n_levels: int = 3, codebook_size: int = 256, zipf: float = 0.5, seed: int = 0
+) -> Tuple[torch.Tensor, List[int]]:
+    """``[n_items + 1, n_levels + 1]`` codes (row 0 = padding) with a TIGER-style collision level appended."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = 1.0 / torch.arange(1, codebook_size + 1, dtype=torch.float64) ** zipf  # [K]
+    codes = torch.stack(
+        [probs[torch.randperm(codebook_size, generator=gen)].multinomial(n_items, True, generator=gen)
+         for _ in range(n_levels)],
+        dim=1,
+    )  # [n, L]
+    # collision level: rank of the item among the items that share its first n_levels codes
+    key = torch.zeros(n_items, dtype=torch.long)
+    for level in range(n_levels):
+        key = key * codebook_size + codes[:, level]
+    order = torch.argsort(key, stable=True)
+    _, counts = torch.unique_consecutive(key[order], return_counts=True)
+    group_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)  # [n]
+    rank = torch.empty(n_items, dtype=torch.long)
+    rank[order] = torch.arange(n_items) - group_start
+    codes = torch.cat([codes, rank.unsqueeze(1)], dim=1)  # [n, L+1]
+    codes = torch.cat([torch.full((1, n_levels + 1), -1, dtype=torch.long), codes], dim=0)  # [n+1, L+1]
+    return codes, [codebook_size] * n_levels + [int(rank.max()) + 1]
+
+
+def load_codes(path: str) -> Tuple[torch.Tensor, List[int]]:
+    codes = torch.from_numpy(np.load(path)).long()
+    valid = (codes[1:] >= 0).all(1)
+    return codes, (codes[1:][valid].max(0).values + 1).tolist()
+
+
+def python_trie(code_table: CodeTable) -> Dict[Tuple[int, ...], List[int]]:
+    """prefix token tuple -> allowed next tokens (what a ``prefix_allowed_tokens_fn`` typically uses)."""
+    trie: Dict[Tuple[int, ...], set] = {}
+    for row in code_table.item_tokens(code_table.item_of_leaf).tolist():
+        for level in range(len(row)):
+            trie.setdefault(tuple(row[:level]), set()).add(row[level])
+    return {prefix: sorted(tokens) for prefix, tokens in trie.items()}
+
+
+# ------------------------------------------------------------------------------------------------ workload
+def make_histories(
+    code_table: CodeTable, n_users: int, max_len: int, seed: int, device
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    real = code_table.item_of_leaf.cpu()
+    item_seq = real[torch.randint(0, real.numel(), (n_users, max_len), generator=gen)]  # [U, T]
+    item_seq_len = torch.randint(1, max_len + 1, (n_users,), generator=gen)  # [U]
+    item_seq[torch.arange(max_len).unsqueeze(0) >= item_seq_len.unsqueeze(1)] = 0
+    return item_seq.to(device), item_seq_len.to(device)
+
+
+def build_model(code_table: CodeTable, device, seed: int) -> T5Backbone:
+    torch.manual_seed(seed)
+    return T5Backbone(code_table.vocab_size).to(device).eval()
+
+
+def train_briefly(model: T5Backbone, code_table: CodeTable, steps: int, device, seed: int) -> None:
+    """A few Adam steps on 'next item = successor of the last item' so the distributions are peaked, not random."""
+    if steps <= 0:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    real = code_table.item_of_leaf.sort().values.cpu()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        start = torch.randint(0, real.numel() - 6, (64,), generator=gen)
+        pos = start.unsqueeze(1) + torch.arange(6)
+        input_ids, mask = code_table.history_tokens(real[pos[:, :5]].to(device), torch.full((64,), 5, device=device))
+        loss = model.forward_loss(input_ids, mask, code_table.item_tokens(real[pos[:, 5]].to(device)))[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int = 1):
+    """(output, best wall time over ``repeats`` runs) -- the minimum is robust to other load on the machine."""
+    best = float("inf")
+    for _ in range(max(repeats, 1)):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+# ------------------------------------------------------------------------------------------------ searches
+def ours(model, code_table, input_ids, mask, beam):
+    return model.beam_search(input_ids, mask, code_table, beam)
+
+
+def hf_generate(model, code_table, trie, input_ids, mask, beam):
+    n_levels = code_table.n_levels
+
+    def allowed(batch_id: int, sent: torch.Tensor) -> List[int]:
+        return trie.get(tuple(sent[1:].tolist()), [EOS_TOKEN_ID])  # sent[0] is the decoder start token
+
+    out = model.t5.generate(
+        input_ids=input_ids,
+        attention_mask=mask,
+        num_beams=beam,
+        num_return_sequences=beam,
+        max_new_tokens=n_levels,
+        min_new_tokens=n_levels,
+        length_penalty=0.0,
+        early_stopping="never",
+        do_sample=False,
+        prefix_allowed_tokens_fn=allowed,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    tokens = out.sequences[:, 1 : 1 + n_levels]  # [B*beam, L]
+    items = code_table.lookup(tokens).reshape(-1, beam)
+    scores = out.sequences_scores.float().reshape(-1, beam)
+    return items, scores
+
+
+def compare(args) -> Dict:
+    device = torch.device(args.device)
+    if args.codes:
+        codes, sizes = load_codes(args.codes)
+        source = args.codes
+    else:
+        codes, sizes = synthetic_codes(args.n_items, seed=args.seed)
+        source = f"synthetic ({args.n_items} items, levels {sizes})"
+    code_table = CodeTable(codes, sizes).to(device)
+    model = build_model(code_table, device, args.seed)
+    train_briefly(model, code_table, args.train_steps, device, args.seed)
+    trie = python_trie(code_table)
+    item_seq, item_seq_len = make_histories(code_table, args.n_users, args.max_len, args.seed + 1, device)
+
+    batches = [
+        code_table.history_tokens(item_seq[i : i + args.batch_size], item_seq_len[i : i + args.batch_size])
+        for i in range(0, args.n_users, args.batch_size)
+    ]
+    # warm-up (allocator, kernels, lazy init)
+    ours(model, code_table, *batches[0], args.beam)
+    hf_generate(model, code_table, trie, batches[0][0][:2], batches[0][1][:2], args.beam)
+
+    ours_time = hf_time = 0.0
+    same_list = same_set = 0
+    max_score_diff = 0.0
+    for input_ids, mask in batches:
+        (our_items, our_scores), t = timed(
+            lambda: ours(model, code_table, input_ids, mask, args.beam), device, args.repeats
+        )
+        ours_time += t
+        (hf_items, hf_scores), t = timed(
+            lambda: hf_generate(model, code_table, trie, input_ids, mask, args.beam), device, args.repeats
+        )
+        hf_time += t
+        assert (our_items > 0).all(), "our search returned a non-item"
+        for a, b in zip(our_items.tolist(), hf_items.tolist()):
+            same_list += a == b
+            same_set += set(a) == set(b)
+        max_score_diff = max(max_score_diff, (our_scores - hf_scores).abs().max().item())
+
+    result = {
+        "mode": "compare",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "codes": source,
+        "n_items": code_table.n_real_items,
+        "codebook_sizes": code_table.codebook_sizes,
+        "n_users": args.n_users,
+        "batch_size": args.batch_size,
+        "beam": args.beam,
+        "train_steps": args.train_steps,
+        "repeats": args.repeats,
+        "ours_users_per_s": args.n_users / ours_time,
+        "hf_users_per_s": args.n_users / hf_time,
+        "speedup": hf_time / ours_time,
+        "identical_top_lists": same_list / args.n_users,
+        "identical_top_sets": same_set / args.n_users,
+        "max_abs_score_diff": max_score_diff,
+    }
+    print(
+        f"\n**Constrained beam search, beam={args.beam}** — {source}; {args.n_users} users, batch {args.batch_size}, "
+        f"device {result['device']} ({result['device_name']}, {result['torch_threads']} threads)\n"
+    )
+    print(
+        f"| method | users/s | speed-up | identical top-{args.beam} lists | identical top-{args.beam} sets "
+        "| max |Δscore| |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| HF generate + prefix_allowed_tokens_fn | {result['hf_users_per_s']:.1f} | 1.00x | – | – | – |")
+    print(
+        f"| ours (tensor trie + KV cache) | {result['ours_users_per_s']:.1f} | {result['speedup']:.2f}x | "
+        f"{result['identical_top_lists']:.3f} | {result['identical_top_sets']:.3f} | {max_score_diff:.2e} |"
+    )
+    return result
+
+
+def scaling(args) -> Dict:
+    device = torch.device(args.device)
+    rows = []
+    for n_items in args.scaling_sizes:
+        codes, sizes = synthetic_codes(n_items, seed=args.seed)
+        (code_table, build_s) = timed(lambda: CodeTable(codes, sizes), "cpu")
+        code_table = code_table.to(device)
+        table_bytes = sum(b.numel() * b.element_size() for b in code_table.buffers())
+        trie_bytes = table_bytes - code_table.codes.numel() * code_table.codes.element_size()
+        model = build_model(code_table, device, args.seed)
+        item_seq, item_seq_len = make_histories(code_table, args.n_users, args.max_len, args.seed + 1, device)
+        batches = [
+            code_table.history_tokens(item_seq[i : i + args.batch_size], item_seq_len[i : i + args.batch_size])
+            for i in range(0, args.n_users, args.batch_size)
+        ]
+        ours(model, code_table, *batches[0], args.beam)  # warm-up
+        total = 0.0
+        for input_ids, mask in batches:
+            (items, _), t = timed(lambda: ours(model, code_table, input_ids, mask, args.beam), device, args.repeats)
+            assert (items > 0).all()
+            total += t
+
+        # trie + top-k overhead alone: a model-free step_fn returning fixed log-probabilities
+        fixed = torch.log_softmax(torch.randn(args.batch_size * args.beam, code_table.vocab_size, device=device), -1)
+        trie_total = 0.0
+        for input_ids, _ in batches:
+            n = input_ids.size(0)
+            step = lambda last, level, n=n: fixed[: n * args.beam]  # noqa: E731
+            _, t = timed(
+                lambda: constrained_beam_search(step, code_table, n, args.beam, device), device, args.repeats
+            )
+            trie_total += t
+        rows.append(
+            {
+                "n_items": code_table.n_real_items,
+                "codebook_sizes": code_table.codebook_sizes,
+                "build_s": build_s,
+                "table_MiB": table_bytes / 2**20,
+                "trie_MiB": trie_bytes / 2**20,
+                "ms_per_user": 1e3 * total / args.n_users,
+                "trie_ms_per_user": 1e3 * trie_total / args.n_users,
+            }
+        )
+        del model, code_table
+    print(
+        f"\n**Scaling, beam={args.beam}**, {args.n_users} users, batch {args.batch_size}, device {device} "
+        f"({torch.get_num_threads()} threads)\n"
+    )
+    print(
+        "| items | codebook sizes | table build (s) | buffers (MiB) | trie tables (MiB) "
+        "| ms/user (model+search) | ms/user (trie+top-k only) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['n_items']:,} | {r['codebook_sizes']} | {r['build_s']:.2f} | {r['table_MiB']:.1f} | "
+            f"{r['trie_MiB']:.1f} | {r['ms_per_user']:.2f} | {r['trie_ms_per_user']:.3f} |"
+        )
+    return {
+        "mode": "scaling",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "beam": args.beam,
+        "n_users": args.n_users,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=32, help="users per beam-search call")
+    parser.add_argument("--n-users", type=int, default=256)
+    parser.add_argument("--beam", type=int, default=20)
+    parser.add_argument("--max-len", type=int, default=20, help="history length in items (TIGER: 20)")
+    parser.add_argument("--codes", default=None, help=".npy of [n_items, L] codes (row 0 = padding)")
+    parser.add_argument("--n-items", type=int, default=12101, help="synthetic table size (amazon-beauty: 12,101)")
+    parser.add_argument("--train-steps", type=int, default=0, help="fit the random model briefly before timing")
+    parser.add_argument("--scaling", action="store_true", help="time per user for 10k / 100k / 1M item tables")
+    parser.add_argument("--scaling-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=1, help="time every batch this often, keep the best")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        result = scaling(args) if args.scaling else None
+    if not args.scaling:
+        result = compare(args)  # may train: outside inference_mode
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+# coding: utf-8
+"""T5 encoder-decoder backbone for generative retrieval over semantic IDs.
+
+TIGER (Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023) feeds the flattened semantic
+IDs of a user's history to a T5 encoder and trains the decoder to emit the ``L`` codes of the next item with token
+cross-entropy.  :class:`T5Backbone` wraps :class:`transformers.T5ForConditionalGeneration` (built from a config, no
+download; defaults are the TIGER paper's: 4+4 layers, 6 heads of 64, d_model 128, d_ff 1024, ReLU, dropout 0.1) and
+adds what the generative recommenders share:
+
+* ``forward_loss``: teacher-forced token cross-entropy on the target item's codes;
+* ``sequence_log_prob``: exact log-probability of given items (exhaustive scoring / tests / re-ranking);
+* ``beam_search``: encoder run once, then trie-constrained beam search
+  (:func:`~recbole_genrec.generative.decoding.constrained_beam_search`) with an incremental decoder that reuses the
+  self-attention key/value cache (``EncoderDecoderCache``) and reorders it with one ``index_select`` per step.
+
+Subclasses change the inputs through two hooks whose default is the shared token embedding:
+``encoder_embeds(input_ids, context)`` and ``decoder_embeds(decoder_input_ids, context)``.  ``decoder_embeds``
+always receives the *full* decoder prefix ``[start, t_0, ..., t_{j}]`` (also during incremental decoding, where
+only its last position is fed to the cached decoder), so a model such as DiscRec can make the embedding of code
+``j`` depend on all earlier codes of the same item.  Per-user side information for these hooks is built once by
+``build_context(input_ids, attention_mask)`` as a dict of tensors with a leading batch dimension; ``beam_search``
+expands it to the beams.
+"""
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from .code_table import DECODER_START_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
+from .decoding import constrained_beam_search
+
+Context = Dict[str, torch.Tensor]
+
+
+class T5Backbone(nn.Module):
+    r"""T5 encoder-decoder over semantic-ID tokens.
+
+    Args:
+        vocab_size (`int`): token vocabulary size (``CodeTable.vocab_size``).
+        d_model, d_ff, num_layers, num_decoder_layers, num_heads, d_kv, dropout_rate, feed_forward_proj: T5 sizes;
+            the defaults are the TIGER paper's.
+        **config_kwargs: any other :class:`transformers.T5Config` argument.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        d_ff: int = 1024,
+        num_layers: int = 4,
+        num_decoder_layers: int = 4,
+        num_heads: int = 6,
+        d_kv: int = 64,
+        dropout_rate: float = 0.1,
+        feed_forward_proj: str = "relu",
+        **config_kwargs,
+    ):
+        super().__init__()
+        config_kwargs.setdefault("pad_token_id", PAD_TOKEN_ID)
+        config_kwargs.setdefault("eos_token_id", EOS_TOKEN_ID)
+        config_kwargs.setdefault("decoder_start_token_id", DECODER_START_TOKEN_ID)
+        self.config = T5Config(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            d_ff=d_ff,
+            num_layers=num_layers,
+            num_decoder_layers=num_decoder_layers,
+            num_heads=num_heads,
+            d_kv=d_kv,
+            dropout_rate=dropout_rate,
+            feed_forward_proj=feed_forward_proj,
+            **config_kwargs,
+        )
+        self.t5 = T5ForConditionalGeneration(self.config)
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    @property
+    def shared(self) -> nn.Embedding:
+        """Token embedding shared by encoder, decoder and (tied) LM head."""
+        return self.t5.get_input_embeddings()
+
+    @property
+    def d_model(self) -> int:
+        return self.config.d_model
+
+    def build_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Context:
+        r"""Per-user side information for the embedding hooks: dict of tensors shaped `(B, ...)`. Default: empty."""
+        return {}
+
+    def encoder_embeds(self, input_ids: torch.Tensor, context: Optional[Context] = None) -> torch.Tensor:
+        r"""Encoder input embeddings: `(B, S)` token ids -> `(B, S, d_model)`."""
+        return self.shared(input_ids)
+
+    def decoder_embeds(self, decoder_input_ids: torch.Tensor, context: Optional[Context] = None) -> torch.Tensor:
+        r"""Decoder input embeddings: full prefix `(B, t)` (starting with the decoder start token) -> `(B, t, d_model)`.
+
+        Position ``j`` must only depend on positions ``<= j`` (the decoder is causal and, during beam search, only the
+        last position of a growing prefix is used).
+        """
+        return self.shared(decoder_input_ids)
+
+    # ------------------------------------------------------------------------------------------ building blocks
+    @staticmethod
+    def shift_right(target_tokens: torch.Tensor) -> torch.Tensor:
+        r"""Teacher-forcing decoder inputs: `(B, L)` targets -> `(B, L)` ``[start, t_0, ..., t_{L-2}]``."""
+        start = torch.full_like(target_tokens[:, :1], DECODER_START_TOKEN_ID)  # [B, 1]
+        return torch.cat([start, target_tokens[:, :-1]], dim=1)
+
+    def encode(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: torch.Tensor,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        context: Optional[Context] = None,
+    ) -> torch.Tensor:
+        r"""Runs the encoder: `(B, S)` ids or `(B, S, d)` embeddings -> last hidden state `(B, S, d)`."""
+        if inputs_embeds is None:
+            inputs_embeds = self.encoder_embeds(input_ids, context)
+        return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+
+    def lm_logits(self, decoder_hidden: torch.Tensor) -> torch.Tensor:
+        r"""Tied LM head: `(..., d_model)` decoder states -> `(..., V)` logits (T5 rescales tied outputs)."""
+        if getattr(self.config, "scale_decoder_outputs", True):
+            decoder_hidden = decoder_hidden * (self.config.d_model**-0.5)
+        return self.t5.lm_head(decoder_hidden)
+
+    def decode(
+        self,
+        decoder_inputs_embeds: torch.Tensor,
+        encoder_hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: Optional[EncoderDecoderCache] = None,
+    ) -> torch.Tensor:
+        r"""Runs the decoder: `(B, t, d)` embeddings -> last hidden state `(B, t, d)` (``cache`` updated in place)."""
+        outputs = self.t5.decoder(
+            inputs_embeds=decoder_inputs_embeds,
+            encoder_hidden_states=encoder_hidden,
+            encoder_attention_mask=attention_mask,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return outputs.last_hidden_state
+
+    # ------------------------------------------------------------------------------------------------ training
+    def forward_loss(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: torch.Tensor,
+        target_tokens: torch.Tensor,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Teacher-forced token cross-entropy on the target items' codes.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, S)`): encoder tokens (may be ``None`` with ``inputs_embeds``).
+            attention_mask (`torch.LongTensor` of shape `(B, S)`): encoder padding mask.
+            target_tokens (`torch.LongTensor` of shape `(B, L)`): target item tokens; ``-100`` positions are ignored.
+            inputs_embeds (`torch.FloatTensor` of shape `(B, S, d)`, *optional*): replaces ``encoder_embeds``.
+            decoder_inputs_embeds (`torch.FloatTensor` of shape `(B, L, d)`, *optional*): replaces ``decoder_embeds``.
+        Returns:
+            loss (scalar float32), logits `(B, L, V)`, encoder last hidden `(B, S, d)`, decoder last hidden `(B, L, d)`.
+        """
+        context = self.build_context(input_ids, attention_mask) if input_ids is not None else {}
+        encoder_hidden = self.encode(input_ids, attention_mask, inputs_embeds, context)  # [B, S, d]
+        if decoder_inputs_embeds is None:
+            decoder_input_ids = self.shift_right(target_tokens.clamp(min=0))  # [B, L]
+            decoder_inputs_embeds = self.decoder_embeds(decoder_input_ids, context)  # [B, L, d]
+        decoder_hidden = self.decode(decoder_inputs_embeds, encoder_hidden, attention_mask)  # [B, L, d]
+        logits = self.lm_logits(decoder_hidden)  # [B, L, V]
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), target_tokens.reshape(-1), ignore_index=-100
+        )
+        return loss, logits, encoder_hidden, decoder_hidden
+
+    def sequence_log_prob(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        r"""Sum of the teacher-forced log-probabilities of the `(B, L)` target tokens -> float32 `(B,)`."""
+        _, logits, _, _ = self.forward_loss(input_ids, attention_mask, target_tokens)  # [B, L, V]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # [B, L, V]
+        return log_probs.gather(2, target_tokens.unsqueeze(2)).squeeze(2).sum(dim=1)  # [B]
+
+    # ------------------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def beam_search(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        code_table: CodeTable,
+        beam_size: int,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Trie-constrained beam search for the next item (call ``eval()`` first to disable dropout).
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, S)`), attention_mask (`(B, S)`): encoder inputs.
+            code_table: items that may be generated.
+            beam_size: number of beams / returned items.
+        Returns:
+            item_ids `(B, beam)` and float32 scores `(B, beam)` (summed token log-probabilities, descending).
+        """
+        batch_size = input_ids.size(0)
+        context = self.build_context(input_ids, attention_mask)
+        encoder_hidden = self.encode(input_ids, attention_mask, context=context)  # [B, S, d]
+        decoder = _IncrementalDecoder(self, encoder_hidden, attention_mask, context, beam_size)
+        return constrained_beam_search(
+            decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder
+        )
+
+
+class _IncrementalDecoder:
+    """Decoder state of a running beam search: full prefix tokens for ``decoder_embeds`` + T5 key/value cache.
+
+    Row ``b * beam + k`` is beam ``k`` of user ``b``.  All beams of a user share the empty prefix, so the first step
+    runs on the ``B`` users only (the cross-attention keys/values of the encoder output are computed once per user)
+    and the cache, prefix and context are then expanded to the ``B * beam`` rows.
+    """
+
+    def __init__(
+        self,
+        backbone: T5Backbone,
+        encoder_hidden: torch.Tensor,
+        encoder_mask: torch.Tensor,
+        context: Context,
+        beam_size: int,
+    ):
+        self.backbone = backbone
+        self.beam_size = beam_size
+        self.encoder_hidden = encoder_hidden  # [B, S, d], [B*beam, S, d] after the first step
+        self.encoder_mask = encoder_mask  # [B, S], [B*beam, S] after the first step
+        self.context = context
+        self.prefix = encoder_mask.new_zeros((encoder_hidden.size(0), 0), dtype=torch.long)  # [rows, t]
+        config = backbone.t5.decoder.config
+        self.cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+
+    def _expand_to_beams(self) -> None:
+        beam = self.beam_size
+        self.encoder_hidden = self.encoder_hidden.repeat_interleave(beam, dim=0)  # [B*beam, S, d]
+        self.encoder_mask = self.encoder_mask.repeat_interleave(beam, dim=0)  # [B*beam, S]
+        self.context = {name: value.repeat_interleave(beam, dim=0) for name, value in self.context.items()}
+        self.prefix = self.prefix.repeat_interleave(beam, dim=0)  # [B*beam, 1]
+        self.cache.batch_repeat_interleave(beam)  # self- and cross-attention K/V
+
+    def step(self, last_tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """`(B*beam,)` last chosen tokens -> `(B*beam, V)` float32 next-token log-probabilities."""
+        first = self.prefix.size(1) == 0
+        if first:  # identical start token for all beams of a user
+            last_tokens = last_tokens[:: self.beam_size]  # [B]
+        self.prefix = torch.cat([self.prefix, last_tokens.unsqueeze(1)], dim=1)  # [rows, t]
+        embeds = self.backbone.decoder_embeds(self.prefix, self.context)[:, -1:]  # [rows, 1, d]
+        hidden = self.backbone.decode(embeds, self.encoder_hidden, self.encoder_mask, cache=self.cache)  # [rows, 1, d]
+        log_probs = torch.log_softmax(self.backbone.lm_logits(hidden[:, -1]).float(), dim=-1)  # [rows, V]
+        if first:
+            self._expand_to_beams()
+            log_probs = log_probs.repeat_interleave(self.beam_size, dim=0)  # [B*beam, V]
+        return log_probs
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Row ``i`` continues row ``beam_idx[i]`` (`(B*beam,)`). Cross-attention K/V are identical within a user's
+        beams and ``beam_idx`` never leaves the user, so only the self-attention cache is reordered."""
+        self.prefix = self.prefix.index_select(0, beam_idx)
+        self.cache.self_attention_cache.reorder_cache(beam_idx)

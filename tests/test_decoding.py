@@ -1,0 +1,304 @@
+# coding: utf-8
+"""Tests of the shared generative machinery: CodeTable, trie-constrained beam search and T5Backbone."""
+
+import io
+import itertools
+import os
+import sys
+
+import pytest
+import torch
+
+try:
+    import recbole_genrec.generative  # noqa: F401
+except ImportError:  # running from a checkout that is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from recbole_genrec.generative import (  # noqa: E402
+    EOS_TOKEN_ID,
+    PAD_TOKEN_ID,
+    CodeTable,
+    T5Backbone,
+    constrained_beam_search,
+    scores_to_full,
+)
+
+N_ITEMS, N_LEVELS, K = 50, 3, 4
+NO_CODE_ITEM = 7  # an item without a semantic ID: must never be generated
+
+
+def make_codes(seed: int = 0) -> torch.Tensor:
+    """[50, 3] codes: 48 distinct tuples drawn from 4^3 = 64 (many shared prefixes), row 0 pad, one item uncoded."""
+    gen = torch.Generator().manual_seed(seed)
+    tuples = list(itertools.product(range(K), repeat=N_LEVELS))
+    perm = torch.randperm(len(tuples), generator=gen)[: N_ITEMS - 1].tolist()
+    codes = torch.tensor([[-1] * N_LEVELS] + [list(tuples[i]) for i in perm])
+    codes[NO_CODE_ITEM] = -1
+    return codes
+
+
+def tiny_backbone(vocab_size: int, seed: int = 0, **kwargs) -> T5Backbone:
+    torch.manual_seed(seed)
+    sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16)
+    sizes.update(kwargs)
+    return T5Backbone(vocab_size, **sizes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny models: one intra-op thread is fastest and avoids OpenMP spin-waiting on a shared, loaded CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def code_table() -> CodeTable:
+    return CodeTable(make_codes(), [K] * N_LEVELS)
+
+
+@pytest.fixture(scope="module")
+def batch(code_table):
+    gen = torch.Generator().manual_seed(1)
+    item_seq = torch.randint(1, N_ITEMS, (4, 6), generator=gen)
+    item_seq_len = torch.tensor([6, 3, 1, 4])
+    item_seq[torch.arange(6).unsqueeze(0) >= item_seq_len.unsqueeze(1)] = 0  # RecBole right padding
+    return code_table.history_tokens(item_seq, item_seq_len)
+
+
+def exhaustive_scores(model, code_table, input_ids, attention_mask):
+    """float32 [B, n_items] sequence log-probability of every real item (-inf for pad / uncoded items)."""
+    items = code_table.item_of_leaf  # [n_real]
+    batch_size, n_real = input_ids.size(0), items.numel()
+    targets = code_table.item_tokens(items).repeat(batch_size, 1)  # [B*n_real, L]
+    with torch.no_grad():
+        log_probs = model.sequence_log_prob(
+            input_ids.repeat_interleave(n_real, 0), attention_mask.repeat_interleave(n_real, 0), targets
+        ).reshape(batch_size, n_real)
+    full = torch.full((batch_size, code_table.n_items), float("-inf"))
+    full[:, items] = log_probs
+    return full
+
+
+# ---------------------------------------------------------------------------------------------------- CodeTable
+def test_vocabulary_and_item_tokens(code_table):
+    assert code_table.n_levels == N_LEVELS
+    assert code_table.vocab_size == 2 + N_LEVELS * K
+    assert code_table.level_offsets == [2, 2 + K, 2 + 2 * K]
+    assert code_table.n_real_items == N_ITEMS - 2
+    tokens = code_table.item_tokens(torch.tensor([[0, 3], [NO_CODE_ITEM, 5]]))  # [2, 2, L]
+    assert tokens.shape == (2, 2, N_LEVELS)
+    assert (tokens[0, 0] == PAD_TOKEN_ID).all() and (tokens[1, 0] == PAD_TOKEN_ID).all()
+    assert tokens[0, 1].tolist() == (code_table.codes[3] + code_table.offsets).tolist()
+
+
+def test_lookup_round_trip(code_table):
+    items = torch.arange(N_ITEMS)
+    looked_up = code_table.lookup(code_table.item_tokens(items))
+    expected = items.clone()
+    expected[NO_CODE_ITEM] = 0
+    assert looked_up.tolist() == expected.tolist()
+    # every tuple that is not an item -> 0, including out-of-level tokens and the uncoded item's old tuple
+    all_tuples = torch.tensor(list(itertools.product(range(K), repeat=N_LEVELS))) + code_table.offsets
+    hits = code_table.lookup(all_tuples)
+    assert (hits > 0).sum().item() == code_table.n_real_items
+    assert sorted(hits[hits > 0].tolist()) == sorted(code_table.item_of_leaf.tolist())
+    wrong_level = code_table.item_tokens(torch.tensor([3]))[:, [1, 0, 2]]
+    assert code_table.lookup(torch.tensor([[EOS_TOKEN_ID] * N_LEVELS])).item() == 0
+    assert code_table.lookup(wrong_level).item() == 0  # tokens of the wrong levels
+
+
+def test_state_dict_round_trip(code_table):
+    buffer = io.BytesIO()
+    torch.save(code_table.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    assert "codes" in state and "prefix_keys_0" in state and "item_of_leaf" in state
+    # load into a table built from other (smaller, two-level) codes: buffers and metadata are replaced
+    other = CodeTable(torch.tensor([[-1, -1], [0, 1], [1, 0]]), [2, 2])
+    other.load_state_dict(state)
+    assert other.n_levels == N_LEVELS and other.vocab_size == code_table.vocab_size
+    assert other.codebook_sizes == code_table.codebook_sizes
+    for name, value in code_table.state_dict().items():
+        assert torch.equal(other.state_dict()[name], value), name
+    tokens = code_table.item_tokens(torch.arange(N_ITEMS))
+    assert torch.equal(other.lookup(tokens), code_table.lookup(tokens))
+
+
+def test_trie_tables_match_python_trie(code_table):
+    codes = code_table.codes[code_table.item_of_leaf]  # [n_real, L]
+    prefix_ids = torch.zeros(1, dtype=torch.long)
+    for level in range(N_LEVELS):
+        # every distinct length-`level` prefix, in prefix-id order, plus a dead prefix (-1)
+        prefixes = sorted({tuple(row[:level]) for row in codes.tolist()})
+        ids = torch.arange(len(prefixes)) if level else prefix_ids
+        allowed, child_ids = code_table.allowed_next(level, torch.cat([ids, torch.tensor([-1])]))
+        assert allowed.shape == (len(prefixes) + 1, K) and not allowed[-1].any()
+        for row, prefix in enumerate(prefixes):
+            expected = {row_codes[level] for row_codes in codes.tolist() if tuple(row_codes[:level]) == prefix}
+            assert set(allowed[row].nonzero().flatten().tolist()) == expected
+        assert (child_ids[allowed] >= 0).all() and (child_ids[~allowed] == -1).all()
+        assert code_table.max_children[level] == max(
+            sum(1 for c in range(K) if allowed[r, c]) for r in range(len(prefixes))
+        )
+
+
+def test_code_table_is_a_submodule(code_table):
+    holder = torch.nn.Module()
+    holder.code_table = CodeTable(make_codes(), [K] * N_LEVELS)
+    holder.to(torch.float64)  # buffers are integer: untouched, module traversal must work
+    assert holder.code_table.codes.dtype == torch.long
+    assert set(code_table.state_dict()) <= {k.split(".", 1)[1] for k in holder.state_dict()}
+
+
+def test_duplicate_codes_rejected():
+    with pytest.raises(ValueError):
+        CodeTable(torch.tensor([[-1, -1], [0, 1], [0, 1]]), [2, 2])
+
+
+def test_history_tokens_layout(code_table):
+    item_seq = torch.tensor([[3, 5, 9], [4, 0, 0], [0, 0, 0]])
+    item_seq_len = torch.tensor([3, 1, 0])
+    input_ids, attention_mask = code_table.history_tokens(item_seq, item_seq_len)
+    tok = lambda i: code_table.item_tokens(torch.tensor(i)).tolist()  # noqa: E731
+    pad = [PAD_TOKEN_ID] * N_LEVELS
+    assert input_ids.shape == (3, 3 * N_LEVELS + 1)
+    assert input_ids[0].tolist() == tok(3) + tok(5) + tok(9) + [EOS_TOKEN_ID]
+    assert input_ids[1].tolist() == pad + pad + tok(4) + [EOS_TOKEN_ID]
+    assert input_ids[2].tolist() == pad * 3 + [EOS_TOKEN_ID]
+    assert attention_mask.tolist() == [
+        [1] * 10,
+        [0] * 6 + [1] * 4,
+        [0] * 9 + [1],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- beam search
+def test_beam_search_returns_valid_unique_items(code_table, batch):
+    model = tiny_backbone(code_table.vocab_size).eval()
+    input_ids, attention_mask = batch
+    items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=10)
+    assert items.shape == scores.shape == (4, 10) and scores.dtype == torch.float32
+    assert (items > 0).all() and (items != NO_CODE_ITEM).all()
+    for row in items.tolist():
+        assert len(set(row)) == len(row)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert torch.equal(code_table.lookup(code_table.item_tokens(items)), items)
+
+
+def test_full_beam_equals_exhaustive_ranking(code_table, batch):
+    model = tiny_backbone(code_table.vocab_size, seed=3).eval()
+    input_ids, attention_mask = batch
+    beam = 60  # > 48 real items: the search is exhaustive, the tail is padding
+    items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=beam)
+    n_real = code_table.n_real_items
+    assert (items[:, n_real:] == 0).all() and torch.isinf(scores[:, n_real:]).all()
+    full = exhaustive_scores(model, code_table, input_ids, attention_mask)  # [B, n_items]
+    ref_scores, ref_items = full.sort(dim=1, descending=True)
+    assert torch.equal(items[:, :n_real], ref_items[:, :n_real])
+    torch.testing.assert_close(scores[:, :n_real], ref_scores[:, :n_real], atol=1e-4, rtol=0)
+    dense = scores_to_full(items, scores, code_table.n_items)
+    torch.testing.assert_close(dense, full, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def scored_model(code_table, batch):
+    model = tiny_backbone(code_table.vocab_size, seed=5).eval()
+    return model, exhaustive_scores(model, code_table, *batch)
+
+
+@pytest.mark.parametrize("beam", [1, 5, 20])
+def test_small_beam_scores_equal_sequence_log_prob(code_table, batch, scored_model, beam):
+    model, full = scored_model
+    input_ids, attention_mask = batch
+    items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=beam)
+    torch.testing.assert_close(scores, full.gather(1, items), atol=1e-4, rtol=0)
+    # beam search never returns something better than the true optimum
+    assert (scores[:, 0] <= full.max(dim=1).values + 1e-4).all()
+
+
+def test_few_items_are_padded():
+    codes = torch.tensor([[-1, -1], [0, 0], [0, 1], [2, 1]])
+    table = CodeTable(codes, [3, 2])
+    model = tiny_backbone(table.vocab_size).eval()
+    input_ids, attention_mask = table.history_tokens(torch.tensor([[1, 2], [3, 0]]), torch.tensor([2, 1]))
+    items, scores = model.beam_search(input_ids, attention_mask, table, beam_size=6)
+    assert sorted(items[:, :3].flatten().tolist()) == [1, 1, 2, 2, 3, 3]
+    assert (items[:, 3:] == 0).all() and torch.isneginf(scores[:, 3:]).all()
+
+
+class PrefixDependentBackbone(T5Backbone):
+    """DiscRec-like hook: the decoder embedding of a position depends on all earlier codes of the target item."""
+
+    def build_context(self, input_ids, attention_mask):
+        return {"user_bias": attention_mask.float().sum(1, keepdim=True) / attention_mask.size(1)}  # [B, 1]
+
+    def decoder_embeds(self, decoder_input_ids, context=None):
+        embeds = self.shared(decoder_input_ids)  # [B, t, d]
+        embeds = embeds + 0.5 * torch.cumsum(embeds, dim=1)  # position j sees positions <= j
+        return embeds + context["user_bias"].unsqueeze(-1)  # [B, t, d]
+
+
+def test_decoder_hook_sees_full_prefix(code_table, batch):
+    torch.manual_seed(11)
+    model = PrefixDependentBackbone(
+        code_table.vocab_size, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16
+    ).eval()
+    input_ids, attention_mask = batch
+    items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=60)
+    full = exhaustive_scores(model, code_table, input_ids, attention_mask)
+    n_real = code_table.n_real_items
+    ref_scores, ref_items = full.sort(dim=1, descending=True)
+    assert torch.equal(items[:, :n_real], ref_items[:, :n_real])
+    torch.testing.assert_close(scores[:, :n_real], ref_scores[:, :n_real], atol=1e-4, rtol=0)
+
+
+def test_functional_search_with_static_scores(code_table):
+    """constrained_beam_search with a context-free step_fn: must find the exact top items of an additive score."""
+    gen = torch.Generator().manual_seed(2)
+    level_scores = torch.log_softmax(torch.randn(2, code_table.vocab_size, generator=gen), -1)  # [B, V]
+    beam = 8
+
+    def step_fn(last_tokens, step):
+        return level_scores.repeat_interleave(beam, 0)  # [B*beam, V]
+
+    items, scores = constrained_beam_search(step_fn, code_table, 2, beam, device="cpu")
+    tokens = code_table.item_tokens(code_table.item_of_leaf)  # [n_real, L]
+    totals = level_scores[:, tokens].sum(-1)  # [B, n_real]
+    ref_scores, ref_idx = totals.topk(beam, dim=1)
+    assert torch.equal(items, code_table.item_of_leaf[ref_idx])
+    torch.testing.assert_close(scores, ref_scores, atol=1e-5, rtol=0)
+
+
+def test_beam_search_under_autocast(code_table, batch):
+    model = tiny_backbone(code_table.vocab_size).eval()
+    input_ids, attention_mask = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=10)
+    assert scores.dtype == torch.float32 and (items > 0).all()
+    for row in items.tolist():
+        assert len(set(row)) == len(row)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def test_training_reduces_loss(code_table):
+    """Synthetic next-item task (next item = last item + 1 among coded items): the token loss must drop."""
+    torch.manual_seed(0)
+    real = code_table.item_of_leaf.sort().values  # [n_real]
+    model = tiny_backbone(code_table.vocab_size, dropout_rate=0.0).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(25):
+        start = torch.randint(0, real.numel() - 4, (32,))
+        positions = start.unsqueeze(1) + torch.arange(4)  # [32, 4]
+        item_seq, target = real[positions[:, :3]], real[positions[:, 3]]
+        input_ids, attention_mask = code_table.history_tokens(item_seq, torch.full((32,), 3))
+        loss, logits, enc, dec = model.forward_loss(input_ids, attention_mask, code_table.item_tokens(target))
+        assert logits.shape == (32, N_LEVELS, code_table.vocab_size)
+        assert enc.shape == (32, input_ids.size(1), 32) and dec.shape == (32, N_LEVELS, 32)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
