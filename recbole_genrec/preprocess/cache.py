@@ -1,0 +1,304 @@
+"""Cache of preprocessing artifacts: overlay dataset folder, content keys, atomic writes, locking.
+
+Layout of one dataset's overlay folder ``<cache_root>/<dataset>/``::
+
+    <dataset>.inter, .item, ...      symlinks to the original atomic files (source may be read-only)
+    <dataset>.genemb / .gensid       RecBole additional atomic files written by the hook
+    embeddings-<source>.npy          item embeddings (source ``text`` or e.g. ``collab``)
+    codes.npy, diagnostics.json      semantic IDs and their diagnostics
+    items.json                       item tokens that survive RecBole's filtering
+    <artifact>.meta.json             sidecar: ``key`` (hash of the inputs) + ``sha256`` of the bytes
+    .lock                            ``fcntl.flock`` target serialising check + build
+
+Every artifact is written to a temporary file in the same folder, fsync'ed and moved into place
+with ``os.replace``; its sidecar is removed before and written after, so an interrupted write
+never leaves a file that looks valid.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+META_SUFFIX = ".meta.json"
+ENV_CACHE = "RECBOLE_GENREC_CACHE"
+
+
+# ----------------------------------------------------------------------------- locations
+def cache_root(config):
+    """``config['genrec_cache_dir']``, else ``$RECBOLE_GENREC_CACHE``, else ``~/.cache/recbole_genrec``."""
+    root = config["genrec_cache_dir"] or os.environ.get(ENV_CACHE) or os.path.join("~", ".cache", "recbole_genrec")
+    return os.path.abspath(os.path.expanduser(str(root)))
+
+
+def overlay_dir(config):
+    """The overlay dataset folder ``<cache_root>/<dataset>/`` (created)."""
+    path = os.path.join(cache_root(config), config["dataset"])
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def embeddings_path(overlay, source):
+    """``<overlay>/embeddings-<source>.npy``."""
+    return os.path.join(overlay, f"embeddings-{source}.npy")
+
+
+# ----------------------------------------------------------------------------- hashing
+def canonical_json(obj):
+    """Deterministic JSON text of ``obj`` (sorted keys, no whitespace, numpy scalars as Python)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def content_key(obj):
+    """sha256 hex digest of the canonical JSON of ``obj``: the cache key of an artifact."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def strings_hash(strings):
+    """sha256 of an ordered list of strings (length-prefixed, so boundaries are unambiguous)."""
+    digest = hashlib.sha256()
+    for text in strings:
+        data = str(text).encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def file_sha256(path, chunk=1 << 20):
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn, mode="wb"):
+    """Call ``write_fn(fileobj)`` on a temp file beside ``path``, fsync it, then ``os.replace``.
+
+    On any error the temp file is removed and ``path`` is left as it was.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _remove_meta(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + META_SUFFIX)
+
+
+def write_artifact(path, write_fn, key, extra=None, mode="wb"):
+    """Atomically write an artifact and then its sidecar ``<path>.meta.json``.
+
+    The old sidecar is removed first, so a crash between the two writes leaves an artifact
+    without a sidecar, which :func:`check_artifact` reports as ``missing`` (rebuilt next time).
+    Returns the sidecar dict.
+    """
+    _remove_meta(path)
+    atomic_write(path, write_fn, mode=mode)
+    meta = dict(extra or {})
+    meta.update({"key": key, "sha256": file_sha256(path), "file": os.path.basename(path)})
+    atomic_write(path + META_SUFFIX, lambda f: f.write(json.dumps(meta, indent=1, default=_json_default)), mode="w")
+    return meta
+
+
+def read_meta(path):
+    """The sidecar dict of ``path``, or ``None`` if absent or unreadable."""
+    try:
+        with open(path + META_SUFFIX, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def check_artifact(path, key):
+    """Status of a cached artifact: ``"hit"``, ``"missing"``, ``"stale"`` or ``"corrupt"``.
+
+    ``stale``: the sidecar's key differs (inputs changed). ``corrupt``: the bytes do not match the
+    sidecar's sha256, or the file is unreadable. ``missing``: the file or its sidecar is absent.
+    """
+    if not os.path.exists(path):
+        return "missing"
+    meta = read_meta(path)
+    if meta is None:
+        return "missing" if not os.path.exists(path + META_SUFFIX) else "corrupt"
+    if meta.get("key") != key:
+        return "stale"
+    try:
+        if file_sha256(path) != meta.get("sha256"):
+            return "corrupt"
+    except OSError:
+        return "corrupt"
+    return "hit"
+
+
+def report_status(name, status):
+    """Log a cache decision: info for hits and first builds, WARNING for stale/corrupt rebuilds."""
+    if status == "hit":
+        logger.info(f"cache hit: {name}")
+    elif status == "missing":
+        logger.info(f"cache miss: building {name}")
+    else:
+        reason = "inputs changed" if status == "stale" else "file does not match its checksum or is unreadable"
+        logger.warning(f"cache {status}: {name} ({reason}); rebuilding it")
+
+
+# ----------------------------------------------------------------------------- typed artifacts
+def save_npy(path, array, key, extra=None):
+    """Atomically save ``array`` as ``.npy`` with its sidecar."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return write_artifact(path, lambda f: f.write(buffer.getvalue()), key, extra)
+
+
+def load_npy(path):
+    """Load an ``.npy`` artifact (no pickles)."""
+    return np.load(path, allow_pickle=False)
+
+
+def save_json(path, obj, key, extra=None):
+    """Atomically save ``obj`` as indented JSON with its sidecar."""
+    text = json.dumps(obj, indent=1, default=_json_default)
+    return write_artifact(path, lambda f: f.write(text), key, extra, mode="w")
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- locking and links
+@contextlib.contextmanager
+def locked(overlay):
+    """Exclusive ``fcntl.flock`` on ``<overlay>/.lock`` (blocks until the holder releases it)."""
+    os.makedirs(overlay, exist_ok=True)
+    with open(os.path.join(overlay, ".lock"), "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def link_source_files(source_dir, overlay, dataset, skip_suffixes=()):
+    """Symlink every ``<dataset>.*`` atomic file of ``source_dir`` into ``overlay``.
+
+    Links are replaced atomically when they point elsewhere; files the hook writes itself
+    (``skip_suffixes``) are never linked. Returns the linked file names.
+    """
+    source_dir = os.path.abspath(source_dir)
+    linked = []
+    for name in sorted(os.listdir(source_dir)):
+        src = os.path.join(source_dir, name)
+        stem, _, suffix = name.rpartition(".")
+        if stem != dataset or suffix in skip_suffixes or not os.path.isfile(src):
+            continue
+        dst = os.path.join(overlay, name)
+        if os.path.islink(dst) and os.readlink(dst) == src:
+            linked.append(name)
+            continue
+        tmp = os.path.join(overlay, f".{name}.link.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(src, tmp)
+        os.replace(tmp, dst)
+        linked.append(name)
+    return linked
+
+
+# ----------------------------------------------------------------------------- external embeddings
+def embeddings_key(source_name, item_tokens, key_extra=None):
+    """Cache key of an item-embedding matrix written by a model (e.g. CollabEmbed)."""
+    return content_key({"source": source_name, "items": strings_hash(item_tokens), "extra": key_extra or {}})
+
+
+def save_item_embeddings(config, source_name, item_tokens, matrix, key_extra=None):
+    """Store item embeddings [n_items, D] produced by a model as ``embeddings-<source>.npy``.
+
+    ``item_tokens`` are the external item tokens of the rows (no ``[PAD]`` row). The hook uses
+    them when ``item_embedding_source: <source_name>``. ``key_extra`` (dict) records what
+    produced the matrix (model, checkpoint, ...) and becomes part of the key. Returns the path.
+    """
+    if source_name == "text":
+        raise ValueError("source name 'text' is reserved for the hook's own text embeddings")
+    matrix = np.asarray(matrix, dtype=np.float32)  # [n_items, D]
+    tokens = [str(t) for t in item_tokens]
+    if matrix.ndim != 2 or matrix.shape[0] != len(tokens):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {len(tokens)} item tokens")
+    if "[PAD]" in tokens:
+        raise ValueError("item_tokens must not contain '[PAD]'; drop row 0 of RecBole-indexed matrices")
+    overlay = overlay_dir(config)
+    path = embeddings_path(overlay, source_name)
+    key = embeddings_key(source_name, tokens, key_extra)
+    with locked(overlay):
+        save_npy(path, matrix, key, {"source": source_name, "item_tokens": tokens, "key_extra": key_extra or {}})
+    logger.info(f"saved {matrix.shape[0]} x {matrix.shape[1]} item embeddings of source '{source_name}' to {path}")
+    return path
+
+
+def load_item_embeddings(overlay, source_name):
+    """Read ``embeddings-<source>.npy`` written by :func:`save_item_embeddings`.
+
+    Returns ``(item_tokens, matrix [n, D] float32, sha256)``. Raises ``FileNotFoundError`` when it
+    was never written and ``ValueError`` when it does not match its sidecar.
+    """
+    path = embeddings_path(overlay, source_name)
+    meta = read_meta(path)
+    if not os.path.exists(path) or meta is None:
+        raise FileNotFoundError(
+            f"item_embedding_source '{source_name}' needs {path} (with its .meta.json), which does not "
+            f"exist: run CollabEmbed first (it saves its item embeddings with "
+            f"recbole_genrec.preprocess.cache.save_item_embeddings), or set item_embedding_source: text."
+        )
+    if check_artifact(path, meta.get("key")) != "hit":
+        raise ValueError(f"{path} does not match its checksum in {path + META_SUFFIX}; rerun CollabEmbed to rewrite it")
+    return list(meta["item_tokens"]), load_npy(path).astype(np.float32), meta["sha256"]

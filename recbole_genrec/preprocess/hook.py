@@ -1,0 +1,467 @@
+"""The preprocessing hook: item text -> embeddings -> semantic IDs -> RecBole item features.
+
+:func:`prepare_features` runs before RecBole builds the dataset (``recbole_genrec.utils.create_dataset``).
+For ``genrec_features: [text_emb]`` and/or ``[sid]`` it
+
+1. finds the items RecBole will keep (a filter-only pass of RecBole's own ``Dataset``), so the
+   feature files never add items that filtering dropped (they would become extra item ids);
+2. builds (or reuses from the cache) item embeddings, from item text or from another source
+   such as CollabEmbed (``item_embedding_source``), and the semantic IDs;
+3. writes ``<dataset>.genemb`` (``genemb_id:token  genemb:float_seq``) and ``<dataset>.gensid``
+   (``gensid_id:token  gensid:float_seq``) into an overlay folder that symlinks the original
+   atomic files;
+4. points the config at the overlay and registers both files the RecBole way:
+   ``additional_feat_suffix``, ``alias_of_item_id`` (same id space as ``item_id``, so rows follow
+   RecBole's filtering and remapping) and ``preload_weight`` (dense matrices, never joined into
+   interaction batches). Models read them with :mod:`recbole_genrec.preprocess.features`.
+"""
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+from recbole_genrec.preprocess import cache, text, text_encoder
+
+logger = logging.getLogger(__name__)
+
+FEATURES = ("text_emb", "sid")
+EMB_SUFFIX, SID_SUFFIX = "genemb", "gensid"
+EMB_ID, EMB_FIELD = "genemb_id", "genemb"
+SID_ID, SID_FIELD = "gensid_id", "gensid"
+FORMAT_VERSION = 1
+# Config keys that decide which items survive RecBole's loading and filtering.
+_FILTER_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "field_separator", "seq_separator", "encoding", "load_col",
+                "unload_col", "rm_dup_inter", "val_interval", "filter_inter_by_user_or_item",
+                "user_inter_num_interval", "item_inter_num_interval", "benchmark_filename", "TIME_FIELD")
+
+
+# ============================================================================= entry point
+def prepare_features(config, plot=False):
+    """Build or reuse the features named in ``config['genrec_features']`` and register them.
+
+    Returns ``None`` when no feature is requested, else a summary dict (overlay folder, shapes,
+    codebook sizes, hashes, diagnostics, timings, cache decisions). ``plot=True`` also writes
+    ``code_usage.png`` beside the codes.
+    """
+    features = requested_features(config)
+    if not features:
+        return None
+    source_dir = config["genrec_source_data_path"] or config["data_path"]
+    overlay = cache.overlay_dir(config)
+    summary = {"overlay": overlay, "features": features, "cache": {}, "timings": {}}
+    with cache.locked(overlay):
+        cache.link_source_files(source_dir, overlay, config["dataset"], skip_suffixes=(EMB_SUFFIX, SID_SUFFIX))
+        tokens = surviving_item_tokens(config, source_dir, overlay, summary)  # [N] external tokens
+        emb, emb_key = item_embeddings_for(config, source_dir, overlay, tokens, summary)  # [N, D]
+        hashes = {"text_emb": emb_key}
+        if "text_emb" in features:
+            hashes["genemb_file"] = write_emb_file(config, overlay, tokens, emb, emb_key, summary)
+        codebook_sizes = None
+        if "sid" in features:
+            codes, codebook_sizes, sid_key = semantic_ids_for(config, overlay, tokens, emb, emb_key, summary)
+            hashes["sid"] = sid_key
+            hashes["gensid_file"] = write_sid_file(config, overlay, tokens, codes, sid_key, summary)
+            if plot:
+                summary["plot"] = write_plot(overlay, codes, codebook_sizes)
+    point_config(config, source_dir, overlay, features, codebook_sizes, hashes)
+    summary.update({"n_items": len(tokens), "embedding_dim": int(emb.shape[1]), "codebook_sizes": codebook_sizes,
+                    "hashes": hashes})
+    return summary
+
+
+def requested_features(config):
+    """``config['genrec_features']`` as a list, checked against :data:`FEATURES`."""
+    features = config["genrec_features"] or []
+    if isinstance(features, str):
+        features = [features]
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise ValueError(f"genrec_features {unknown} unknown; use a subset of {list(FEATURES)}")
+    return list(features)
+
+
+# ============================================================================= items RecBole keeps
+def _probe_class():
+    from recbole.data.dataset import Dataset
+
+    class _FilterProbe(Dataset):
+        """RecBole's Dataset stopped right after loading + filtering (no remapping)."""
+
+        def _data_processing(self):
+            self.feat_name_list = self._build_feat_name_list()
+            if self.benchmark_filename_list is None:
+                self._data_filtering()
+
+    return _FilterProbe
+
+
+@contextlib.contextmanager
+def _plain_config(config, source_dir):
+    """Temporarily point ``config`` at the source data without this hook's own features."""
+    keys = ("data_path", "additional_feat_suffix", "load_col", "preload_weight", "alias_of_item_id")
+    saved = {k: config[k] for k in keys}
+    try:
+        config["data_path"] = source_dir
+        suffixes = [s for s in (config["additional_feat_suffix"] or []) if s not in (EMB_SUFFIX, SID_SUFFIX)]
+        config["additional_feat_suffix"] = suffixes or None
+        if config["load_col"] is not None:
+            config["load_col"] = {k: v for k, v in config["load_col"].items() if k not in (EMB_SUFFIX, SID_SUFFIX)}
+        config["preload_weight"] = None
+        alias = [a for a in (config["alias_of_item_id"] or []) if a not in (EMB_ID, SID_ID)]
+        config["alias_of_item_id"] = alias or None
+        yield config
+    finally:
+        for k, v in saved.items():
+            config[k] = v
+
+
+def _source_files_identity(source_dir, dataset):
+    files = []
+    for name in sorted(os.listdir(source_dir)):
+        path = os.path.join(source_dir, name)
+        if name.startswith(dataset + ".") and os.path.isfile(path):
+            stat = os.stat(path)
+            files.append([os.path.realpath(path), stat.st_size, stat.st_mtime_ns])
+    return files
+
+
+def surviving_item_tokens(config, source_dir, overlay, summary):
+    """External tokens of the items RecBole keeps after filtering, in RecBole's id order.
+
+    Row ``i`` of this list becomes internal item id ``i + 1``. Cached in ``items.json``, keyed by
+    the source files (path, size, mtime) and the loading/filtering config.
+    """
+    if not config["ITEM_ID_FIELD"]:
+        raise ValueError("genrec_features need an ITEM_ID_FIELD")
+    with _plain_config(config, source_dir):
+        settings = {k: config[k] for k in _FILTER_KEYS}
+    key = cache.content_key({"files": _source_files_identity(source_dir, config["dataset"]),
+                             "config": settings, "format": FORMAT_VERSION})
+    path = os.path.join(overlay, "items.json")
+    status = cache.check_artifact(path, key)
+    cache.report_status("items.json (items kept by RecBole's filtering)", status)
+    summary["cache"]["items"] = status
+    if status == "hit":
+        return cache.load_json(path)["item_tokens"]
+    start = time.perf_counter()
+    with _plain_config(config, source_dir):
+        probe = _probe_class()(config)
+    iid = probe.iid_field
+    columns = [probe.inter_feat[iid].to_numpy()]
+    if probe.item_feat is not None:
+        columns.append(probe.item_feat[iid].to_numpy())
+    tokens = [str(t) for t in pd.unique(np.concatenate(columns)) if isinstance(t, str) or not pd.isna(t)]
+    summary["timings"]["filter_probe_s"] = round(time.perf_counter() - start, 3)
+    cache.save_json(path, {"item_tokens": tokens}, key)
+    logger.info(f"{len(tokens)} items survive RecBole's loading/filtering of '{config['dataset']}'")
+    return tokens
+
+
+# ============================================================================= embeddings
+def _check_finite(emb, tokens, what):
+    """Raise ``ValueError`` naming the items whose embedding rows contain NaN/inf."""
+    bad = ~np.isfinite(emb).all(axis=1)  # [N]
+    if bad.any():
+        examples = [tokens[i] for i in np.flatnonzero(bad)[:5]]
+        raise ValueError(
+            f"{what} has non-finite values (NaN/inf) for {int(bad.sum())} of {len(tokens)} items "
+            f"(e.g. {examples}); refusing to cache or quantize them. Check the encoder/source "
+            f"(fp16 overflow? empty inputs?)."
+        )
+
+
+def text_embedding_inputs(config, tokens, texts, spec, encoder_path):
+    """Everything the text embeddings depend on (its canonical JSON hash is the cache key)."""
+    mode, normalize = text_encoder.pooling_spec(encoder_path, config["text_pooling"])
+    return {
+        "kind": "text_embeddings",
+        "format": FORMAT_VERSION,
+        "encoder": str(config["text_encoder"]),
+        "encoder_config": text_encoder.encoder_fingerprint(encoder_path),
+        "pooling": [mode, normalize],
+        "fields": spec["fields"],
+        "template": spec["template"],
+        "max_length": int(config["text_max_length"]),
+        "items": cache.strings_hash(tokens),
+        "texts": cache.strings_hash(texts),
+    }
+
+
+def _device(config):
+    device = str(config["device"] or "cpu")
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def item_embeddings_for(config, source_dir, overlay, tokens, summary):
+    """Item embeddings [N, D] float32 for ``tokens`` and their cache key."""
+    source = str(config["item_embedding_source"] or "text")
+    if source != "text":
+        return _external_embeddings(overlay, source, tokens, summary)
+    texts, spec = text.item_texts(config, tokens, source_dir)
+    encoder_path = text_encoder.resolve_encoder_path(config["text_encoder"])
+    key = cache.content_key(text_embedding_inputs(config, tokens, texts, spec, encoder_path))
+    path = cache.embeddings_path(overlay, "text")
+    status = cache.check_artifact(path, key)
+    cache.report_status(os.path.basename(path), status)
+    summary["cache"]["embeddings"] = status
+    summary["text_spec"] = spec
+    if status == "hit":
+        emb = cache.load_npy(path)
+        summary["timings"]["embedding_s"] = cache.read_meta(path).get("seconds")
+        return emb, key
+    logger.info(f"encoding {len(texts)} item texts with {config['text_encoder']}; e.g. {texts[0]!r}")
+    start = time.perf_counter()
+    emb = text_encoder.encode_texts(
+        texts, encoder=config["text_encoder"], pooling=config["text_pooling"],
+        max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
+        device=_device(config), show_progress=bool(config["show_progress"]),
+    )
+    emb = np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
+    if emb.ndim != 2 or emb.shape[0] != len(tokens):
+        raise ValueError(f"text encoder returned shape {emb.shape} for {len(tokens)} items")
+    _check_finite(emb, tokens, f"text embeddings from {config['text_encoder']}")
+    seconds = round(time.perf_counter() - start, 3)
+    summary["timings"]["embedding_s"] = seconds
+    cache.save_npy(path, emb, key, {"seconds": seconds, "n_items": len(tokens), "dim": int(emb.shape[1]),
+                                    "encoder": str(config["text_encoder"]), "text_spec": spec})
+    return emb, key
+
+
+def _external_embeddings(overlay, source, tokens, summary):
+    """Rows of ``embeddings-<source>.npy`` (written by e.g. CollabEmbed) for ``tokens``."""
+    ext_tokens, matrix, sha = cache.load_item_embeddings(overlay, source)
+    row_of = {t: i for i, t in enumerate(ext_tokens)}
+    missing = [t for t in tokens if t not in row_of]
+    if missing:
+        raise ValueError(
+            f"embeddings-{source}.npy lacks {len(missing)} of the {len(tokens)} items of this dataset "
+            f"(e.g. {missing[:5]}); rerun the model that wrote it with the same dataset and filtering."
+        )
+    emb = np.ascontiguousarray(matrix[[row_of[t] for t in tokens]], dtype=np.float32)  # [N, D]
+    _check_finite(emb, tokens, f"embeddings-{source}.npy")
+    summary["cache"]["embeddings"] = f"external:{source}"
+    summary["timings"]["embedding_s"] = 0.0
+    key = cache.content_key({"kind": "external_embeddings", "source": source, "sha256": sha,
+                             "items": cache.strings_hash(tokens), "format": FORMAT_VERSION})
+    return emb, key
+
+
+# ============================================================================= semantic IDs
+def sid_inputs(config, emb_key):
+    """Everything the semantic IDs depend on."""
+    return {
+        "kind": "semantic_ids",
+        "format": FORMAT_VERSION,
+        "embeddings": emb_key,
+        "source": str(config["item_embedding_source"] or "text"),
+        "method": str(config["sid_method"]),
+        "levels": int(config["sid_levels"]),
+        "codebook_size": config["sid_codebook_size"],
+        "collision": str(config["sid_collision"]),
+        "params": dict(config["sid_params"] or {}),
+        "seed": int(config["seed"] if config["seed"] is not None else 2020),
+    }
+
+
+def semantic_ids_for(config, overlay, tokens, emb, emb_key, summary):
+    """``(codes [N, L'] int64, codebook_sizes [L'], key)``, from the cache or freshly fitted."""
+    inputs = sid_inputs(config, emb_key)
+    key = cache.content_key(inputs)
+    codes_path, diag_path = os.path.join(overlay, "codes.npy"), os.path.join(overlay, "diagnostics.json")
+    status = cache.check_artifact(codes_path, key)
+    diag_status = cache.check_artifact(diag_path, key)
+    if status == "hit" and diag_status != "hit":
+        status = diag_status
+    cache.report_status("codes.npy + diagnostics.json", status)
+    summary["cache"]["codes"] = status
+    if status == "hit":
+        codes = cache.load_npy(codes_path).astype(np.int64)
+        diagnostics = cache.load_json(diag_path)
+    else:
+        codes, diagnostics = _fit_codes(config, inputs, emb, tokens, summary)
+        meta = {"codebook_sizes": diagnostics["codebook_sizes"], "n_items": len(tokens), "inputs": inputs}
+        cache.save_npy(codes_path, codes, key, meta)
+        cache.save_json(diag_path, diagnostics, key)
+    if codes.ndim != 2 or codes.shape[0] != len(tokens):
+        raise ValueError(f"semantic IDs in {codes_path} have shape {codes.shape}, expected [{len(tokens)}, L]")
+    if inputs["collision"] != "none" and len(np.unique(codes, axis=0)) != len(tokens):
+        raise ValueError(f"semantic IDs in {codes_path} are not unique per item (collision={inputs['collision']})")
+    summary["diagnostics"] = diagnostics
+    summary["timings"]["codes_s"] = diagnostics.get("timings", {}).get("codes_s")
+    log_diagnostics(diagnostics)
+    return codes, list(diagnostics["codebook_sizes"]), key
+
+
+def _fit_codes(config, inputs, emb, tokens, summary):
+    from recbole_genrec.tokenizers import generate_semantic_ids
+
+    _check_finite(emb, tokens, "item embeddings")
+    start = time.perf_counter()
+    codes, info = generate_semantic_ids(
+        emb, method=inputs["method"], n_levels=inputs["levels"], codebook_size=inputs["codebook_size"],
+        collision=inputs["collision"], seed=inputs["seed"], device=_device(config),
+        show_progress=bool(config["show_progress"]), **inputs["params"],
+    )
+    seconds = round(time.perf_counter() - start, 3)
+    diagnostics = dict(info["diagnostics"])
+    diagnostics.update({
+        "method": info["method"],
+        "collision": inputs["collision"],
+        "codebook_sizes": [int(k) for k in info["codebook_sizes"]],
+        "levels_after_collision_handling": int(codes.shape[1]),
+        "recon_error": info["recon_error"],
+        "n_items": int(codes.shape[0]),
+        "n_unique_codes": int(len(np.unique(codes, axis=0))),
+        "timings": {"embedding_s": summary["timings"].get("embedding_s"), "codes_s": seconds},
+    })
+    return np.asarray(codes, dtype=np.int64), diagnostics
+
+
+def diagnostics_table(diagnostics):
+    """Plain-text table of per-level usage/perplexity and the scalar diagnostics."""
+    sizes = diagnostics.get("codebook_sizes") or []
+    usage = diagnostics.get("usage") or []
+    perplexity = diagnostics.get("perplexity") or []
+    prefix = diagnostics.get("max_items_per_prefix") or []
+    lines = [f"{'level':>5} {'K':>6} {'usage':>7} {'perplexity':>10} {'max items/prefix':>16}"]
+    for level in range(len(usage)):
+        k = sizes[level] if level < len(sizes) else ""
+        mp = prefix[level] if level < len(prefix) else ""
+        lines.append(f"{level + 1:>5} {k:>6} {usage[level]:>7.3f} {perplexity[level]:>10.2f} {mp:>16}")
+    recon = diagnostics.get("recon_error")
+    timings = diagnostics.get("timings", {})
+    lines.append(
+        f"method={diagnostics.get('method')} collision={diagnostics.get('collision')} "
+        f"items={diagnostics.get('n_items')} final sizes={sizes} "
+        f"collision rate before handling={diagnostics.get('collision_rate_before', float('nan')):.4f} "
+        f"recon error={'n/a' if recon is None else f'{recon:.5f}'} "
+        f"embedding={timings.get('embedding_s')}s codes={timings.get('codes_s')}s"
+    )
+    return "\n".join(lines)
+
+
+def log_diagnostics(diagnostics):
+    logger.info("semantic-ID diagnostics (before collision handling):\n" + diagnostics_table(diagnostics))
+
+
+def write_plot(overlay, codes, codebook_sizes):
+    """``<overlay>/code_usage.png`` (written atomically)."""
+    from recbole_genrec.tokenizers.diagnostics import plot_code_usage
+
+    path = os.path.join(overlay, "code_usage.png")
+    fd, tmp = tempfile.mkstemp(prefix=".code_usage.", suffix=".png", dir=overlay)
+    os.close(fd)
+    try:
+        plot_code_usage(codes, codebook_sizes, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    logger.info(f"code usage plot: {path}")
+    return path
+
+
+# ============================================================================= atomic files
+def _write_feature_file(config, overlay, suffix, header, tokens, rows_as_text, key, summary):
+    path = os.path.join(overlay, f"{config['dataset']}.{suffix}")
+    status = cache.check_artifact(path, key)
+    cache.report_status(os.path.basename(path), status)
+    summary["cache"][suffix] = status
+    if status != "hit":
+        def write(f):
+            f.write(header + "\n")
+            for token, row in zip(tokens, rows_as_text):
+                f.write(f"{token}\t{row}\n")
+
+        cache.write_artifact(path, write, key, {"n_items": len(tokens)}, mode="w")
+    return key
+
+
+def write_emb_file(config, overlay, tokens, emb, emb_key, summary):
+    """``<dataset>.genemb``: one row per item, float32 values exactly representable ('%.9g')."""
+    key = cache.content_key({"kind": "genemb_file", "embeddings": emb_key, "items": cache.strings_hash(tokens),
+                             "format": FORMAT_VERSION})
+    fmt = " ".join(["%.9g"] * emb.shape[1])
+    rows = (fmt % tuple(row) for row in emb.tolist())
+    header = f"{EMB_ID}:token\t{EMB_FIELD}:float_seq"
+    return _write_feature_file(config, overlay, EMB_SUFFIX, header, tokens, rows, key, summary)
+
+
+def write_sid_file(config, overlay, tokens, codes, sid_key, summary):
+    """``<dataset>.gensid``: integer codes as a float_seq (RecBole has no int_seq type)."""
+    key = cache.content_key({"kind": "gensid_file", "codes": sid_key, "items": cache.strings_hash(tokens),
+                             "format": FORMAT_VERSION})
+    rows = (" ".join(map(str, row)) for row in codes.tolist())
+    header = f"{SID_ID}:token\t{SID_FIELD}:float_seq"
+    return _write_feature_file(config, overlay, SID_SUFFIX, header, tokens, rows, key, summary)
+
+
+# ============================================================================= config
+def _append_unique(values, extra):
+    values = list(values or [])
+    return values + [v for v in extra if v not in values]
+
+
+def point_config(config, source_dir, overlay, features, codebook_sizes, hashes):
+    """Point RecBole at the overlay folder and register the feature files (idempotent)."""
+    pairs = []
+    if "text_emb" in features:
+        pairs.append((EMB_SUFFIX, EMB_ID, EMB_FIELD))
+    if "sid" in features:
+        pairs.append((SID_SUFFIX, SID_ID, SID_FIELD))
+    config["genrec_source_data_path"] = source_dir
+    config["data_path"] = overlay
+    config["additional_feat_suffix"] = _append_unique(config["additional_feat_suffix"], [p[0] for p in pairs])
+    config["alias_of_item_id"] = _append_unique(config["alias_of_item_id"], [p[1] for p in pairs])
+    preload = dict(config["preload_weight"] or {})
+    preload.update({p[1]: p[2] for p in pairs})
+    config["preload_weight"] = preload
+    if config["load_col"] is not None:
+        load_col = dict(config["load_col"])
+        load_col.update({p[0]: [p[1], p[2]] for p in pairs})
+        config["load_col"] = load_col
+    _protect_from_normalization(config, overlay, {p[2] for p in pairs})
+    config["sid_codebook_sizes"] = list(codebook_sizes) if codebook_sizes is not None else None
+    config["genrec_feature_hashes"] = hashes
+
+
+def _loaded_float_fields(config, overlay):
+    """Float-like fields RecBole will load from the overlay's atomic files (load_col/unload_col applied)."""
+    dataset = config["dataset"]
+    suffixes = ["inter", "user", "item"] + list(config["additional_feat_suffix"] or [])
+    fields = set()
+    for suffix in suffixes:
+        path = os.path.join(overlay, f"{dataset}.{suffix}")
+        if suffix == "inter" and config["benchmark_filename"]:
+            path = os.path.join(overlay, f"{dataset}.{config['benchmark_filename'][0]}.inter")
+        if not os.path.isfile(path):
+            continue
+        load_col = None if config["load_col"] is None else config["load_col"].get(suffix, [])
+        load_col = None if load_col == "*" else load_col
+        unload_col = (config["unload_col"] or {}).get(suffix) or []
+        with open(path, encoding=config["encoding"] or "utf-8") as f:
+            header = f.readline().rstrip("\n")
+        for item in header.split(config["field_separator"] or "\t"):
+            name, _, ftype = item.partition(":")
+            if ftype in ("float", "float_seq") and (load_col is None or name in load_col) and name not in unload_col:
+                fields.add(name)
+    return fields
+
+
+def _protect_from_normalization(config, overlay, ours):
+    """Keep RecBole's min-max normalisation (normalize_all / normalize_field) off the feature vectors."""
+    if config["normalize_all"]:
+        others = sorted(_loaded_float_fields(config, overlay) - ours)
+        config["normalize_all"] = False
+        config["normalize_field"] = others or None
+        logger.info(f"normalize_all -> normalize_field {others}: {sorted(ours)} must stay unnormalised")
+    elif config["normalize_field"]:
+        kept = [f for f in config["normalize_field"] if f not in ours]
+        if len(kept) != len(config["normalize_field"]):
+            logger.warning(f"removed {sorted(ours)} from normalize_field: embeddings/codes must stay unnormalised")
+        config["normalize_field"] = kept or None
