@@ -72,9 +72,12 @@ def shim_pkg_resources():
 
 @_once
 def shim_numpy_aliases():
-    """numpy 2 removed ``np.float_``/``np.complex_``/``np.unicode_`` (RecBole's Config) and
-    ``np.bool8`` (ray.tune's loggers)."""
-    aliases = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "bool8": np.bool_}
+    """numpy 2 removed ``np.float_``/``np.complex_``/``np.unicode_`` (RecBole's Config),
+    ``np.bool8`` (ray.tune's loggers) and the 1.24-removed ``np.float``/``np.int``... that
+    RecBole's Config re-adds in ``__init__`` but an unpickled Config (a checkpoint) does not."""
+    aliases = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "bool8": np.bool_,
+               "bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
+               "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_}
     for name, target in aliases.items():
         if name not in np.__dict__:
             setattr(np, name, target)
