@@ -1,0 +1,239 @@
+# coding: utf-8
+"""TIGER: generative retrieval over semantic IDs with a T5 encoder-decoder.
+
+Reference:
+    Shashank Rajput, Nikhil Mehta, Anima Singh, Raghunandan Keshavan, Trung Vu, Lukasz Heldt, Lichan Hong, Yi Tay,
+    Vinh Q. Tran, Jonah Samost, Maciej Kula, Ed H. Chi, Maheswaran Sathiamoorthy.
+    "Recommender Systems with Generative Retrieval." NeurIPS 2023.
+
+Every item is a tuple of ``L`` semantic-ID codes (RQ-VAE over its text embedding, 3 levels of 256 codes plus one
+collision level in the paper), built by the preprocessing hook (``genrec_features: [text_emb, sid]``).  The user
+history is the flattened code sequence of its last ``MAX_ITEM_LIST_LENGTH`` items (optionally preceded by a hashed
+user token); a T5 encoder-decoder is trained with token cross-entropy to emit the codes of the next item, and
+retrieval is a beam search over the decoder restricted to existing semantic IDs.
+
+Deviations from the paper (there is no official code):
+
+* retrieval uses **trie-constrained** beam search, so every returned tuple is a real item (the paper decodes freely
+  and discards invalid IDs, reporting that they are rare);
+* the item sequences and targets are RecBole's (every prefix of a training sequence is one sample, leave-one-out
+  evaluation with full ranking), and the returned items are ranked by their beam score (summed log-probability);
+  items outside the beam get ``-inf``, so only ``beam_size`` items per user can be hit;
+* the user token is hashed with a fixed multiplicative hash of RecBole's internal user id into
+  ``user_token_buckets`` extra vocabulary entries and placed right before the first history token (the paper
+  hashes raw user ids into 2000 tokens and prepends them; it does not give the hash);
+* the optimizer and schedule are :class:`~recbole_genrec.trainer.GenerativeTrainer`'s (AdamW, warm-up, cosine or
+  inverse-square-root decay) instead of the paper's 200k steps at lr 0.01 with inverse-square-root decay;
+* the tokenizer is configurable (``sid_method: rqvae | rkmeans | hkmeans``); the paper uses RQ-VAE only.
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_genrec.generative import PAD_TOKEN_ID, CodeTable, T5Backbone, scores_to_full
+from recbole_genrec.preprocess.features import codebook_sizes, item_codes
+
+_USER_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio)
+
+
+class TIGEROutput(NamedTuple):
+    r"""Everything one teacher-forced forward pass computes (for subclasses that add losses).
+
+    Attributes:
+        loss: scalar token cross-entropy over the target items' ``L`` codes.
+        logits (`(B, L, V)`): decoder logits.
+        encoder_hidden (`(B, S, d_model)`): encoder last hidden states.
+        decoder_hidden (`(B, L, d_model)`): decoder last hidden states.
+        input_ids (`(B, S)`), attention_mask (`(B, S)`): encoder inputs.
+        target_tokens (`(B, L)`): target tokens (``-100`` for targets without a semantic ID).
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    encoder_hidden: torch.Tensor
+    decoder_hidden: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target_tokens: torch.Tensor
+
+
+class TIGER(SequentialRecommender):
+    r"""TIGER: a T5 encoder-decoder that generates the semantic ID of the next item.
+
+    Extension points (DiscRec, PRORec and other generative models reuse everything else):
+
+    * ``_build_backbone(config, vocab_size) -> T5Backbone``: override to return a :class:`T5Backbone` subclass
+      whose ``build_context`` / ``encoder_embeds`` / ``decoder_embeds`` hooks change the token embeddings (DiscRec).
+      ``vocab_size`` already includes the user-token block.
+    * ``forward(interaction) -> TIGEROutput``: one teacher-forced pass with the loss and the encoder/decoder hidden
+      states; ``calculate_loss`` returns ``forward(...).loss``, so a subclass adds auxiliary losses with
+      ``out = self.forward(interaction); return out.loss + aux(out.encoder_hidden, ...)`` (PRORec).
+    * ``encoder_inputs(item_seq, item_seq_len, user_ids=None)``: the encoder token ids and mask of a batch.
+    * ``self.code_table`` (:class:`CodeTable`, a sub-module: checkpoints carry it) maps items <-> tokens.
+
+    Inference: ``full_sort_predict`` runs trie-constrained beam search (``beam_size`` beams, users in chunks of
+    ``beam_batch_size``) and scatters the beam scores into `(B, n_items)` (``-inf`` outside the beam);
+    ``predict`` is the exact teacher-forced log-likelihood of ``ITEM_ID``'s codes, equal to its beam score;
+    ``recommend(item_seq, item_seq_len, k)`` returns item ids.
+    """
+
+    input_type = InputType.POINTWISE  # (history, next item) samples, no negatives
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.code_table = CodeTable(item_codes(dataset), codebook_sizes(dataset))
+        if self.code_table.n_items != self.n_items:
+            raise ValueError(f"the code table has {self.code_table.n_items} rows but the dataset {self.n_items} items")
+
+        self.beam_size = int(config["beam_size"])
+        topk = config["topk"]
+        max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+        if self.beam_size < max_topk:
+            raise ValueError(
+                f"TIGER: beam_size ({self.beam_size}) must be >= max(topk) ({max_topk}): beam search returns only "
+                f"beam_size items per user, so metrics@{max_topk} would be computed on a truncated list. "
+                f"Set beam_size >= {max_topk} or lower topk."
+            )
+        self.beam_batch_size = max(1, int(config["beam_batch_size"] or 1))
+
+        self.use_user_token = bool(config["use_user_token"])
+        self.user_token_buckets = int(config["user_token_buckets"] or 0) if self.use_user_token else 0
+        if self.use_user_token and self.user_token_buckets < 1:
+            raise ValueError("use_user_token needs user_token_buckets >= 1")
+        self.user_token_offset = self.code_table.vocab_size  # user tokens follow the semantic-ID tokens
+        vocab_size = self.code_table.vocab_size + self.user_token_buckets
+        self.backbone = self._build_backbone(config, vocab_size)
+
+    # ------------------------------------------------------------------------------------------------ building
+    def _build_backbone(self, config, vocab_size: int) -> T5Backbone:
+        """The T5 encoder-decoder; override to plug in a :class:`T5Backbone` subclass."""
+        return T5Backbone(
+            vocab_size,
+            d_model=config["d_model"],
+            d_ff=config["d_ff"],
+            num_layers=config["num_encoder_layers"],
+            num_decoder_layers=config["num_decoder_layers"],
+            num_heads=config["num_heads"],
+            d_kv=config["d_kv"],
+            dropout_rate=config["dropout_rate"],
+            feed_forward_proj=config["feed_forward_proj"] or "relu",
+        )
+
+    # -------------------------------------------------------------------------------------------------- inputs
+    def user_tokens(self, user_ids: torch.Tensor) -> torch.Tensor:
+        r"""Hashed user token ids: `(B,)` RecBole user ids -> `(B,)` token ids in the user-token block."""
+        bucket = torch.remainder(user_ids.long() * _USER_HASH_MULTIPLIER, self.user_token_buckets)  # [B]
+        return bucket + self.user_token_offset
+
+    def encoder_inputs(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, user_ids: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Encoder token ids of the histories.
+
+        Args:
+            item_seq (`torch.LongTensor` of shape `(B, T)`), item_seq_len (`(B,)`): RecBole item sequences.
+            user_ids (`torch.LongTensor` of shape `(B,)`, *optional*): needed when ``use_user_token``.
+        Returns:
+            input_ids, attention_mask (`torch.LongTensor` of shape `(B, S)`), left-padded, ending with EOS;
+            ``S = T * L + 1``, plus one when the user token is placed right before the first history token.
+        """
+        input_ids, attention_mask = self.code_table.history_tokens(item_seq, item_seq_len)  # [B, T*L+1] x2
+        if not self.use_user_token:
+            return input_ids, attention_mask
+        if user_ids is None:
+            raise ValueError("this TIGER uses a user token (use_user_token: True): pass the user ids")
+        batch_size, seq_len = input_ids.shape
+        pad = input_ids.new_full((batch_size, 1), PAD_TOKEN_ID)  # [B, 1]
+        input_ids = torch.cat([pad, input_ids], dim=1)  # [B, S]
+        user_pos = (seq_len - attention_mask.sum(dim=1)).unsqueeze(1)  # [B, 1] slot before the first real token
+        input_ids = input_ids.scatter(1, user_pos, self.user_tokens(user_ids.to(input_ids.device)).unsqueeze(1))
+        attention_mask = (input_ids != PAD_TOKEN_ID).long()  # [B, S]
+        return input_ids, attention_mask
+
+    def _interaction_inputs(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        user_ids = interaction[self.USER_ID] if self.use_user_token else None
+        return self.encoder_inputs(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user_ids)
+
+    def target_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
+        r"""`(B,)` item ids -> `(B, L)` target tokens, ``-100`` (ignored by the loss) for items without codes."""
+        tokens = self.code_table.item_tokens(item_ids)  # [B, L]
+        return tokens.masked_fill(tokens == PAD_TOKEN_ID, -100)
+
+    # -------------------------------------------------------------------------------------------------- training
+    def forward(self, interaction) -> TIGEROutput:
+        r"""Teacher-forced pass on ``POS_ITEM_ID``'s codes; returns loss, logits and hidden states."""
+        input_ids, attention_mask = self._interaction_inputs(interaction)  # [B, S] x2
+        target = self.target_tokens(interaction[self.POS_ITEM_ID])  # [B, L]
+        loss, logits, encoder_hidden, decoder_hidden = self.backbone.forward_loss(input_ids, attention_mask, target)
+        return TIGEROutput(loss, logits, encoder_hidden, decoder_hidden, input_ids, attention_mask, target)
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        return self.forward(interaction).loss
+
+    # ------------------------------------------------------------------------------------------------- inference
+    def predict(self, interaction) -> torch.Tensor:
+        r"""Log-likelihood of ``ITEM_ID``'s semantic ID given the history: float32 `(B,)`; ``-inf`` without codes."""
+        input_ids, attention_mask = self._interaction_inputs(interaction)  # [B, S] x2
+        items = interaction[self.ITEM_ID]  # [B]
+        target = self.code_table.item_tokens(items)  # [B, L]
+        chunk = self.beam_batch_size * self.beam_size
+        scores = torch.cat(
+            [
+                self.backbone.sequence_log_prob(input_ids[i : i + chunk], attention_mask[i : i + chunk],
+                                                target[i : i + chunk])
+                for i in range(0, items.size(0), chunk)
+            ]
+        )  # [B]
+        has_codes = (target != PAD_TOKEN_ID).all(dim=1)  # [B]
+        return scores.masked_fill(~has_codes, float("-inf"))
+
+    def beam_search(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, beam_size: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Constrained beam search in chunks of ``beam_batch_size`` users (memory grows with users x beams).
+
+        Returns:
+            item_ids `(B, beam)` (0 = padding) and float32 scores `(B, beam)`, best first.
+        """
+        beam_size = beam_size or self.beam_size
+        items, scores = [], []
+        for i in range(0, input_ids.size(0), self.beam_batch_size):
+            chunk_items, chunk_scores = self.backbone.beam_search(
+                input_ids[i : i + self.beam_batch_size], attention_mask[i : i + self.beam_batch_size],
+                self.code_table, beam_size,
+            )
+            items.append(chunk_items)
+            scores.append(chunk_scores)
+        return torch.cat(items), torch.cat(scores)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        r"""Beam scores of the ``beam_size`` generated items, ``-inf`` for all others: float32 `(B, n_items)`."""
+        input_ids, attention_mask = self._interaction_inputs(interaction)
+        item_ids, scores = self.beam_search(input_ids, attention_mask)  # [B, beam] x2
+        return scores_to_full(item_ids, scores, self.n_items)
+
+    @torch.no_grad()
+    def recommend(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, k: int, user_ids: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        r"""Top-``k`` next items of every history (in eval mode, restoring the previous mode).
+
+        Args:
+            item_seq (`torch.LongTensor` of shape `(B, T)`), item_seq_len (`(B,)`): RecBole item sequences.
+            k (`int`): number of items; the search uses ``max(k, beam_size)`` beams.
+            user_ids (`torch.LongTensor` of shape `(B,)`, *optional*): needed when ``use_user_token``.
+        Returns:
+            `torch.LongTensor` of shape `(B, k)`: item ids, best first (0 pads when fewer items exist).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            input_ids, attention_mask = self.encoder_inputs(item_seq, item_seq_len, user_ids)
+            item_ids, _ = self.beam_search(input_ids, attention_mask, max(int(k), self.beam_size))
+        finally:
+            self.train(was_training)
+        return item_ids[:, :k]

@@ -1,0 +1,6 @@
+"""Trainers of the plugin models (looked up by ``get_trainer`` as ``<Model>Trainer``)."""
+
+from recbole_genrec.trainer.generative_trainer import GenerativeTrainer
+
+TIGERTrainer = GenerativeTrainer
+DiscRecTrainer = GenerativeTrainer

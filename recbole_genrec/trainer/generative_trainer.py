@@ -1,0 +1,168 @@
+# coding: utf-8
+"""Trainer of the generative recommenders (TIGER and its subclasses).
+
+RecBole's :class:`recbole.trainer.Trainer` with what seq2seq models need; ``fit`` (evaluation every ``eval_step``
+epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and the evaluation loop are the parent's.
+
+* optimizer: ``learner`` (default ``adamw``) with ``weight_decay``; with AdamW, biases, layer norms and embeddings are
+  not decayed when ``no_decay_norm_and_bias`` is set;
+* learning rate: linear warm-up over ``warmup_steps`` optimizer steps, then ``lr_scheduler``:
+  ``cosine`` (to ``min_lr_ratio * learning_rate`` at the last step of ``epochs``), ``linear`` (same end point),
+  ``inverse_sqrt`` (``lr * sqrt(warmup_steps / step)``, the T5/TIGER schedule) or ``constant``.  The factor is a
+  pure function of the global step, so a resumed run continues the schedule;
+* ``clip_grad_norm``: RecBole's dict of ``clip_grad_norm_`` arguments (e.g. ``{max_norm: 1.0}``) or a number;
+* mixed precision (``enable_amp``) on CUDA only: bf16 autocast (``amp_dtype: bfloat16``, no scaler) or fp16
+  autocast with a ``GradScaler`` (``amp_dtype: float16``); evaluation runs under the same autocast (beam scores are
+  accumulated in float32).  On CPU training runs in float32;
+* the log line of every epoch carries its wall time (RecBole's) and the current learning rate.
+
+Checkpoints are RecBole's: the model's ``state_dict`` holds the :class:`~recbole_genrec.generative.CodeTable`
+buffers, so ``recbole_genrec.load_data_and_model`` rebuilds a model that recommends identically.
+"""
+
+import contextlib
+import math
+
+import torch
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole.trainer import Trainer
+from recbole.utils import get_gpu_usage, set_color
+
+_SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / (step + 1))
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
+    if schedule == "linear":
+        shape = 1.0 - progress
+    else:  # cosine
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
+class GenerativeTrainer(Trainer):
+    r"""RecBole ``Trainer`` with AdamW, warm-up + decay schedule, gradient clipping and bf16/fp16 autocast."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.lr_scheduler = (config["lr_scheduler"] or "constant").lower()
+        if self.lr_scheduler not in _SCHEDULES:
+            raise ValueError(f"lr_scheduler must be one of {_SCHEDULES}, got {config['lr_scheduler']!r}")
+        self.warmup_steps = int(config["warmup_steps"] or 0)
+        self.min_lr_ratio = float(config["min_lr_ratio"] or 0.0)
+        self.global_step = 0
+        self.steps_per_epoch = None
+        amp_dtype = (config["amp_dtype"] or "bfloat16").lower()
+        if amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"amp_dtype must be bfloat16 or float16, got {amp_dtype!r}")
+        self.use_amp = bool(self.enable_amp) and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
+
+    # ------------------------------------------------------------------------------------------------ building
+    @staticmethod
+    def _clip_args(value):
+        if not value:
+            return None
+        return dict(value) if isinstance(value, dict) else {"max_norm": float(value)}
+
+    def _build_optimizer(self, **kwargs):
+        """AdamW by default; with ``no_decay_norm_and_bias`` biases, norms and embeddings get no weight decay."""
+        learner = kwargs.get("learner", self.learner) or "adamw"
+        if learner.lower() != "adamw" or "params" in kwargs:
+            return super()._build_optimizer(learner=learner, **{k: v for k, v in kwargs.items() if k != "learner"})
+        weight_decay = kwargs.get("weight_decay", self.weight_decay) or 0.0
+        learning_rate = kwargs.get("learning_rate", self.learning_rate)
+        decay, no_decay = [], []
+        skip_norms = self.config["no_decay_norm_and_bias"]
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            plain = param.dim() < 2 or "embed" in name or "shared" in name
+            (no_decay if skip_norms and plain else decay).append(param)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+
+    def autocast(self):
+        """Autocast context of training and evaluation (a no-op unless ``enable_amp`` on CUDA)."""
+        if not self.use_amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _set_lr(self) -> float:
+        total = self.steps_per_epoch * self.epochs
+        factor = lr_factor(self.global_step, self.warmup_steps, total, self.lr_scheduler, self.min_lr_ratio)
+        lr = self.learning_rate * factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    # ------------------------------------------------------------------------------------------------ training
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        self.steps_per_epoch = len(train_data)
+        self.global_step = epoch_idx * self.steps_per_epoch  # resumable: the schedule depends on the step only
+        if not self.config["single_spec"] and train_data.shuffle:
+            train_data.sampler.set_epoch(epoch_idx)
+        iter_data = (
+            tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            if show_progress
+            else train_data
+        )
+        total_loss = None
+        lr = self.learning_rate
+        for interaction in iter_data:
+            interaction = interaction.to(self.device)
+            lr = self._set_lr()
+            self.optimizer.zero_grad()
+            sync_loss = 0
+            if not self.config["single_spec"]:
+                self.set_reduce_hook()
+                sync_loss = self.sync_grad_loss()
+            with self.autocast():
+                losses = loss_func(interaction)
+            if isinstance(losses, tuple):
+                loss = sum(losses)
+                loss_tuple = tuple(part.item() for part in losses)
+                total_loss = loss_tuple if total_loss is None else tuple(map(sum, zip(total_loss, loss_tuple)))
+            else:
+                loss = losses
+                total_loss = losses.item() if total_loss is None else total_loss + losses.item()
+            self._check_nan(loss)
+            self.scaler.scale(loss + sync_loss).backward()
+            if self.max_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                clip_grad_norm_(self.model.parameters(), **self.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.global_step += 1
+            if show_progress:
+                postfix = f"loss: {loss.item():.4f}, lr: {lr:.2e}"
+                if self.gpu_available:
+                    postfix += ", GPU RAM: " + get_gpu_usage(self.device)
+                iter_data.set_postfix_str(set_color(postfix, "yellow"))
+        self.current_lr = lr
+        return total_loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)  # "... [time: ..s, ...]"
+        lr = getattr(self, "current_lr", self.learning_rate)
+        return output[:-1] + ", " + set_color("lr", "blue") + f": {lr:.2e}]"
+
+    # ---------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        with self.autocast():
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
