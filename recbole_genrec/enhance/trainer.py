@@ -1,0 +1,36 @@
+"""``CollabEmbedTrainer``: train the teacher on the training split, then the tower, then export.
+
+RecBole's ``Trainer`` with three additions:
+
+1. ``fit`` first trains CollabEmbed's sequential teacher on ``train_data`` (the training split only)
+   unless the model already holds a trained one (``collab_teacher_checkpoint`` or a reloaded
+   CollabEmbed checkpoint);
+2. the optimiser only sees trainable parameters (the tower; the teacher is frozen);
+3. after training it reloads the best checkpoint (when ``saved``) and, if ``collab_export``, writes the
+   enhanced item embeddings to the cache (``CollabEmbed.export_embeddings``).
+"""
+
+import os
+
+import torch
+from recbole.trainer import Trainer
+
+
+class CollabEmbedTrainer(Trainer):
+    def _build_optimizer(self, **kwargs):
+        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        return super()._build_optimizer(**kwargs)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if not bool(self.model.teacher_ready):
+            self.teacher_losses = self.model.fit_teacher(train_data, show_progress=show_progress)
+        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                             callback_fn=callback_fn)
+        if saved and os.path.isfile(self.saved_model_file):
+            checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        if self.config["collab_export"] or self.config["collab_export"] is None:
+            self.export_path = self.model.export_embeddings()
+            self.logger.info(f"enhanced item embeddings written to {self.export_path}")
+        return result
