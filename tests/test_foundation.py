@@ -146,3 +146,17 @@ def test_patch_lets_stock_run_recbole_find_plugin_models(tmp_path):
     result = qs.run_recbole(model="BPR", dataset="tiny", config_dict=tiny_config(tmp_path))
     assert "recall@5" in result["test_result"]
     assert recbole_genrec.patch() is True  # idempotent
+
+
+def test_every_subpackage_is_packaged():
+    """A subpackage missing from pyproject's explicit list would vanish from the wheel."""
+    import tomllib
+
+    root = os.path.dirname(HERE)
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {"recbole_genrec.properties"}
+    for folder, _, files in os.walk(os.path.join(root, "recbole_genrec")):
+        if "__init__.py" in files:
+            found.add(os.path.relpath(folder, root).replace(os.sep, "."))
+    assert found == listed
