@@ -1,0 +1,207 @@
+"""Benchmark presets for ``benchmarks/run.py``: which models run on which data, and with what budget.
+
+A preset is a dict::
+
+    {"description": str,
+     "device": "cpu" | "cuda",          # default of --device
+     "threads": int,                    # torch/OMP threads per worker on CPU
+     "jobs": int,                       # rows run at the same time (1 = clean timings)
+     "row_timeout_s": int,              # a row that runs longer is killed and recorded as "timeout"
+     "total_budget_s": int | None,      # rows that would start after this are recorded as "skipped"
+     "datasets": {name: {"max_users": int | None}},
+     "rows": [{"model", "dataset", "protocol", "config"}, ...]}
+
+Protocols (``PROTOCOLS``):
+
+* ``loo`` -- leave-one-out (last item = test, second to last = valid), time-ordered, full ranking, 20-item
+  histories: TIGER / DiscRec protocol, used for every sequential model (generative or not).
+* ``rs`` -- per-user random 8:1:1 split, full ranking: the protocol of the general (CF) models' papers.
+
+Rows of different protocols are not comparable with each other; the result tables group them.
+
+Every row reports the same metrics (``METRICS`` at ``TOPK``). Generative models return ``beam_size`` (20) items per
+user, so every cut-off must be <= 20.
+"""
+
+import copy
+
+METRICS = ["Recall", "NDCG", "MRR", "Hit", "ItemCoverage"]
+TOPK = [5, 10, 20]
+COMMON = {
+    "metrics": METRICS,
+    "topk": TOPK,
+    "valid_metric": "NDCG@10",
+    "show_progress": False,
+    "genrec_count_flops": False,  # FLOPs counting re-runs a forward pass with thop; not needed here
+    "seed": 2020,
+    "reproducibility": True,
+}
+
+PROTOCOLS = {
+    "loo": {
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "MAX_ITEM_LIST_LENGTH": 20,
+    },
+    "rs": {
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "full", "group_by": "user"},
+    },
+}
+PROTOCOL_NAMES = {"loo": "leave-one-out, history 20", "rs": "per-user random 8:1:1"}
+
+GENERATIVE = ["TIGER", "DiscRec", "PRORec"]
+SEQUENTIAL = ["SASRec", "BERT4Rec", "CollabEmbed"]
+GENERAL = ["Pop", "BPR", "LightGCN", "NGCF", "AlphaRec"]
+ALL_MODELS = GENERATIVE + SEQUENTIAL + GENERAL
+
+
+def protocol_of(model):
+    """``loo`` for sequential models (generative or not), ``rs`` for general ones."""
+    return "rs" if model in GENERAL else "loo"
+
+
+# ------------------------------------------------------------------------------------------- model sizes
+# CPU-sized generative models: the shapes of properties/quick_start/TIGER-ml-100k.yaml (2+2 layers, width 64,
+# residual k-means 2 x 64 codes + collision level), so that minutes of CPU give a non-trivial model.
+SMALL_T5 = {
+    "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 64,
+    "use_user_token": False, "d_model": 64, "d_ff": 256, "num_encoder_layers": 2, "num_decoder_layers": 2,
+    "num_heads": 4, "d_kv": 16, "dropout_rate": 0.0, "beam_size": 20, "beam_batch_size": 128,
+    "eval_batch_size": 512, "learning_rate": 0.003, "warmup_steps": 100, "lr_scheduler": "cosine",
+}
+SMALL = {
+    "TIGER": dict(SMALL_T5),
+    "DiscRec": dict(SMALL_T5, discrec_n_heads=2, discrec_d_ff=256),
+    "PRORec": dict(SMALL_T5, prorec_code_levels=2, prorec_codebook_size=64, prorec_stage1_batch_size=128,
+                   prorec_align_items=512),
+    "CollabEmbed": {"collab_export": False},
+}
+
+
+def _epochs(n, eval_step=None, stopping_step=3, batch=None):
+    """Epoch schedule: validate every ``eval_step`` epochs (default: once, after the last epoch)."""
+    out = {"epochs": n, "eval_step": eval_step or n, "stopping_step": stopping_step}
+    if batch:
+        out["train_batch_size"] = batch
+    return out
+
+
+# Per-model schedules of each preset (merged over SMALL for CPU presets).
+CPU_QUICK = {
+    "Pop": _epochs(1),
+    "BPR": _epochs(5),
+    "LightGCN": _epochs(5),
+    "NGCF": _epochs(3),
+    "AlphaRec": _epochs(3),
+    "SASRec": _epochs(3, batch=512),
+    "BERT4Rec": _epochs(3, batch=512),
+    "CollabEmbed": dict(_epochs(2), collab_teacher_epochs=2),
+    "TIGER": dict(_epochs(1), train_batch_size=256),
+    "DiscRec": dict(_epochs(1), train_batch_size=256),
+    "PRORec": dict(_epochs(1), train_batch_size=256, prorec_stage1_epochs=5),
+}
+CPU_FULL = {
+    "Pop": _epochs(1),
+    "BPR": _epochs(60, 10),
+    "LightGCN": _epochs(60, 10),
+    "NGCF": _epochs(30, 10),
+    "AlphaRec": _epochs(30, 10),
+    "SASRec": _epochs(30, 5, batch=512),
+    "BERT4Rec": _epochs(30, 5, batch=512),
+    "CollabEmbed": dict(_epochs(10, 5), collab_teacher_epochs=15),
+    "TIGER": dict(_epochs(4, 2), train_batch_size=256),
+    "DiscRec": dict(_epochs(4, 2), train_batch_size=256),
+    "PRORec": dict(_epochs(4, 2), train_batch_size=256, prorec_stage1_epochs=20),
+}
+# GPU (one H100, ONE 10-minute call for everything, 3 rows at a time): paper-sized T5 for the generative models,
+# large batches and a fixed epoch budget; one validation at the end (beam search over 22k users is costly).
+AMP = {"enable_amp": True}  # GenerativeTrainer: bf16 autocast; RecBole's Trainer: fp16 autocast (+ scaler below)
+STOCK_AMP = {"enable_amp": True, "enable_scaler": True}
+GPU = {
+    "TIGER": dict(_epochs(12, 12), train_batch_size=1024, learning_rate=0.003, warmup_steps=300,
+                  sid_method="rkmeans", eval_batch_size=2048, beam_batch_size=512, **AMP),
+    "DiscRec": dict(_epochs(12, 12), train_batch_size=1024, learning_rate=0.003, warmup_steps=300,
+                    sid_method="rkmeans", eval_batch_size=2048, beam_batch_size=512, **AMP),
+    "PRORec": dict(_epochs(12, 12), train_batch_size=1024, learning_rate=0.003, warmup_steps=300,
+                   prorec_stage1_epochs=10, eval_batch_size=2048, beam_batch_size=512, **AMP),
+    "SASRec": dict(_epochs(60, 10, stopping_step=2, batch=2048), learning_rate=0.002, **STOCK_AMP),
+    "BERT4Rec": dict(_epochs(60, 10, stopping_step=2, batch=2048), learning_rate=0.002, **STOCK_AMP),
+    "AlphaRec": dict(_epochs(60, 10, stopping_step=2), **STOCK_AMP),
+    "LightGCN": dict(_epochs(120, 20, stopping_step=2, batch=8192), learning_rate=0.002, **STOCK_AMP),
+    "NGCF": dict(_epochs(60, 20, stopping_step=2, batch=8192), **STOCK_AMP),
+    "BPR": dict(_epochs(120, 20, stopping_step=2, batch=8192), learning_rate=0.002, **STOCK_AMP),
+}
+# Ablations appended to the gpu preset when time allows (row name = "<Model>[<tag>]").
+GPU_ABLATIONS = [
+    ("DiscRec", "no-collab-branch", {"discrec_collab_branch": False}),
+    ("PRORec", "no-distill", {"prorec_distill": False}),
+]
+
+
+def _rows(models, datasets, schedule, small=False, extra=None):
+    """Model-major order (each model on every dataset in turn): a budget cut drops whole models, not a dataset."""
+    rows = []
+    for model in models:
+        for dataset in datasets:
+            config = {}
+            if small:
+                config.update(copy.deepcopy(SMALL.get(model, {})))
+            config.update(copy.deepcopy(schedule.get(model, {})))
+            config.update(copy.deepcopy((extra or {}).get(model, {})))
+            rows.append({"model": model, "dataset": dataset, "protocol": protocol_of(model), "config": config})
+    return rows
+
+
+def _ablation_rows(dataset, schedule):
+    rows = []
+    for model, tag, change in GPU_ABLATIONS:
+        config = dict(copy.deepcopy(schedule[model]), **change)
+        rows.append({"model": model, "tag": tag, "dataset": dataset, "protocol": protocol_of(model), "config": config})
+    return rows
+
+
+def build_presets():
+    """``{name: preset}`` (see the module docstring)."""
+    quick_order = ["Pop", "BPR", "LightGCN", "NGCF", "AlphaRec", "SASRec", "BERT4Rec", "CollabEmbed",
+                   "TIGER", "DiscRec", "PRORec"]
+    gpu_order = ["TIGER", "DiscRec", "PRORec", "SASRec", "BERT4Rec", "AlphaRec", "LightGCN", "NGCF", "BPR"]
+    return {
+        "smoke": {
+            "description": "machinery check on tests/data/tiny (Pop and BPR, seconds)",
+            "device": "cpu", "threads": 1, "jobs": 2, "row_timeout_s": 120, "total_budget_s": None,
+            "datasets": {"tiny": {"max_users": None}},
+            "rows": _rows(["Pop", "BPR"], ["tiny"], {"Pop": _epochs(1), "BPR": _epochs(2, 2)}),
+        },
+        "cpu-quick": {
+            "description": "regression check: every model on ml-100k (first 200 users) and amazon-beauty (first 300 "
+                           "users), CPU-sized models, 1-5 epochs, 1 thread per row (the CPU is shared); "
+                           "< 30 minutes in all",
+            "device": "cpu", "threads": 1, "jobs": 1, "row_timeout_s": 240, "total_budget_s": 28 * 60,
+            "datasets": {"ml-100k": {"max_users": 200}, "amazon-beauty": {"max_users": 300}},
+            "rows": _rows(quick_order, ["ml-100k", "amazon-beauty"], CPU_QUICK, small=True),
+        },
+        "cpu-full": {
+            "description": "every model on full ml-100k and amazon-beauty (5,000 users), CPU-sized generative models; "
+                           "about 2 hours on 2 cores",
+            "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 1200, "total_budget_s": 125 * 60,
+            "datasets": {"ml-100k": {"max_users": None}, "amazon-beauty": {"max_users": 5000}},
+            "rows": _rows(quick_order, ["ml-100k", "amazon-beauty"], CPU_FULL, small=True),
+        },
+        "gpu": {
+            "description": "amazon-beauty on one H100 inside ONE 10-minute call: generative + sequential models with "
+                           "leave-one-out (history 20), general models with a per-user random 8:1:1 split; "
+                           "bf16 autocast; 3 rows at a time",
+            "device": "cuda", "threads": 4, "jobs": 3, "row_timeout_s": 420, "total_budget_s": 510,
+            "datasets": {"amazon-beauty": {"max_users": None}},
+            "rows": _rows(gpu_order, ["amazon-beauty"], GPU) + _ablation_rows("amazon-beauty", GPU),
+        },
+    }
+
+
+PRESETS = build_presets()
+# Presets that call the existing stand-alone benchmarks instead of training models.
+SCRIPT_PRESETS = {
+    "decoding": ("decoding_bench.py", {"cpu": ["--n-users", "64", "--batch-size", "32", "--threads", "2"],
+                                       "cuda": ["--n-users", "512", "--batch-size", "128"]}),
+    "tokenizers": ("tokenizers_bench.py", {"cpu": ["--n", "200000", "--no-progress"],
+                                           "cuda": ["--n", "1000000", "--no-progress"]}),
+}

@@ -1,0 +1,90 @@
+"""The benchmark suite's machinery (benchmarks/run.py): presets, truncation, reports, and one real smoke run."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+sys.path.insert(0, BENCH)
+
+import presets  # noqa: E402
+import run  # noqa: E402
+
+def test_presets_cover_every_model_with_one_protocol_each():
+    p = presets.PRESETS
+    assert {"smoke", "cpu-quick", "cpu-full", "gpu"} <= set(p)
+    quick_models = {r["model"] for r in p["cpu-quick"]["rows"]}
+    assert set(presets.ALL_MODELS) == quick_models
+    gpu = p["gpu"]
+    assert set(gpu["datasets"]) == {"amazon-beauty"}
+    for row in gpu["rows"]:
+        assert row["protocol"] == ("rs" if row["model"] in presets.GENERAL else "loo")
+        assert row["config"].get("enable_amp") is True
+    held_out = {"amazon-scientific", "yelp"}
+    for preset in p.values():
+        assert not held_out & set(preset["datasets"])
+    # every cut-off fits in the 20 beams of the generative models
+    assert max(presets.TOPK) <= 20
+
+def test_truncate_keeps_first_users_and_their_items(tmp_path):
+    src = tmp_path / "src" / "toy"
+    src.mkdir(parents=True)
+    (src / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                                   "u1\ti1\t0\nu2\ti2\t1\nu1\ti3\t2\nu3\ti4\t3\nu2\ti1\t4\n")
+    (src / "toy.item").write_text("item_id:token\ttitle:token_seq\ni1\ta\ni2\tb\ni3\tc\ni4\td\ni5\te\n")
+    (src / "toy.user").write_text("user_id:token\tage:float\nu1\t1\nu2\t2\nu3\t3\n")
+    data_path, alias = run.truncate_dataset("toy", str(src), 2, str(tmp_path / "work"))
+    assert alias == "toy-u2"
+    folder = os.path.join(data_path, alias)
+    inter = open(os.path.join(folder, "toy-u2.inter")).read().splitlines()
+    assert [line.split("\t")[0] for line in inter[1:]] == ["u1", "u2", "u1", "u2"]
+    items = [line.split("\t")[0] for line in open(os.path.join(folder, "toy-u2.item")).read().splitlines()[1:]]
+    assert items == ["i1", "i2", "i3"]
+    users = [line.split("\t")[0] for line in open(os.path.join(folder, "toy-u2.user")).read().splitlines()[1:]]
+    assert users == ["u1", "u2"]
+    # a second call reuses the copy (same source, same N)
+    mtime = os.path.getmtime(os.path.join(folder, "toy-u2.inter"))
+    assert run.truncate_dataset("toy", str(src), 2, str(tmp_path / "work")) == (data_path, alias)
+    assert os.path.getmtime(os.path.join(folder, "toy-u2.inter")) == mtime
+
+def test_missing_dataset_is_skipped_not_fatal(tmp_path):
+    args = run.parse_args(["--preset", "smoke", "--datasets", "no-such-dataset", "--data-path", str(tmp_path)])
+    datasets = run.resolve_datasets(presets.PRESETS["smoke"], args)
+    assert "not found" in datasets["no-such-dataset"]["error"]
+    rows = run.select_rows(presets.PRESETS["smoke"], args, datasets)
+    assert {r["model"] for r in rows} == {"Pop", "BPR"} and {r["dataset"] for r in rows} == {"no-such-dataset"}
+    results = run.run_rows(rows, datasets, args, presets.PRESETS["smoke"])
+    assert [r["status"] for r in results] == ["skipped", "skipped"]
+    report = {"meta": {"preset": "smoke", "date": "d", "description": "x", "command": "c", "git_commit": "g",
+                       "machine": {"cpu": "c", "cores": 1, "load_average": None, "gpu": None}, "versions": {},
+                       "device": "cpu", "threads": 1, "jobs": 1, "datasets": datasets},
+              "rows": results}
+    md = run.markdown_report(report)
+    assert "missing" in md and "skipped" in md
+
+def test_smoke_preset_writes_json_md_png(tmp_path):
+    env = dict(os.environ, RECBOLE_GENREC_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--preset", "smoke", "--out",
+                           str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = sorted(os.listdir(tmp_path / "out"))
+    stems = {os.path.splitext(f)[0] for f in files}
+    assert len(stems) == 1 and {os.path.splitext(f)[1] for f in files} == {".json", ".md", ".png"}
+    stem = stems.pop()
+    report = json.load(open(tmp_path / "out" / f"{stem}.json"))
+    assert report["meta"]["preset"] == "smoke" and "torch" in report["meta"]["versions"]
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"Pop", "BPR"}
+    for row in rows.values():
+        assert row["status"] == "ok", row.get("error")
+        for metric in run.SUMMARY_METRICS:
+            assert 0.0 <= row["test_result"][metric] <= 1.0
+        assert row["eval_users"] == 120 and row["eval_users_per_s"] > 0
+        assert row["peak_rss_mib"] > 50 and row["total_s"] > 0
+        assert row["epochs"] == row["config"]["epochs"]
+    assert rows["BPR"]["params"] > 0
+    md = open(tmp_path / "out" / f"{stem}.md").read()
+    assert "| Pop |" in md and "| BPR |" in md
+    assert os.path.getsize(tmp_path / "out" / f"{stem}.png") > 1000
