@@ -12,12 +12,12 @@ import time
 from logging import getLogger
 
 import torch
-import torch.distributed as dist
 from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
-from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_genrec.config import Config
+from recbole_genrec.distributed import process_group
 from recbole_genrec.utils import create_dataset, get_model, get_trainer
 
 
@@ -35,85 +35,115 @@ def _timed_epochs(trainer):
     trainer._train_epoch = timed
 
 
-def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
+                       model_file=None):
     r"""Train and test one model, exactly like ``recbole.quick_start.run_recbole``.
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-    ``test_result`` and, in addition, ``model``, ``dataset``, ``params``,
-    ``train_seconds_per_epoch``, ``train_seconds`` and ``epochs``.
+    ``test_result`` and, in addition, ``model``, ``dataset``, ``params``, ``train_losses`` (one per
+    epoch; this rank's shard in a multi-process run), ``train_seconds_per_epoch``, ``train_seconds``,
+    ``epochs``, ``checkpoint`` and ``world_size``.
+
+    ``model_file``: evaluate this checkpoint (of the same model and config) on the validation and test
+    sets instead of training. With ``local_rank`` in ``config_dict`` this is one rank of a multi-process
+    run (see :func:`run` and :mod:`recbole_genrec.distributed`): rank 0 builds the preprocessing caches
+    while the others wait, every rank evaluates its shard of the users and all get the metrics of all users.
     """
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
+    with process_group(config_dict, config_file_list) as group:
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                        config_dict=group.config_dict)
+        group.adopt(config)
+        init_seed(config["seed"], config["reproducibility"])
+        init_logger(config)
+        logger = getLogger()
+        logger.info(sys.argv)
+        logger.info(config)
 
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+        with group.rank_zero_first():  # text embeddings / semantic IDs: built by rank 0, read by the others
+            dataset = create_dataset(config)
+        logger.info(dataset)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(model)
-    if config["genrec_count_flops"]:
-        transform = construct_transform(config)
-        flops = get_flops(model, dataset, config["device"], logger, transform)
-        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        with group.rank_zero_first():  # caches built in a model's __init__ (PRORec stage I)
+            model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        logger.info(model)
+        if config["genrec_count_flops"]:
+            transform = construct_transform(config)
+            flops = get_flops(model, dataset, config["device"], logger, transform)
+            logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    _timed_epochs(trainer)
-    start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    train_seconds = time.perf_counter() - start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        trainer = group.trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+        group.share_checkpoint(trainer)
+        _timed_epochs(trainer)
+        start = time.perf_counter()
+        if model_file is None:
+            best_valid_score, best_valid_result = trainer.fit(
+                train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            )
+        else:
+            trainer.eval_collector.data_collect(train_data)  # what fit collects for ItemCoverage, GiniIndex, ...
+            best_valid_result = trainer.evaluate(valid_data, model_file=model_file,
+                                                 show_progress=config["show_progress"])
+            best_valid_score = calculate_valid_score(best_valid_result, config["valid_metric"].lower())
+        train_seconds = time.perf_counter() - start
+        group.barrier()  # rank 0 has finished writing the best checkpoint before any rank reads it
+        load = saved or model_file is not None
+        test_result = trainer.evaluate(test_data, load_best_model=load, model_file=model_file,
+                                       show_progress=config["show_progress"])
 
-    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+        logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+        logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+        logger.info(set_color("test result", "yellow") + f": {test_result}")
 
-    epochs = trainer.genrec_epoch_seconds
-    result = {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "epochs": len(epochs),
-        "train_seconds": train_seconds,
-        "train_seconds_per_epoch": sum(epochs) / max(len(epochs), 1),
-        "checkpoint": getattr(trainer, "saved_model_file", None) if saved else None,
-    }
-    if not config["single_spec"]:
-        dist.destroy_process_group()
-    if config["local_rank"] == 0 and queue is not None:
+        epochs = trainer.genrec_epoch_seconds
+        losses = [trainer.train_loss_dict[e] for e in sorted(trainer.train_loss_dict)]
+        result = {
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "best_valid_score": best_valid_score,
+            "valid_score_bigger": config["valid_metric_bigger"],
+            "best_valid_result": best_valid_result,
+            "test_result": test_result,
+            "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "epochs": len(epochs),
+            "train_losses": [float(loss) for loss in losses],
+            "train_seconds": train_seconds,
+            "train_seconds_per_epoch": sum(epochs) / max(len(epochs), 1),
+            "checkpoint": model_file if model_file is not None else (trainer.saved_model_file if saved else None),
+            "world_size": group.world_size,
+        }
+    if group.is_main and queue is not None:
         queue.put(result)
     return result
 
 
 def run_recbole_genrecs(rank, *args):
-    """``mp.spawn`` target: one rank of a multi-process run."""
-    kwargs = args[-1]
+    """``mp.spawn`` target: one rank (``local_rank = rank``) of a multi-process run."""
+    kwargs = dict(args[-1])
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
     run_recbole_genrec(*args[:3], **kwargs)
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
-        ip="localhost", port="5678", group_offset=0):
-    """Single process, or RecBole's spawn + DistributedDataParallel path when ``nproc > 1``."""
+        ip="localhost", port="5678", group_offset=0, model_file=None):
+    """Single process, or RecBole's spawn + DistributedDataParallel path when ``nproc > 1`` or ``world_size > 0``.
+
+    Spawns ``nproc`` ranks on this machine with global ranks ``group_offset .. group_offset + nproc - 1`` of
+    ``world_size`` (default ``nproc``), meeting at ``tcp://ip:port``; the backend is ``dist_backend`` (``nccl`` |
+    ``gloo``) or, when unset, NCCL with GPUs and Gloo (on CPU) without (:mod:`recbole_genrec.distributed`).
+    Returns the result dict of rank 0 (``None`` on a machine whose group does not hold rank 0).
+    ``model_file``: evaluate a checkpoint instead of training (see :func:`run_recbole_genrec`).
+    """
     if nproc == 1 and world_size <= 0:
-        return run_recbole_genrec(model, dataset, config_file_list, config_dict, saved)
+        return run_recbole_genrec(model, dataset, config_file_list, config_dict, saved, model_file=model_file)
     import torch.multiprocessing as mp
 
     world_size = nproc if world_size == -1 else world_size
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
-    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "model_file": model_file}
     mp.spawn(run_recbole_genrecs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
 
@@ -166,6 +196,8 @@ def load_data_and_model(model_file):
     """
     checkpoint = torch.load(model_file, weights_only=False, map_location="cpu")
     config = checkpoint["config"]
+    # A checkpoint of a multi-process run is reloaded in this single process.
+    config["single_spec"], config["local_rank"] = True, 0
     config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

@@ -24,13 +24,18 @@ class CollabEmbedTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if not bool(self.model.teacher_ready):
             self.teacher_losses = self.model.fit_teacher(train_data, show_progress=show_progress)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Multi-process runs: every rank uses rank 0's teacher (trained on rank 0's shard).
+                for tensor in list(self.model.teacher.parameters()) + list(self.model.teacher.buffers()):
+                    torch.distributed.broadcast(tensor.data, src=0)
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=callback_fn)
         if saved and os.path.isfile(self.saved_model_file):
             checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=False)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        if self.config["collab_export"] or self.config["collab_export"] is None:
+        export = self.config["collab_export"] or self.config["collab_export"] is None
+        if export and self.config["local_rank"] == 0:  # one writer in multi-process runs
             self.export_path = self.model.export_embeddings()
             self.logger.info(f"enhanced item embeddings written to {self.export_path}")
         return result

@@ -14,7 +14,12 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * mixed precision (``enable_amp``) on CUDA only: bf16 autocast (``amp_dtype: bfloat16``, no scaler) or fp16
   autocast with a ``GradScaler`` (``amp_dtype: float16``); evaluation runs under the same autocast (beam scores are
   accumulated in float32).  On CPU training runs in float32;
-* the log line of every epoch carries its wall time (RecBole's) and the current learning rate.
+* the log line of every epoch carries its wall time (RecBole's) and the current learning rate;
+* multi-process evaluation (:class:`recbole_genrec.distributed.ShardedEvaluation`): each rank runs beam search on
+  its shard of the users; instead of RecBole's ``_map_reduce`` (the ranks' mean metrics weighted by their number of
+  batches, with the users that ``DistributedSampler`` repeats to pad the shards counted twice) every rank's per-user
+  rows are gathered, repeats dropped, and the metrics computed once over all users, so each user weighs the same
+  and the result equals a single-process evaluation (a users-weighted mean of the ranks' metrics is the fallback).
 
 Checkpoints are RecBole's: the model's ``state_dict`` holds the :class:`~recbole_genrec.generative.CodeTable`
 buffers, so ``recbole_genrec.load_data_and_model`` rebuilds a model that recommends identically.
@@ -29,6 +34,8 @@ from tqdm import tqdm
 
 from recbole.trainer import Trainer
 from recbole.utils import get_gpu_usage, set_color
+
+from recbole_genrec.distributed import ShardedEvaluation
 
 _SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 
@@ -50,8 +57,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min
     return min_ratio + (1.0 - min_ratio) * shape
 
 
-class GenerativeTrainer(Trainer):
-    r"""RecBole ``Trainer`` with AdamW, warm-up + decay schedule, gradient clipping and bf16/fp16 autocast."""
+class GenerativeTrainer(ShardedEvaluation, Trainer):
+    r"""RecBole ``Trainer`` with AdamW, warm-up + decay schedule, gradient clipping and bf16/fp16 autocast.
+
+    Under DDP, ``evaluate`` and ``_map_reduce`` come from :class:`~recbole_genrec.distributed.ShardedEvaluation`:
+    metrics are reduced over users, not batches (every evaluated user once, whatever rank evaluated it).
+    """
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -164,5 +175,6 @@ class GenerativeTrainer(Trainer):
     # ---------------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation under this trainer's autocast; sharded across ranks under DDP (see the class)."""
         with self.autocast():
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
