@@ -104,14 +104,7 @@ class DiscRec(TIGER):
             code_vocab_size=self.code_table.vocab_size,
             branch_kwargs=branch_kwargs,
             eos_attends_last_item=_flag(config["discrec_eos_attends_last_item"]),
-            d_model=config["d_model"],
-            d_ff=config["d_ff"],
-            num_layers=config["num_encoder_layers"],
-            num_decoder_layers=config["num_decoder_layers"],
-            num_heads=config["num_heads"],
-            d_kv=config["d_kv"],
-            dropout_rate=config["dropout_rate"],
-            feed_forward_proj=config["feed_forward_proj"] or "relu",
+            **self._backbone_kwargs(config),
         )
 
 

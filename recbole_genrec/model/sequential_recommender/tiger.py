@@ -111,8 +111,12 @@ class TIGER(SequentialRecommender):
     # ------------------------------------------------------------------------------------------------ building
     def _build_backbone(self, config, vocab_size: int) -> T5Backbone:
         """The T5 encoder-decoder; override to plug in a :class:`T5Backbone` subclass."""
-        return T5Backbone(
-            vocab_size,
+        return T5Backbone(vocab_size, **self._backbone_kwargs(config))
+
+    @staticmethod
+    def _backbone_kwargs(config) -> dict:
+        """T5 sizes from the config, shared by every backbone built on TIGER."""
+        return dict(
             d_model=config["d_model"],
             d_ff=config["d_ff"],
             num_layers=config["num_encoder_layers"],
