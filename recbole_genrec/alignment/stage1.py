@@ -1,0 +1,368 @@
+# coding: utf-8
+r"""PRORec stage I: cross-modality knowledge alignment and unified codes, with a content-hash cache.
+
+Xiao et al., "Progressive Collaborative and Semantic Knowledge Fusion for Generative Recommendation" (PRORec,
+arXiv 2502.06269; v3 renamed UNGER). Stage I learns an item embedding that carries both collaborative and semantic
+knowledge and quantises it into one code tuple per item (the "unified code" that stage II generates).
+
+1. **Data** (:mod:`recbole_genrec.alignment.data`): the users' *training* sequences, rebuilt from RecBole's training
+   split, cut into windows of ``prorec_max_len + 1`` items. Validation/test targets never enter stage I.
+2. **Model**: a SASRec-style causal encoder with item-ID embeddings :math:`E^{id}`
+   (:class:`~recbole_genrec.alignment.encoder.CollabSequenceEncoder`) and an AdaLN adapter :math:`A` from the frozen
+   language embedding :math:`E^{text}` (``item_embeddings(dataset)``) into the ID space
+   (:class:`~recbole_genrec.alignment.adapter.AdaLNAdapter`).
+3. **Loss** per step: next-item cross-entropy at every position over all item-ID embeddings (or, with
+   ``prorec_stage1_negatives: N > 0``, a sampled softmax against N uniform negatives shared by the batch: the full
+   softmax dominates stage I's cost on large catalogues), plus
+   ``prorec_lambda`` times a symmetric InfoNCE (cosine / ``prorec_tau``) between :math:`E^{id}_i` and
+   :math:`A(E^{text}_i)` over ``prorec_align_items`` items drawn uniformly from the catalogue (uniform rather than
+   batch items, so that tail items are aligned too).
+4. **Unified embedding** (``prorec_code_source: aligned``): :math:`[\hat E^{id}_i ; \widehat{A(E^{text}_i)}]`, the
+   concatenation of the two aligned modalities, each L2-normalised so that neither dominates. Quantised with
+   hierarchical k-means (``generate_semantic_ids(method='hkmeans')``, ``prorec_code_levels`` x
+   ``prorec_codebook_size``) and made unique with ``prorec_collision`` (default: TIGER's extra level).
+   Baselines (``prorec_code_source``): ``text`` = raw :math:`E^{text}`, ``id`` = raw :math:`E^{id}` of the same
+   encoder (set ``prorec_lambda: 0`` for a purely collaborative ID embedding), ``concat`` = raw
+   :math:`[E^{id}; E^{text}]` without alignment (the paper's "semantic domination" case).
+5. **Diagnostic**: normalised mutual information between the first code level of every source and that of the
+   ``text`` and ``id`` codes (all four sources are always quantised), logged and written to ``stage1.json``.
+
+Everything is cached under ``<genrec cache root>/<dataset>/prorec/<key[:16]>/`` (``id_emb.npy``, ``adapted_text.npy``,
+``codes-<source>.npy``, ``stage1.json``), each file with the sidecar checksum of
+:mod:`recbole_genrec.preprocess.cache`. The key hashes the item tokens, the training sequences, the language
+embeddings, every stage-I hyperparameter and the seed, so a rerun with the same inputs skips stage I entirely.
+Training runs inside ``torch.random.fork_rng`` with its own seed: whether stage I ran or was loaded from the cache,
+the global RNG (and therefore stage II's initialisation) is the same.
+"""
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recbole_genrec.alignment.adapter import AdaLNAdapter, popularity_buckets
+from recbole_genrec.alignment.data import item_counts, sequences_hash, user_sequences, windows
+from recbole_genrec.alignment.encoder import CollabSequenceEncoder
+from recbole_genrec.alignment.losses import info_nce, next_item_loss, sampled_next_item_loss
+from recbole_genrec.preprocess import cache
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CODE_SOURCES = ("aligned", "text", "id", "concat")
+# config key -> default; every key is part of the cache key.
+STAGE1_DEFAULTS = {
+    "prorec_hidden_size": 64,
+    "prorec_n_layers": 2,
+    "prorec_n_heads": 2,
+    "prorec_inner_size": 256,
+    "prorec_dropout": 0.2,
+    "prorec_max_len": 50,
+    "prorec_stage1_epochs": 20,
+    "prorec_stage1_batch_size": 256,
+    "prorec_stage1_lr": 0.001,
+    "prorec_stage1_weight_decay": 0.0,
+    "prorec_stage1_negatives": 0,
+    "prorec_lambda": 0.1,
+    "prorec_tau": 0.07,
+    "prorec_align_items": 1024,
+    "prorec_adapter_hidden": 256,
+    "prorec_adaln_cond": "popularity",
+    "prorec_adaln_buckets": 12,
+    "prorec_code_levels": 3,
+    "prorec_codebook_size": 256,
+    "prorec_collision": "extra_level",
+    "prorec_code_params": {},
+}
+
+
+def stage1_params(config):
+    r"""The stage-I hyperparameters of ``config`` (defaults filled in): a plain dict."""
+    params = {}
+    for key, default in STAGE1_DEFAULTS.items():
+        value = config[key]
+        params[key] = default if value is None else value
+    params["prorec_code_params"] = dict(params["prorec_code_params"] or {})
+    return params
+
+
+@dataclass
+class Stage1Result:
+    r"""Stage-I artifacts, rows indexed by RecBole internal item id (row 0 = padding).
+
+    ``codes[source]``: int64 `(n_items, L')` (row 0 = -1); ``codebook_sizes[source]``: list of ``L'`` ints;
+    ``id_emb`` `(n_items, d)` and ``adapted_text`` `(n_items, d)` float32; ``report``: NMI, timings, losses.
+    """
+
+    codes: dict
+    codebook_sizes: dict
+    id_emb: np.ndarray
+    adapted_text: np.ndarray
+    report: dict
+    folder: str
+    status: str = "built"
+    files: dict = field(default_factory=dict)
+
+
+# ============================================================================= training
+def alignment_stats(id_emb, adapted):
+    r"""Mean cosine of matched `(N, d)` rows vs. of all unmatched pairs: ``{"matched": m, "unmatched": u}``."""
+    a = torch.nn.functional.normalize(torch.as_tensor(id_emb, dtype=torch.float32), dim=-1)
+    b = torch.nn.functional.normalize(torch.as_tensor(adapted, dtype=torch.float32), dim=-1)
+    sim = a @ b.t()  # [N, N]
+    n = sim.size(0)
+    matched = sim.diagonal().mean().item()
+    unmatched = ((sim.sum() - sim.diagonal().sum()) / max(n * n - n, 1)).item()
+    return {"matched": matched, "unmatched": unmatched}
+
+
+def build_modules(params, n_items, text_dim):
+    r"""Fresh ``(encoder, adapter)`` for the given hyperparameters."""
+    encoder = CollabSequenceEncoder(
+        n_items, params["prorec_max_len"], hidden_size=params["prorec_hidden_size"],
+        n_layers=params["prorec_n_layers"], n_heads=params["prorec_n_heads"],
+        inner_size=params["prorec_inner_size"], dropout=params["prorec_dropout"],
+    )
+    adapter = AdaLNAdapter(text_dim, params["prorec_hidden_size"], hidden_dim=params["prorec_adapter_hidden"],
+                           cond=params["prorec_adaln_cond"], n_buckets=params["prorec_adaln_buckets"])
+    return encoder, adapter
+
+
+def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu", show_progress=False):
+    r"""Jointly train the collaborative encoder (next-item CE) and the adapter (InfoNCE alignment).
+
+    Args:
+        train_windows (`torch.LongTensor` of shape `(W, max_len + 1)`): right-padded training windows.
+        text_emb (`torch.FloatTensor` of shape `(n_items, D)`): language embeddings (row 0 zeros).
+        buckets (`torch.LongTensor` of shape `(n_items,)`): popularity buckets for the AdaLN condition.
+        params (`dict`): :func:`stage1_params`; seed (`int`); device.
+    Returns:
+        ``(encoder, adapter, history)``; history = per-epoch mean ``next_item`` and ``align`` losses.
+    """
+    n_items = text_emb.size(0)
+    generator = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    encoder, adapter = build_modules(params, n_items, text_emb.size(1))
+    encoder, adapter = encoder.to(device), adapter.to(device)
+    text_emb, buckets = text_emb.to(device), buckets.to(device)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(adapter.parameters()),
+                                 lr=params["prorec_stage1_lr"], weight_decay=params["prorec_stage1_weight_decay"])
+    lam, tau = float(params["prorec_lambda"]), float(params["prorec_tau"])
+    batch_size = int(params["prorec_stage1_batch_size"])
+    n_align = min(int(params["prorec_align_items"]), n_items - 1)
+    n_negatives = int(params["prorec_stage1_negatives"] or 0)
+    history = {"next_item": [], "align": []}
+    epochs = tqdm(range(int(params["prorec_stage1_epochs"])), desc="PRORec stage I", disable=not show_progress)
+    for _ in epochs:
+        encoder.train()
+        adapter.train()
+        order = torch.randperm(train_windows.size(0), generator=generator)
+        sums, steps = [0.0, 0.0], 0
+        for start in range(0, order.numel(), batch_size):
+            batch = train_windows[order[start:start + batch_size]]  # [B, max_len+1], right-padded
+            batch = batch[:, :int((batch != 0).sum(dim=1).max())].to(device)  # [B, T+1] trailing padding cut
+            hidden = encoder(batch[:, :-1])  # [B, T, d]
+            targets = batch[:, 1:]  # [B, T]
+            real = targets != 0  # logits only where there is a target: [n_targets, n_items]
+            if n_negatives > 0:
+                negatives = torch.randint(1, n_items, (n_negatives,), generator=generator).to(device)  # [N]
+                loss_ce = sampled_next_item_loss(hidden[real], targets[real], encoder.item_embedding.weight,
+                                                  negatives)
+            else:
+                loss_ce = next_item_loss(encoder.scores(hidden[real]), targets[real])
+            items = (torch.randperm(n_items - 1, generator=generator)[:n_align] + 1).to(device)  # [n_align]
+            loss_align = info_nce(encoder.item_embedding(items), adapter(text_emb[items], buckets[items]), tau)
+            loss = loss_ce + lam * loss_align
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sums[0] += loss_ce.item()
+            sums[1] += loss_align.item()
+            steps += 1
+        history["next_item"].append(sums[0] / max(steps, 1))
+        history["align"].append(sums[1] / max(steps, 1))
+        epochs.set_postfix(next_item=f"{history['next_item'][-1]:.4f}", align=f"{history['align'][-1]:.4f}")
+    encoder.eval()
+    adapter.eval()
+    return encoder, adapter, history
+
+
+# ============================================================================= quantisation
+def source_embeddings(id_emb, adapted, text_emb):
+    r"""Item vectors (rows 1..n-1, no padding) to quantise for every code source: ``{source: (n-1, ·)}``."""
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    id_rows, text_rows, adapted_rows = id_emb[1:], text_emb[1:], adapted[1:]
+    return {
+        "aligned": np.concatenate([unit(id_rows), unit(adapted_rows)], axis=1),
+        "text": text_rows,
+        "id": id_rows,
+        "concat": np.concatenate([id_rows, text_rows], axis=1),
+    }
+
+
+def quantise(emb, params, seed, show_progress=False):
+    r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag)``."""
+    from recbole_genrec.tokenizers import generate_semantic_ids
+
+    codes, info = generate_semantic_ids(
+        np.ascontiguousarray(emb, dtype=np.float32), method="hkmeans", n_levels=int(params["prorec_code_levels"]),
+        codebook_size=params["prorec_codebook_size"], collision=str(params["prorec_collision"]), seed=int(seed),
+        device="cpu", show_progress=show_progress, **params["prorec_code_params"],
+    )
+    padded = np.concatenate([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes], axis=0)
+    return padded, [int(k) for k in info["codebook_sizes"]], info["diagnostics"]
+
+
+def nmi_report(codes):
+    r"""NMI between the first code level of every source and of the ``text`` / ``id`` codes (rows 1..)."""
+    from recbole_genrec.tokenizers.diagnostics import normalized_mutual_info
+
+    first = {source: c[1:, 0] for source, c in codes.items()}
+    report = {}
+    for source in ("aligned", "concat"):
+        for reference in ("text", "id"):
+            report[f"{source}~{reference}"] = normalized_mutual_info(first[source], first[reference])
+    report["text~id"] = normalized_mutual_info(first["text"], first["id"])
+    return report
+
+
+# ============================================================================= cache
+def stage1_key(dataset, sequences, text_emb, params, seed):
+    r"""Content hash of everything stage I depends on."""
+    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+    text = np.ascontiguousarray(text_emb, dtype=np.float32)
+    return cache.content_key({
+        "kind": "prorec_stage1",
+        "format": FORMAT_VERSION,
+        "items": cache.strings_hash(tokens),
+        "train_sequences": sequences_hash(sequences),
+        "text_emb": {"shape": list(text.shape), "sha256": hashlib.sha256(text.tobytes()).hexdigest()},
+        "params": params,
+        "seed": int(seed),
+    })
+
+
+def _paths(folder):
+    paths = {"id_emb": os.path.join(folder, "id_emb.npy"), "adapted_text": os.path.join(folder, "adapted_text.npy"),
+             "report": os.path.join(folder, "stage1.json")}
+    paths.update({f"codes-{s}": os.path.join(folder, f"codes-{s}.npy") for s in CODE_SOURCES})
+    return paths
+
+
+def _load(folder, key):
+    r"""The cached result in ``folder`` if every artifact is intact and matches ``key``, else ``(None, status)``."""
+    paths = _paths(folder)
+    statuses = {name: cache.check_artifact(path, key) for name, path in paths.items()}
+    bad = {name: s for name, s in statuses.items() if s != "hit"}
+    if bad:
+        return None, next(iter(bad.values()))
+    report = cache.load_json(paths["report"])
+    codes = {s: cache.load_npy(paths[f"codes-{s}"]).astype(np.int64) for s in CODE_SOURCES}
+    return Stage1Result(codes=codes, codebook_sizes={s: list(report["codebook_sizes"][s]) for s in CODE_SOURCES},
+                        id_emb=cache.load_npy(paths["id_emb"]).astype(np.float32),
+                        adapted_text=cache.load_npy(paths["adapted_text"]).astype(np.float32),
+                        report=report, folder=folder, status="hit", files=paths), "hit"
+
+
+def _save(result, key):
+    paths = _paths(result.folder)
+    cache.save_npy(paths["id_emb"], result.id_emb, key, {"what": "PRORec stage-I item-ID embeddings"})
+    cache.save_npy(paths["adapted_text"], result.adapted_text, key, {"what": "PRORec stage-I adapted text"})
+    for source in CODE_SOURCES:
+        cache.save_npy(paths[f"codes-{source}"], result.codes[source], key,
+                       {"source": source, "codebook_sizes": result.codebook_sizes[source]})
+    cache.save_json(paths["report"], result.report, key)  # written last: its presence marks a complete build
+    result.files = paths
+
+
+# ============================================================================= entry point
+def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=False, folder=None):
+    r"""Run stage I from scratch: train, embed, quantise every source and compute the NMI report."""
+    start = time.perf_counter()
+    sequences = user_sequences(dataset)
+    n_items = int(dataset.item_num)
+    counts = item_counts(sequences, n_items)  # [n_items]
+    buckets = popularity_buckets(counts, int(params["prorec_adaln_buckets"]))
+    text = torch.as_tensor(np.asarray(text_emb, dtype=np.float32))  # [n_items, D]
+    train_windows = windows(sequences, int(params["prorec_max_len"]))
+    logger.info(f"PRORec stage I: {len(sequences)} training sequences -> {train_windows.size(0)} windows, "
+                f"{n_items - 1} items, text dim {text.size(1)}")
+    encoder, adapter, history = train_alignment(train_windows, text, buckets, params, seed, device, show_progress)
+    train_s = time.perf_counter() - start
+    with torch.no_grad():
+        id_emb = encoder.item_embedding.weight.detach().cpu().numpy().astype(np.float32)  # [n_items, d]
+        adapted = adapter(text.to(next(adapter.parameters()).device), buckets.to(next(adapter.parameters()).device))
+        adapted = adapted.cpu().numpy().astype(np.float32)  # [n_items, d]
+    id_emb[0] = 0.0
+    adapted[0] = 0.0
+    codes, sizes, diagnostics = {}, {}, {}
+    quant_start = time.perf_counter()
+    for source, emb in source_embeddings(id_emb, adapted, text.numpy()).items():
+        codes[source], sizes[source], diagnostics[source] = quantise(emb, params, seed, show_progress)
+    quant_s = time.perf_counter() - quant_start
+    report = {
+        "nmi_first_level": nmi_report(codes),
+        "codebook_sizes": sizes,
+        "alignment": alignment_stats(id_emb[1:], adapted[1:]),
+        "history": history,
+        "diagnostics": diagnostics,
+        "timings": {"train_s": round(train_s, 3), "quantise_s": round(quant_s, 3),
+                    "total_s": round(time.perf_counter() - start, 3)},
+        "n_items": n_items - 1,
+        "n_sequences": len(sequences),
+        "n_windows": int(train_windows.size(0)),
+        "params": params,
+        "seed": int(seed),
+    }
+    return Stage1Result(codes=codes, codebook_sizes=sizes, id_emb=id_emb, adapted_text=adapted, report=report,
+                        folder=folder or "", status="built")
+
+
+def log_report(result):
+    nmi = result.report["nmi_first_level"]
+    align = result.report["alignment"]
+    logger.info(
+        "PRORec stage I (%s): NMI(first level) aligned~text=%.4f aligned~id=%.4f concat~text=%.4f concat~id=%.4f "
+        "text~id=%.4f; cosine matched=%.4f unmatched=%.4f; codebook sizes %s; %s",
+        result.status, nmi["aligned~text"], nmi["aligned~id"], nmi["concat~text"], nmi["concat~id"], nmi["text~id"],
+        align["matched"], align["unmatched"], result.codebook_sizes, result.report["timings"],
+    )
+
+
+def run_stage1(config, dataset, text_emb):
+    r"""Stage I for the *training* dataset ``dataset``, loaded from the cache when its inputs are unchanged.
+
+    Args:
+        config: RecBole config (``genrec_cache_dir``, ``seed``, ``device``, the ``prorec_*`` keys).
+        dataset: RecBole's training dataset (``train_data.dataset``).
+        text_emb (`torch.FloatTensor` of shape `(n_items, D)`): ``item_embeddings(dataset)``.
+    Returns:
+        :class:`Stage1Result` (``status`` is ``"hit"`` when loaded from the cache).
+    """
+    params = stage1_params(config)
+    seed = int(config["seed"] if config["seed"] is not None else 2020)
+    text = np.asarray(torch.as_tensor(text_emb, dtype=torch.float32).cpu().numpy())
+    key = stage1_key(dataset, user_sequences(dataset), text, params, seed)
+    root = os.path.join(cache.overlay_dir(config), "prorec")
+    folder = os.path.join(root, key[:16])
+    with cache.locked(root):
+        result, status = _load(folder, key)
+        cache.report_status(f"PRORec stage I artifacts in {folder}", status)
+        if result is None:
+            device = "cuda" if str(config["device"] or "cpu").startswith("cuda") else "cpu"
+            devices = [torch.cuda.current_device()] if device == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                result = build_stage1(dataset, text, params, seed, device, bool(config["show_progress"]), folder)
+            result.status = status if status != "missing" else "built"
+            _save(result, key)
+        else:
+            logger.info(f"PRORec stage I: cache hit, skipping alignment training and quantisation ({folder})")
+    log_report(result)
+    return result

@@ -1,0 +1,175 @@
+# coding: utf-8
+r"""PRORec: progressive collaborative and semantic knowledge fusion for generative recommendation.
+
+Reference:
+    Longtao Xiao, Haozhao Wang, Cheng Wang, Linfei Ji, Yifan Wang, Jieming Zhu, Zhenhua Dong, Rui Zhang, Ruixuan Li.
+    "Progressive Collaborative and Semantic Knowledge Fusion for Generative Recommendation." arXiv 2502.06269
+    (2025; v3 renamed "UNGER: Generative Recommendation with A Unified Code via Semantic and Collaborative
+    Integration"). There is no official code; this is a re-implementation from the paper's description.
+
+Two stages, both run by one ``run_recbole_genrec.py --model=PRORec`` call:
+
+**Stage I -- cross-modality knowledge alignment** (:mod:`recbole_genrec.alignment`), run when the model is constructed
+from RecBole's *training* dataset, before the vocabulary exists: a SASRec-style collaborative encoder (next-item CE
+over item-ID embeddings) and an AdaLN adapter of the frozen language embedding are trained jointly with an InfoNCE
+alignment (``prorec_tau``, weight ``prorec_lambda``); the concatenated aligned embeddings are quantised by
+hierarchical k-means into one *unified code* per item (``prorec_code_levels`` x ``prorec_codebook_size`` + TIGER's
+collision level). The result is cached by content hash (items, training sequences, text embeddings, stage-I
+hyperparameters, seed): a rerun loads it and logs the cache hit. The NMI between the first level of the unified
+code and of text-only / ID-only codes is logged and written to ``stage1.json`` in the cache folder.
+
+**Stage II -- in-modality knowledge distillation**: TIGER (:class:`~recbole_genrec.model.sequential_recommender.
+tiger.TIGER`: T5 encoder-decoder, token cross-entropy, trie-constrained beam search) generates the unified codes. A
+projection of the model's representation is pulled, weight ``prorec_mu``, towards the target item's stage-I
+collaborative embedding and towards its semantic embedding, each with its own head and inside its own modality:
+
+.. math::
+
+    \mathcal{L} = \mathcal{L}_{\text{TIGER}} + \mu\,\big(\ell(P_c h, E^{id}_{y}; E^{id}) + \ell(P_s h, E^{sem}_{y}; E^{sem})\big)
+
+Choices the paper leaves open (all exposed in ``properties/model/PRORec.yaml``):
+
+* representation ``h`` (``prorec_distill_hidden``): ``encoder_mean`` (default) = masked mean of the encoder's last
+  hidden states -- the user representation before any target code is seen; ``decoder_last`` = the decoder's last
+  teacher-forced hidden state;
+* heads ``P_c: d_model -> d``, ``P_s: d_model -> D``: one linear layer each;
+* loss ``\ell`` (``prorec_distill_loss``): ``infonce`` (default) = softmax over the cosine similarities (/
+  ``prorec_distill_tau``) with *every* item of that modality's frozen table, the target being the positive;
+  ``cosine`` = ``1 - cos(P h, E_y)``;
+* semantic table ``E^{sem}`` (``prorec_distill_semantic``): ``lm`` (default) = the raw language embedding,
+  ``adapted`` = stage I's adapter output;
+* stage I (see :mod:`recbole_genrec.alignment.stage1`): SASRec encoder (the paper's v3 uses DIN), AdaLN conditioned on
+  the item's log-popularity bucket, symmetric InfoNCE over uniformly sampled items, unified embedding = concatenation
+  of the L2-normalised ID and adapted-text embeddings, hierarchical k-means with TIGER's extra collision level.
+
+Baselines as switches: ``prorec_code_source: aligned | text | id | concat`` (codes of the unified embedding, of the
+text embedding alone, of the ID embedding alone, of the naive ``[E^{id}; E^{text}]`` concatenation -- the "semantic
+domination" case) and ``prorec_distill: False``, which makes ``calculate_loss`` exactly TIGER's loss.
+
+Other deviations: everything TIGER deviates in (RecBole data pipeline and leave-one-out full-ranking evaluation,
+:class:`~recbole_genrec.trainer.GenerativeTrainer`'s optimiser/schedule, constrained beam search) applies; the text
+encoder is the offline all-MiniLM-L6-v2 (the paper uses larger LMs); stage II's T5 sizes are TIGER's.
+"""
+
+import torch
+from torch import nn
+
+from recbole_genrec.alignment import CODE_SOURCES, catalogue_info_nce, run_stage1
+from recbole_genrec.model.sequential_recommender.tiger import TIGER
+from recbole_genrec.preprocess.features import item_embeddings
+from recbole_genrec.preprocess.hook import SID_ID
+
+DISTILL_HIDDEN = ("encoder_mean", "decoder_last")
+DISTILL_LOSSES = ("infonce", "cosine")
+DISTILL_SEMANTIC = ("lm", "adapted")
+
+
+class _ConfigView:
+    """A RecBole config with a few keys overridden (read-only)."""
+
+    def __init__(self, config, overrides):
+        self._config, self._overrides = config, overrides
+
+    def __getitem__(self, key):
+        return self._overrides[key] if key in self._overrides else self._config[key]
+
+    def __contains__(self, key):
+        return key in self._overrides or key in self._config
+
+
+class _UnifiedCodeDataset:
+    """The training dataset as TIGER's constructor sees it: its semantic IDs are PRORec's unified codes.
+
+    TIGER reads codes with ``item_codes(dataset)`` (``dataset.get_preload_weight('gensid_id')``) and sizes with
+    ``codebook_sizes(dataset)`` (``dataset.config['sid_codebook_sizes']``); this view answers both from stage I and
+    delegates everything else to the real dataset.
+    """
+
+    def __init__(self, dataset, codes, sizes):
+        self._dataset = dataset
+        self._codes = codes.astype("float64")  # [n_items, L'], row 0 = -1 (as the hook's preload matrix)
+        self.config = _ConfigView(dataset.config, {"sid_codebook_sizes": list(sizes)})
+
+    def get_preload_weight(self, field):
+        if field == SID_ID:
+            return self._codes
+        return self._dataset.get_preload_weight(field)
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)
+
+
+class PRORec(TIGER):
+    r"""TIGER over stage-I unified codes, with in-modality knowledge distillation.
+
+    Attributes:
+        stage1 (:class:`~recbole_genrec.alignment.stage1.Stage1Result`): stage-I artifacts (codes of every source,
+            embeddings, NMI report, cache folder).
+        collab_table (`(n_items, d)`), semantic_table (`(n_items, D)`): frozen distillation targets (non-persistent
+            buffers: rebuilt from the stage-I cache when a checkpoint is loaded).
+    """
+
+    def __init__(self, config, dataset):
+        text = item_embeddings(dataset)  # [n_items, D] (row 0 zeros)
+        self.code_source = str(config["prorec_code_source"] or "aligned")
+        if self.code_source not in CODE_SOURCES:
+            raise ValueError(f"prorec_code_source must be one of {CODE_SOURCES}, got {self.code_source!r}")
+        stage1 = run_stage1(config, dataset, text)
+        codes = stage1.codes[self.code_source]
+        super().__init__(config, _UnifiedCodeDataset(dataset, codes, stage1.codebook_sizes[self.code_source]))
+        self.stage1 = stage1
+        self.logger.info(f"PRORec: {self.code_source} codes, codebook sizes {self.code_table.codebook_sizes}, "
+                         f"vocabulary {self.code_table.vocab_size}")
+
+        self.distill = bool(config["prorec_distill"])
+        self.mu = float(config["prorec_mu"])
+        self.distill_hidden = str(config["prorec_distill_hidden"] or "encoder_mean")
+        self.distill_loss = str(config["prorec_distill_loss"] or "infonce")
+        self.distill_tau = float(config["prorec_distill_tau"])
+        semantic = str(config["prorec_distill_semantic"] or "lm")
+        for value, allowed, key in ((self.distill_hidden, DISTILL_HIDDEN, "prorec_distill_hidden"),
+                                    (self.distill_loss, DISTILL_LOSSES, "prorec_distill_loss"),
+                                    (semantic, DISTILL_SEMANTIC, "prorec_distill_semantic")):
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
+        if self.distill:
+            semantic_table = text if semantic == "lm" else torch.from_numpy(stage1.adapted_text)
+            self.register_buffer("collab_table", torch.from_numpy(stage1.id_emb).float(), persistent=False)
+            self.register_buffer("semantic_table", semantic_table.float().clone(), persistent=False)
+            d_model = self.backbone.d_model
+            self.collab_head = nn.Linear(d_model, self.collab_table.size(1))  # P_c
+            self.semantic_head = nn.Linear(d_model, self.semantic_table.size(1))  # P_s
+
+    # -------------------------------------------------------------------------------------------- distillation
+    def distill_representation(self, out):
+        r"""The representation ``h`` that is distilled: `(B, d_model)` float32 from a :class:`TIGEROutput`."""
+        if self.distill_hidden == "decoder_last":
+            return out.decoder_hidden[:, -1].float()  # [B, d]
+        mask = out.attention_mask.unsqueeze(-1).to(out.encoder_hidden.dtype)  # [B, S, 1]
+        summed = (out.encoder_hidden * mask).sum(dim=1)  # [B, d]
+        return (summed / mask.sum(dim=1).clamp(min=1.0)).float()
+
+    def _modality_loss(self, projected, targets, table):
+        r"""Distillation loss of `(B, e)` projections towards rows ``targets`` `(B,)` of `(n_items, e)` ``table``."""
+        if self.distill_loss == "infonce":
+            return catalogue_info_nce(projected, targets, table, self.distill_tau)
+        return (1.0 - nn.functional.cosine_similarity(projected, table[targets], dim=-1)).mean()
+
+    def distillation_losses(self, out, items):
+        r"""``(collaborative, semantic)`` scalar losses for a :class:`TIGEROutput` and `(B,)` target items."""
+        hidden = self.distill_representation(out)  # [B, d_model]
+        collab = self._modality_loss(self.collab_head(hidden), items, self.collab_table)
+        semantic = self._modality_loss(self.semantic_head(hidden), items, self.semantic_table)
+        return collab, semantic
+
+    def calculate_loss(self, interaction):
+        r"""TIGER's token cross-entropy, plus ``prorec_mu`` x the two distillation losses when ``prorec_distill``.
+
+        Returns TIGER's scalar loss unchanged when ``prorec_distill`` is False; otherwise the tuple
+        ``(generation, mu * collaborative, mu * semantic)`` (RecBole's trainers sum it and log each part).
+        """
+        if not self.distill:
+            return super().calculate_loss(interaction)
+        out = self.forward(interaction)
+        collab, semantic = self.distillation_losses(out, interaction[self.POS_ITEM_ID])
+        return out.loss, self.mu * collab, self.mu * semantic

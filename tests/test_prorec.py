@@ -1,0 +1,226 @@
+# coding: utf-8
+"""Tests for PRORec (recbole_genrec/model/sequential_recommender/prorec.py) and its stage I (recbole_genrec/alignment).
+
+tests/data/tiny (40 items in 5 themes, 120 users walking through one theme), leave-one-out split, the offline MiniLM
+text encoder, a small stage I (d = 32, 2 code levels of 4 + collision level), a 1+1-layer T5 with d_model 32 and a
+cache under tmp_path.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import recbole_genrec  # noqa: F401  (compat shims before RecBole)
+from recbole.data import data_preparation
+from recbole.utils import init_seed
+
+from recbole_genrec import Config, run_recbole_genrec
+from recbole_genrec.alignment import AdaLNAdapter, popularity_buckets, stage1 as stage1_module
+from recbole_genrec.alignment.data import item_counts, user_sequences, windows
+from recbole_genrec.alignment.losses import sampled_next_item_loss
+from recbole_genrec.alignment.stage1 import alignment_stats, build_modules, stage1_params, train_alignment
+from recbole_genrec.model.sequential_recommender.prorec import PRORec, _UnifiedCodeDataset
+from recbole_genrec.model.sequential_recommender.tiger import TIGER
+from recbole_genrec.preprocess.features import item_embeddings
+from recbole_genrec.trainer import GenerativeTrainer
+from recbole_genrec.utils import create_dataset, get_trainer
+
+torch.set_num_threads(1)
+
+DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+LOO = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}
+
+
+def tiny_settings(cache_dir, **overrides):
+    settings = {
+        "data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "checkpoint_dir": str(cache_dir / "saved"),
+        "show_progress": False, "seed": 2020, "eval_args": LOO,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
+        # stage I
+        "prorec_hidden_size": 32, "prorec_inner_size": 64, "prorec_max_len": 10, "prorec_stage1_epochs": 30,
+        "prorec_stage1_batch_size": 32, "prorec_stage1_lr": 0.005, "prorec_align_items": 40, "prorec_lambda": 1.0,
+        "prorec_code_levels": 2, "prorec_codebook_size": 4,
+        # stage II
+        "d_model": 32, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
+        "dropout_rate": 0.0, "use_user_token": False, "beam_size": 8, "beam_batch_size": 16,
+        "topk": [5], "metrics": ["Recall", "NDCG"], "valid_metric": "Recall@5",
+        "learning_rate": 0.01, "warmup_steps": 5, "lr_scheduler": "cosine", "train_batch_size": 64,
+        "epochs": 8, "eval_step": 4, "stopping_step": 10, "genrec_count_flops": False,
+    }
+    settings.update(overrides)
+    return settings
+
+
+def make_config(cache_dir, **overrides):
+    saved = sys.argv
+    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
+    try:
+        return Config(model="PRORec", dataset="tiny", config_dict=tiny_settings(cache_dir, **overrides))
+    finally:
+        sys.argv = saved
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("prorec_cache")
+    config = make_config(cache)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = PRORec(config, train_data.dataset)
+    return {"cache": cache, "config": config, "dataset": dataset, "train": train_data, "valid": valid_data,
+            "test": test_data, "model": model}
+
+
+def build(tiny, **overrides):
+    config = make_config(tiny["cache"], **overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    return PRORec(config, tiny["train"].dataset)
+
+
+# ------------------------------------------------------------------------------------------------ stage I data
+def test_stage1_sees_exactly_the_training_sequences(tiny):
+    dataset, train = tiny["dataset"], tiny["train"].dataset
+    sequences = user_sequences(train)
+    raw = pd.read_csv(os.path.join(DATA_ROOT, "tiny", "tiny.inter"), sep="\t", dtype=str)
+    raw.columns = [c.split(":")[0] for c in raw.columns]
+    raw = raw.assign(t=raw["timestamp"].astype(float)).sort_values(["user_id", "t"], kind="stable")
+    raw["iid"] = dataset.token2id(dataset.iid_field, raw["item_id"].tolist())
+    full = raw.groupby("user_id", sort=False)["iid"].apply(list)
+    expected = sorted(seq[:-2] for seq in full if len(seq) >= 4)  # leave-one-out: drop the valid + test items
+    assert sorted(s.tolist() for s in sequences) == expected
+    # windows of max_len + 1 items predict every target s[1:] exactly once
+    max_len = 3
+    w = windows(sequences, max_len)
+    assert w.shape[1] == max_len + 1
+    targets = np.sort(w[:, 1:][w[:, 1:] != 0].numpy())
+    assert np.array_equal(targets, np.sort(np.concatenate([s[1:] for s in sequences])))
+
+
+def test_adaln_starts_as_layer_norm_and_buckets_popularity():
+    torch.manual_seed(0)
+    adapter = AdaLNAdapter(8, 6, hidden_dim=16, cond="popularity", n_buckets=4)
+    x = torch.randn(5, 8)
+    buckets = popularity_buckets(torch.tensor([0, 1, 3, 7, 1000]), 4)
+    assert buckets.tolist() == [0, 1, 2, 3, 3]
+    hidden = torch.nn.functional.layer_norm(adapter.mlp(x), (6,))
+    assert torch.allclose(adapter(x, buckets), hidden, atol=1e-6)  # zero-initialised modulation
+    with pytest.raises(ValueError):
+        AdaLNAdapter(8, 6, cond="item_id")
+
+
+# --------------------------------------------------------------------------------------------- alignment
+def test_alignment_loss_decreases_and_matches_pairs(tiny):
+    train = tiny["train"].dataset
+    params = stage1_params(tiny["config"])
+    sequences = user_sequences(train)
+    text = item_embeddings(train)  # [n_items, D]
+    buckets = popularity_buckets(item_counts(sequences, text.size(0)), params["prorec_adaln_buckets"])
+    torch.manual_seed(0)
+    encoder, adapter = build_modules(params, text.size(0), text.size(1))
+    with torch.no_grad():
+        before = alignment_stats(encoder.item_embedding.weight[1:], adapter(text, buckets)[1:])
+    encoder, adapter, history = train_alignment(windows(sequences, params["prorec_max_len"]), text, buckets, params,
+                                                seed=7)
+    with torch.no_grad():
+        after = alignment_stats(encoder.item_embedding.weight[1:], adapter(text, buckets)[1:])
+    assert history["align"][-1] < 0.5 * history["align"][0]
+    assert history["next_item"][-1] < history["next_item"][0]
+    assert abs(before["matched"] - before["unmatched"]) < 0.2
+    assert after["matched"] > after["unmatched"] + 0.3
+    assert after["matched"] > before["matched"] + 0.3
+
+
+# ------------------------------------------------------------------------------------------------- codes
+def test_codes_are_unique_and_nmi_is_written(tiny):
+    model = tiny["model"]
+    result = model.stage1
+    for source, codes in result.codes.items():
+        rows = codes[1:]
+        assert (codes[0] == -1).all() and (rows >= 0).all()
+        assert len(np.unique(rows, axis=0)) == rows.shape[0], source
+        assert len(result.codebook_sizes[source]) == 3  # 2 levels + collision level
+    assert torch.equal(model.code_table.codes[1:], torch.from_numpy(result.codes["aligned"][1:]))
+    with open(os.path.join(result.folder, "stage1.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    nmi = report["nmi_first_level"]
+    assert set(nmi) == {"aligned~text", "aligned~id", "concat~text", "concat~id", "text~id"}
+    assert all(0.0 <= v <= 1.0 for v in nmi.values())
+    assert report["nmi_first_level"] == result.report["nmi_first_level"]
+
+
+def test_code_source_switch_changes_the_vocabulary_codes(tiny):
+    model = build(tiny, prorec_code_source="text")
+    assert torch.equal(model.code_table.codes[1:], torch.from_numpy(model.stage1.codes["text"][1:]))
+    assert model.stage1.status == "hit"  # same stage-I inputs: the other sources come from the cache
+    with pytest.raises(ValueError):
+        build(tiny, prorec_code_source="title")
+
+
+# ------------------------------------------------------------------------------------------------ stage II
+def test_distill_false_is_exactly_tiger_loss(tiny):
+    plain = build(tiny, prorec_distill=False)
+    view = _UnifiedCodeDataset(tiny["train"].dataset, plain.stage1.codes["aligned"],
+                               plain.stage1.codebook_sizes["aligned"])
+    tiger = TIGER(tiny["config"], view)  # TIGER itself, built on the same unified codes
+    tiger.load_state_dict(plain.state_dict())  # strict: no extra PRORec parameter without distillation
+    batch = next(iter(tiny["train"]))
+    plain.train()
+    tiger.train()
+    loss = plain.calculate_loss(batch)
+    assert loss.dim() == 0 and torch.equal(loss, tiger.calculate_loss(batch))
+
+    distilled = build(tiny, prorec_distill=True, prorec_mu=0.5)
+    distilled.load_state_dict(plain.state_dict(), strict=False)  # same T5 weights, plus the two heads
+    generation, collab, semantic = distilled.calculate_loss(batch)
+    assert torch.equal(generation, loss)
+    assert collab > 0 and semantic > 0
+    collab.add(semantic).backward()
+    assert distilled.collab_head.weight.grad.abs().sum() > 0
+    assert distilled.backbone.t5.encoder.block[0].layer[0].SelfAttention.q.weight.grad.abs().sum() > 0
+
+
+def test_rerun_reuses_stage1_and_keys_on_hyperparameters(tiny, monkeypatch):
+    first = build(tiny)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("stage I was retrained although its inputs did not change")
+
+    monkeypatch.setattr(stage1_module, "train_alignment", refuse)
+    second = build(tiny)
+    assert second.stage1.status == "hit"
+    assert np.array_equal(first.stage1.codes["aligned"], second.stage1.codes["aligned"])
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name  # stage I never moves the global RNG: same stage-II initialisation
+    with pytest.raises(AssertionError, match="retrained"):
+        build(tiny, prorec_tau=0.2)  # a stage-I hyperparameter is part of the key
+
+
+def test_end_to_end_run_trains_both_stages(tiny, tmp_path):
+    assert get_trainer(tiny["config"]["MODEL_TYPE"], "PRORec") is GenerativeTrainer
+    saved = sys.argv
+    sys.argv = [saved[0]]
+    try:
+        result = run_recbole_genrec(model="PRORec", dataset="tiny",
+                                    config_dict=tiny_settings(tiny["cache"], checkpoint_dir=str(tmp_path)))
+    finally:
+        sys.argv = saved
+    test = result["test_result"]
+    assert {"recall@5", "ndcg@5"} <= set(test)
+    assert test["recall@5"] > 5 / 40  # random ranking of the 40 items
+
+
+def test_sampled_softmax_masks_accidental_hits_and_matches_full_softmax():
+    torch.manual_seed(0)
+    table = torch.randn(6, 4)
+    hidden = torch.randn(3, 4)
+    targets = torch.tensor([1, 2, 5])
+    # every real item as a negative: the copy of the target is masked, leaving the full softmax over items 1..5
+    expected = torch.nn.functional.cross_entropy(hidden @ table[1:].t(), targets - 1)
+    assert torch.allclose(sampled_next_item_loss(hidden, targets, table, torch.arange(1, 6)), expected, atol=1e-6)
