@@ -224,3 +224,14 @@ def test_sampled_softmax_masks_accidental_hits_and_matches_full_softmax():
     # every real item as a negative: the copy of the target is masked, leaving the full softmax over items 1..5
     expected = torch.nn.functional.cross_entropy(hidden @ table[1:].t(), targets - 1)
     assert torch.allclose(sampled_next_item_loss(hidden, targets, table, torch.arange(1, 6)), expected, atol=1e-6)
+
+
+def test_length_bucketed_batches_cover_every_window_once():
+    from recbole_genrec.alignment.stage1 import length_bucketed_batches
+
+    lengths = torch.randint(2, 30, (103,))
+    batches = length_bucketed_batches(lengths, 8, torch.Generator().manual_seed(0), pool=4)
+    assert sorted(torch.cat(batches).tolist()) == list(range(103))
+    assert all(b.numel() <= 8 for b in batches)
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 8  # random batches of 8 lengths in [2, 30) would spread by ~20

@@ -6,7 +6,8 @@ arXiv 2502.06269; v3 renamed UNGER). Stage I learns an item embedding that carri
 knowledge and quantises it into one code tuple per item (the "unified code" that stage II generates).
 
 1. **Data** (:mod:`recbole_genrec.alignment.data`): the users' *training* sequences, rebuilt from RecBole's training
-   split, cut into windows of ``prorec_max_len + 1`` items. Validation/test targets never enter stage I.
+   split, cut into windows of ``prorec_max_len + 1`` items, batched by similar length
+   (:func:`length_bucketed_batches`). Validation/test targets never enter stage I.
 2. **Model**: a SASRec-style causal encoder with item-ID embeddings :math:`E^{id}`
    (:class:`~recbole_genrec.alignment.encoder.CollabSequenceEncoder`) and an AdaLN adapter :math:`A` from the frozen
    language embedding :math:`E^{text}` (``item_embeddings(dataset)``) into the ID space
@@ -133,6 +134,22 @@ def build_modules(params, n_items, text_dim):
     return encoder, adapter
 
 
+def length_bucketed_batches(lengths, batch_size, generator, pool=50):
+    r"""Random batches of similar-length windows: a list of `(B,)` row-index tensors.
+
+    The rows are shuffled, cut into pools of ``pool`` batches, sorted by length inside each pool and split into
+    batches, whose order is shuffled again. Trailing padding is then cut per batch, so short histories (most of a
+    5-core Amazon dataset) do not pay for the longest one.
+    """
+    order = torch.randperm(lengths.numel(), generator=generator)
+    batches = []
+    for start in range(0, order.numel(), batch_size * pool):
+        chunk = order[start:start + batch_size * pool]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches.extend(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu", show_progress=False):
     r"""Jointly train the collaborative encoder (next-item CE) and the adapter (InfoNCE alignment).
 
@@ -156,15 +173,15 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
     batch_size = int(params["prorec_stage1_batch_size"])
     n_align = min(int(params["prorec_align_items"]), n_items - 1)
     n_negatives = int(params["prorec_stage1_negatives"] or 0)
+    lengths = (train_windows != 0).sum(dim=1)  # [W]
     history = {"next_item": [], "align": []}
     epochs = tqdm(range(int(params["prorec_stage1_epochs"])), desc="PRORec stage I", disable=not show_progress)
     for _ in epochs:
         encoder.train()
         adapter.train()
-        order = torch.randperm(train_windows.size(0), generator=generator)
         sums, steps = [0.0, 0.0], 0
-        for start in range(0, order.numel(), batch_size):
-            batch = train_windows[order[start:start + batch_size]]  # [B, max_len+1], right-padded
+        for rows in length_bucketed_batches(lengths, batch_size, generator):
+            batch = train_windows[rows]  # [B, max_len+1], right-padded
             batch = batch[:, :int((batch != 0).sum(dim=1).max())].to(device)  # [B, T+1] trailing padding cut
             hidden = encoder(batch[:, :-1])  # [B, T, d]
             targets = batch[:, 1:]  # [B, T]
