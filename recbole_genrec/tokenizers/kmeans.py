@@ -19,6 +19,7 @@ This module also holds the helpers shared by every tokenizer (input validation,
 codebook-size normalisation, faiss k-means with small-sample clamping, chunked
 nearest-centroid assignment).
 """
+import abc
 import contextlib
 import functools
 import logging
@@ -228,7 +229,7 @@ def scoped_threads(method):
 
 
 # --------------------------------------------------------------------------- base class
-class BaseTokenizer:
+class BaseTokenizer(abc.ABC):
     """Common state of semantic-ID tokenizers: levels, configured sizes, seed, device."""
 
     name = "base"
@@ -251,17 +252,21 @@ class BaseTokenizer:
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} must be fit() before use")
 
+    @abc.abstractmethod
     def fit(self, emb):
-        raise NotImplementedError
+        """Implemented by every tokenizer."""
 
+    @abc.abstractmethod
     def encode(self, emb):
-        raise NotImplementedError
+        """Implemented by every tokenizer."""
 
+    @abc.abstractmethod
     def last_level_distances(self, emb):
-        raise NotImplementedError
+        """Implemented by every tokenizer."""
 
+    @abc.abstractmethod
     def reconstruction_error(self, emb):
-        raise NotImplementedError
+        """Implemented by every tokenizer."""
 
     def fit_encode(self, emb):
         return self.fit(emb).encode(emb)
