@@ -7,6 +7,7 @@ rebuilds a saved run (generative checkpoints carry their code table).
 """
 
 import logging
+import os
 import sys
 import time
 from logging import getLogger
@@ -54,6 +55,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
                         config_dict=group.config_dict)
         group.adopt(config)
         init_seed(config["seed"], config["reproducibility"])
+        # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
+        for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+            os.makedirs(folder, exist_ok=True)
         init_logger(config)
         logger = getLogger()
         logger.info(sys.argv)
