@@ -302,3 +302,35 @@ def test_training_reduces_loss(code_table):
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize("ff", ["relu", "gated-gelu"])
+def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff):
+    """IncrementalT5Decoder (per-user cross K/V, beams folded into the query) == HF decoder with its KV cache."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    from recbole_genrec.generative.incremental import IncrementalT5Decoder
+
+    input_ids, attention_mask = batch  # the batch has padded histories
+    model = tiny_backbone(code_table.vocab_size, seed=3, feed_forward_proj=ff).eval()
+    beam, n_users = 3, input_ids.size(0)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        encoder_hidden = model.encode(input_ids, attention_mask)  # [B, S, d]
+        ours = IncrementalT5Decoder(model.t5.decoder, encoder_hidden, attention_mask, beam)
+        config = model.t5.decoder.config
+        cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        tokens = torch.randint(1, code_table.vocab_size, (n_users, 1), generator=gen)  # [B, 1]
+        hf_rows = model.decode(model.shared(tokens), encoder_hidden, attention_mask, cache=cache)[:, -1]
+        torch.testing.assert_close(ours.step(model.shared(tokens[:, 0])), hf_rows, rtol=1e-5, atol=1e-5)
+        cache.batch_repeat_interleave(beam)
+        enc_rows = encoder_hidden.repeat_interleave(beam, 0)
+        mask_rows = attention_mask.repeat_interleave(beam, 0)
+        for _ in range(3):  # later steps on B * beam rows, with a reorder that stays within each user
+            order = torch.cat([torch.randint(0, beam, (beam,), generator=gen) + u * beam for u in range(n_users)])
+            ours.reorder(order)
+            cache.self_attention_cache.reorder_cache(order)
+            tokens = torch.randint(1, code_table.vocab_size, (n_users * beam, 1), generator=gen)
+            hf_rows = model.decode(model.shared(tokens), enc_rows, mask_rows, cache=cache)[:, -1]
+            torch.testing.assert_close(ours.step(model.shared(tokens[:, 0])), hf_rows, rtol=1e-5, atol=1e-5)
+

@@ -10,8 +10,9 @@ adds what the generative recommenders share:
 * ``forward_loss``: teacher-forced token cross-entropy on the target item's codes;
 * ``sequence_log_prob``: exact log-probability of given items (exhaustive scoring / tests / re-ranking);
 * ``beam_search``: encoder run once, then trie-constrained beam search
-  (:func:`~recbole_genrec.generative.decoding.constrained_beam_search`) with an incremental decoder that reuses the
-  self-attention key/value cache (``EncoderDecoderCache``) and reorders it with one ``index_select`` per step.
+  (:func:`~recbole_genrec.generative.decoding.constrained_beam_search`) with an incremental decoder
+  (:class:`~recbole_genrec.generative.incremental.IncrementalT5Decoder`) that keeps the cross-attention keys/values
+  once per user and reorders the self-attention cache with one ``index_select`` per layer and step.
 
 Subclasses change the inputs through two hooks whose default is the shared token embedding:
 ``encoder_embeds(input_ids, context)`` and ``decoder_embeds(decoder_input_ids, context)``.  ``decoder_embeds``
@@ -28,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import EncoderDecoderCache
 
 from .code_table import DECODER_START_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from .decoding import constrained_beam_search
+from . import incremental
 
 Context = Dict[str, torch.Tensor]
 
@@ -213,11 +215,12 @@ class T5Backbone(nn.Module):
 
 
 class _IncrementalDecoder:
-    """Decoder state of a running beam search: full prefix tokens for ``decoder_embeds`` + T5 key/value cache.
+    """Decoder state of a running beam search: full prefix tokens for ``decoder_embeds`` + the incremental decoder
+    (:class:`~recbole_genrec.generative.incremental.IncrementalT5Decoder`: self-attention cache per beam,
+    cross-attention keys/values once per user).
 
     Row ``b * beam + k`` is beam ``k`` of user ``b``.  All beams of a user share the empty prefix, so the first step
-    runs on the ``B`` users only (the cross-attention keys/values of the encoder output are computed once per user)
-    and the cache, prefix and context are then expanded to the ``B * beam`` rows.
+    runs on the ``B`` users only; the prefix and context are then expanded to the ``B * beam`` rows.
     """
 
     def __init__(
@@ -230,20 +233,9 @@ class _IncrementalDecoder:
     ):
         self.backbone = backbone
         self.beam_size = beam_size
-        self.encoder_hidden = encoder_hidden  # [B, S, d], [B*beam, S, d] after the first step
-        self.encoder_mask = encoder_mask  # [B, S], [B*beam, S] after the first step
         self.context = context
         self.prefix = encoder_mask.new_zeros((encoder_hidden.size(0), 0), dtype=torch.long)  # [rows, t]
-        config = backbone.t5.decoder.config
-        self.cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-
-    def _expand_to_beams(self) -> None:
-        beam = self.beam_size
-        self.encoder_hidden = self.encoder_hidden.repeat_interleave(beam, dim=0)  # [B*beam, S, d]
-        self.encoder_mask = self.encoder_mask.repeat_interleave(beam, dim=0)  # [B*beam, S]
-        self.context = {name: value.repeat_interleave(beam, dim=0) for name, value in self.context.items()}
-        self.prefix = self.prefix.repeat_interleave(beam, dim=0)  # [B*beam, 1]
-        self.cache.batch_repeat_interleave(beam)  # self- and cross-attention K/V
+        self.decoder = incremental.IncrementalT5Decoder(backbone.t5.decoder, encoder_hidden, encoder_mask, beam_size)
 
     def step(self, last_tokens: torch.Tensor, step: int) -> torch.Tensor:
         """`(B*beam,)` last chosen tokens -> `(B*beam, V)` float32 next-token log-probabilities."""
@@ -251,16 +243,17 @@ class _IncrementalDecoder:
         if first:  # identical start token for all beams of a user
             last_tokens = last_tokens[:: self.beam_size]  # [B]
         self.prefix = torch.cat([self.prefix, last_tokens.unsqueeze(1)], dim=1)  # [rows, t]
-        embeds = self.backbone.decoder_embeds(self.prefix, self.context)[:, -1:]  # [rows, 1, d]
-        hidden = self.backbone.decode(embeds, self.encoder_hidden, self.encoder_mask, cache=self.cache)  # [rows, 1, d]
-        log_probs = torch.log_softmax(self.backbone.lm_logits(hidden[:, -1]).float(), dim=-1)  # [rows, V]
+        embeds = self.backbone.decoder_embeds(self.prefix, self.context)[:, -1]  # [rows, d]
+        hidden = self.decoder.step(embeds)  # [rows, d]
+        log_probs = torch.log_softmax(self.backbone.lm_logits(hidden).float(), dim=-1)  # [rows, V]
         if first:
-            self._expand_to_beams()
-            log_probs = log_probs.repeat_interleave(self.beam_size, dim=0)  # [B*beam, V]
+            beam = self.beam_size
+            self.context = {name: value.repeat_interleave(beam, dim=0) for name, value in self.context.items()}
+            self.prefix = self.prefix.repeat_interleave(beam, dim=0)  # [B*beam, 1]
+            log_probs = log_probs.repeat_interleave(beam, dim=0)  # [B*beam, V]
         return log_probs
 
     def reorder(self, beam_idx: torch.Tensor) -> None:
-        """Row ``i`` continues row ``beam_idx[i]`` (`(B*beam,)`). Cross-attention K/V are identical within a user's
-        beams and ``beam_idx`` never leaves the user, so only the self-attention cache is reordered."""
+        """Row ``i`` continues row ``beam_idx[i]`` (`(B*beam,)`, never crossing users)."""
         self.prefix = self.prefix.index_select(0, beam_idx)
-        self.cache.self_attention_cache.reorder_cache(beam_idx)
+        self.decoder.reorder(beam_idx)
