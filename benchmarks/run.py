@@ -46,6 +46,9 @@ sys.path.insert(0, ROOT)
 from presets import COMMON, PRESETS, PROTOCOL_NAMES, PROTOCOLS, SCRIPT_PRESETS  # noqa: E402
 
 PROGRESS = "[bench]"
+# models RecBole trains in one pass (TraditionalTrainer: epochs forced to 1); --epochs must not move their eval_step
+# past that one epoch, or no checkpoint is ever saved
+ONE_PASS_MODELS = {"Pop", "ItemKNN", "EASE", "SLIMElastic", "ADMMSLIM", "NCEPLRec"}
 SUMMARY_METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10", "hit@10",
                    "itemcoverage@10"]
 METRIC_LABELS = ["R@5", "N@5", "R@10", "N@10", "R@20", "N@20", "MRR@10", "Hit@10", "Cov@10"]
@@ -278,7 +281,7 @@ def select_rows(preset, args, datasets):
         key, value = item.split("=", 1)
         overrides[key] = parse_value(value)
     for row in rows:
-        if args.epochs is not None:
+        if args.epochs is not None and row["model"] not in ONE_PASS_MODELS:
             row["config"].update({"epochs": args.epochs, "eval_step": args.epochs})
             for key in ("prorec_stage1_epochs", "collab_teacher_epochs"):
                 row["config"][key] = min(row["config"].get(key, args.epochs), max(args.epochs, 1))
