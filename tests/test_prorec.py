@@ -6,6 +6,7 @@ text encoder, a small stage I (d = 32, 2 code levels of 4 + collision level), a 
 cache under tmp_path.
 """
 
+import copy
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from recbole_genrec.alignment import AdaLNAdapter, popularity_buckets, stage1 as
 from recbole_genrec.alignment.data import item_counts, user_sequences, windows
 from recbole_genrec.alignment.losses import sampled_next_item_loss
 from recbole_genrec.alignment.stage1 import alignment_stats, build_modules, stage1_params, train_alignment
-from recbole_genrec.model.sequential_recommender.prorec import PRORec, _UnifiedCodeDataset
+from recbole_genrec.model.sequential_recommender.prorec import PRORec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.preprocess.features import item_embeddings
 from recbole_genrec.trainer import GenerativeTrainer
@@ -166,9 +167,12 @@ def test_code_source_switch_changes_the_vocabulary_codes(tiny):
 # ------------------------------------------------------------------------------------------------ stage II
 def test_distill_false_is_exactly_tiger_loss(tiny):
     plain = build(tiny, prorec_distill=False)
-    view = _UnifiedCodeDataset(tiny["train"].dataset, plain.stage1.codes["aligned"],
-                               plain.stage1.codebook_sizes["aligned"])
-    tiger = TIGER(tiny["config"], view)  # TIGER itself, built on the same unified codes
+
+    class TIGEROnUnifiedCodes(TIGER):  # TIGER itself, on PRORec's stage-I codes
+        def _build_code_table(self, config, dataset):
+            return copy.deepcopy(plain.code_table)
+
+    tiger = TIGEROnUnifiedCodes(tiny["config"], tiny["train"].dataset)
     tiger.load_state_dict(plain.state_dict())  # strict: no extra PRORec parameter without distillation
     batch = next(iter(tiny["train"]))
     plain.train()

@@ -51,52 +51,18 @@ Other deviations: everything TIGER deviates in (RecBole data pipeline and leave-
 encoder is the offline all-MiniLM-L6-v2 (the paper uses larger LMs); stage II's T5 sizes are TIGER's.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
 from recbole_genrec.alignment import CODE_SOURCES, catalogue_info_nce, run_stage1
+from recbole_genrec.generative import CodeTable
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.preprocess.features import item_embeddings
-from recbole_genrec.preprocess.hook import SID_ID
 
 DISTILL_HIDDEN = ("encoder_mean", "decoder_last")
 DISTILL_LOSSES = ("infonce", "cosine")
 DISTILL_SEMANTIC = ("lm", "adapted")
-
-
-class _ConfigView:
-    """A RecBole config with a few keys overridden (read-only)."""
-
-    def __init__(self, config, overrides):
-        self._config, self._overrides = config, overrides
-
-    def __getitem__(self, key):
-        return self._overrides[key] if key in self._overrides else self._config[key]
-
-    def __contains__(self, key):
-        return key in self._overrides or key in self._config
-
-
-class _UnifiedCodeDataset:
-    """The training dataset as TIGER's constructor sees it: its semantic IDs are PRORec's unified codes.
-
-    TIGER reads codes with ``item_codes(dataset)`` (``dataset.get_preload_weight('gensid_id')``) and sizes with
-    ``codebook_sizes(dataset)`` (``dataset.config['sid_codebook_sizes']``); this view answers both from stage I and
-    delegates everything else to the real dataset.
-    """
-
-    def __init__(self, dataset, codes, sizes):
-        self._dataset = dataset
-        self._codes = codes.astype("float64")  # [n_items, L'], row 0 = -1 (as the hook's preload matrix)
-        self.config = _ConfigView(dataset.config, {"sid_codebook_sizes": list(sizes)})
-
-    def get_preload_weight(self, field):
-        if field == SID_ID:
-            return self._codes
-        return self._dataset.get_preload_weight(field)
-
-    def __getattr__(self, name):
-        return getattr(self._dataset, name)
 
 
 class PRORec(TIGER):
@@ -110,14 +76,8 @@ class PRORec(TIGER):
     """
 
     def __init__(self, config, dataset):
-        text = item_embeddings(dataset)  # [n_items, D] (row 0 zeros)
-        self.code_source = str(config["prorec_code_source"] or "aligned")
-        if self.code_source not in CODE_SOURCES:
-            raise ValueError(f"prorec_code_source must be one of {CODE_SOURCES}, got {self.code_source!r}")
-        stage1 = run_stage1(config, dataset, text)
-        codes = stage1.codes[self.code_source]
-        super().__init__(config, _UnifiedCodeDataset(dataset, codes, stage1.codebook_sizes[self.code_source]))
-        self.stage1 = stage1
+        super().__init__(config, dataset)  # runs (or reuses) stage I in _build_code_table
+        stage1, text = self.stage1, item_embeddings(dataset)  # text: [n_items, D] (row 0 zeros)
         self.logger.info(f"PRORec: {self.code_source} codes, codebook sizes {self.code_table.codebook_sizes}, "
                          f"vocabulary {self.code_table.vocab_size}")
 
@@ -139,6 +99,16 @@ class PRORec(TIGER):
             d_model = self.backbone.d_model
             self.collab_head = nn.Linear(d_model, self.collab_table.size(1))  # P_c
             self.semantic_head = nn.Linear(d_model, self.semantic_table.size(1))  # P_s
+
+    def _build_code_table(self, config, dataset) -> CodeTable:
+        """Stage I (cached): the unified codes of ``prorec_code_source`` replace the hook's semantic IDs."""
+        self.code_source = str(config["prorec_code_source"] or "aligned")
+        if self.code_source not in CODE_SOURCES:
+            raise ValueError(f"prorec_code_source must be one of {CODE_SOURCES}, got {self.code_source!r}")
+        self.stage1 = run_stage1(config, dataset, item_embeddings(dataset))
+        codes = torch.from_numpy(np.asarray(self.stage1.codes[self.code_source], dtype=np.int64))  # [n_items, L']
+        codes[0] = -1  # the padding item
+        return CodeTable(codes, self.stage1.codebook_sizes[self.code_source])
 
     # -------------------------------------------------------------------------------------------- distillation
     def distill_representation(self, out):

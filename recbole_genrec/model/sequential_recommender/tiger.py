@@ -66,6 +66,8 @@ class TIGER(SequentialRecommender):
 
     Extension points (DiscRec, PRORec and other generative models reuse everything else):
 
+    * ``_build_code_table(config, dataset) -> CodeTable``: override to generate other codes than the hook's
+      semantic IDs (PRORec's stage-I unified codes).
     * ``_build_backbone(config, vocab_size) -> T5Backbone``: override to return a :class:`T5Backbone` subclass
       whose ``build_context`` / ``encoder_embeds`` / ``decoder_embeds`` hooks change the token embeddings (DiscRec).
       ``vocab_size`` already includes the user-token block.
@@ -85,7 +87,7 @@ class TIGER(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.code_table = CodeTable(item_codes(dataset), codebook_sizes(dataset))
+        self.code_table = self._build_code_table(config, dataset)
         if self.code_table.n_items != self.n_items:
             raise ValueError(f"the code table has {self.code_table.n_items} rows but the dataset {self.n_items} items")
 
@@ -109,6 +111,11 @@ class TIGER(SequentialRecommender):
         self.backbone = self._build_backbone(config, vocab_size)
 
     # ------------------------------------------------------------------------------------------------ building
+    def _build_code_table(self, config, dataset) -> CodeTable:
+        """Items -> semantic IDs: the preprocessing hook's codes; override to generate other codes (PRORec: its
+        stage-I unified codes). Called once, before the backbone is built (its vocabulary follows the table)."""
+        return CodeTable(item_codes(dataset), codebook_sizes(dataset))
+
     def _build_backbone(self, config, vocab_size: int) -> T5Backbone:
         """The T5 encoder-decoder; override to plug in a :class:`T5Backbone` subclass."""
         return T5Backbone(vocab_size, **self._backbone_kwargs(config))
