@@ -117,7 +117,7 @@ def method_row(row, codes_dir, method, label):
         "recon_error": diag.get("recon_error"),
         "n_unique_codes": diag["n_unique_codes"],
     })
-    codes = np.load(os.path.join(summary["overlay"], "codes.npy")).astype(np.int64)  # [N, L']
+    codes = np.load(summary["codes_path"]).astype(np.int64)  # [N, L'], rows in the order of the hook's items.json
     padded = np.concatenate([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes], axis=0)  # [N+1, L']
     path = os.path.join(codes_dir, f"codes-{label}.npy")
     np.save(path, padded)

@@ -12,7 +12,7 @@ Every model row runs in its own subprocess (``run.py _worker``) through ``recbol
 peak memory is the row's own and a row that fails or runs past its timeout is recorded and skipped. A worker
 records the test metrics, train time per epoch, total time, peak RSS (``resource.getrusage``) and peak CUDA memory
 (``torch.cuda.max_memory_allocated``), test-evaluation users per second, parameters, and the preprocessing hook's
-summary (embedding / code timings, cache decisions and the semantic-ID diagnostics of ``diagnostics.json``).
+summary (embedding / code timings, cache decisions and the semantic-ID diagnostics of ``diagnostics-<key>.json``).
 The run writes ``<out>/<preset>-<date>.{json,md,png}`` (at most 3 files: fits the device's $OUT limits).
 
 ``--max-users N`` keeps the first N users (in file order) of every dataset: a truncated copy, named
@@ -361,6 +361,13 @@ def run_row(row, dataset, args, timeout_s, log_dir):
         result["log_tail"] = "\n".join(tail[-25:])
     result["status"] = status
     result["row_wall_s"] = round(wall, 2)
+    if args.keep_checkpoints and os.path.isdir(os.path.join(work, "saved")):
+        os.makedirs(args.keep_checkpoints, exist_ok=True)
+        for name in os.listdir(os.path.join(work, "saved")):
+            if name.endswith(".pth"):
+                kept = os.path.join(args.keep_checkpoints, f"{row['dataset']}-{row_label(row)}.pth")
+                shutil.move(os.path.join(work, "saved", name), kept)
+                result["checkpoint"] = kept
     shutil.rmtree(work, ignore_errors=True)
     shown = result.get("test_result") or {}
     say(f"done  {label}: {status} in {wall:.0f}s"
@@ -752,9 +759,9 @@ def make_bundle(preset, args):
         config = Config("AlphaRec", name, config_dict=dict(base, item_embedding_source="text"))
         resolve_data_path(config)
         prepare_features(config)
-        overlay = genrec_cache.overlay_dir(config)
-        tokens = genrec_cache.load_json(os.path.join(overlay, "items.json"))["item_tokens"]
-        emb = genrec_cache.load_npy(genrec_cache.embeddings_path(overlay, "text"))
+        store = genrec_cache.overlay_dir(config)
+        tokens = genrec_cache.load_json(os.path.join(store, "items.json"))["item_tokens"]
+        emb = genrec_cache.load_npy(genrec_cache.embeddings_path(store, "text"))
         genrec_cache.save_item_embeddings(config, BUNDLE_SOURCE, tokens, np.asarray(emb),
                                           {"encoder": str(config["text_encoder"]), "copied_from": "text"})
         # 2. semantic IDs of every row that asks for them, with the row's own settings
@@ -768,11 +775,15 @@ def make_bundle(preset, args):
                 resolve_data_path(config)
                 summary = prepare_features(config)
                 say(f"bundle: codes for {row_label(row)}: {summary['cache']}")
-        # 3. keep what the GPU run reads: drop links, the text-format feature files and the raw text embeddings
-        for entry in os.listdir(overlay):
-            path = os.path.join(overlay, entry)
-            if os.path.islink(path) or entry.startswith((f"{name}.genemb", f"{name}.gensid", "embeddings-text.",
-                                                         ".lock", "items.json")):
+        # 3. keep what the GPU run reads (embeddings-<BUNDLE_SOURCE>.npy, codes-*.npy, diagnostics-*.json): drop
+        # the views (links to this machine's paths), the text-format feature files, the raw text embeddings and
+        # old single-folder leftovers; the GPU run rewrites feature files and views from the kept artifacts
+        for entry in os.listdir(store):
+            path = os.path.join(store, entry)
+            if entry in ("views", "features") and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.islink(path) or entry.startswith((f"{name}.genemb", f"{name}.gensid", "embeddings-text.",
+                                                           ".lock", "items.json", "codes.npy", "diagnostics.json")):
                 os.remove(path)
     wheels = os.path.join(bundle, "wheels")
     os.makedirs(wheels, exist_ok=True)
@@ -853,6 +864,9 @@ def parse_args(argv=None):
     p.add_argument("--row-timeout", type=float, default=None, help="seconds per row (default: the preset's)")
     p.add_argument("--total-budget", type=float, default=None, help="seconds for all rows (default: the preset's)")
     p.add_argument("--tag", default=None, help="appended to the output file names")
+    p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
+                   help="move every row's best checkpoint to DIR/<dataset>-<row>.pth (e.g. for "
+                        "python -m recbole_genrec.zeroshot --checkpoint)")
     p.add_argument("--git-commit", default=None, help="record this commit (a checkout copied without .git)")
     p.add_argument("--update-readme", action="store_true", help="put the tables into benchmarks/README.md")
     p.add_argument("--script-args", default=None, help="arguments for --preset decoding/tokenizers")

@@ -18,7 +18,7 @@ import pytest
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec import Config
-from recbole_genrec.preprocess import cache, features, hook, text, text_encoder
+from recbole_genrec.preprocess import cache, features, hook, layout, text, text_encoder
 from recbole_genrec.utils import create_dataset
 
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -134,8 +134,9 @@ def test_same_seed_same_codes_and_cache_hit(tmp_path, monkeypatch, caplog):
         shutil.copy(tmp_path / "a" / "tiny" / name, tmp_path / "b" / "tiny" / name)
     second = hook.prepare_features(make_config(tmp_path / "b"))
     assert second["cache"]["embeddings"] == "hit" and second["cache"]["codes"] == "missing"
-    codes_a = np.load(tmp_path / "a" / "tiny" / "codes.npy")
-    codes_b = np.load(tmp_path / "b" / "tiny" / "codes.npy")
+    assert first["codes_path"].startswith(str(tmp_path / "a" / "tiny"))
+    codes_a = np.load(first["codes_path"])
+    codes_b = np.load(second["codes_path"])
     emb_a = np.load(tmp_path / "a" / "tiny" / "embeddings-text.npy")
     assert emb_a.shape == (40, 384) and np.allclose(np.linalg.norm(emb_a, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(codes_a, codes_b)
@@ -164,22 +165,63 @@ def test_stale_cache_is_rebuilt_with_warning(tmp_path, fake_encoder, caplog):
 
 
 def test_corrupt_files_are_rebuilt_without_reencoding(tmp_path, fake_encoder, monkeypatch, caplog):
-    hook.prepare_features(make_config(tmp_path))
-    overlay = tmp_path / "tiny"
-    genemb = overlay / "tiny.genemb"
+    first = hook.prepare_features(make_config(tmp_path))
+    store = tmp_path / "tiny"
+    assert first["store"] == str(store) and os.path.dirname(first["overlay"]) == str(store / "views")
+    genemb = store / "features" / f"emb-{first['hashes']['genemb_file'][:16]}.genemb"
+    assert os.path.samefile(os.path.join(first["overlay"], "tiny.genemb"), genemb)  # the view links it
     good = genemb.read_bytes()
     genemb.write_bytes(good[: len(good) // 2])  # truncated
-    (overlay / "codes.npy").write_bytes(b"not a numpy file")
+    with open(first["codes_path"], "wb") as f:
+        f.write(b"not a numpy file")
     monkeypatch.setattr(text_encoder, "encode_texts", refuse_to_encode)
     with caplog.at_level(logging.WARNING):
         summary = hook.prepare_features(make_config(tmp_path))
     assert summary["cache"]["genemb"] == "corrupt" and summary["cache"]["codes"] == "corrupt"
-    assert summary["cache"]["embeddings"] == "hit"
+    assert summary["cache"]["embeddings"] == "hit" and summary["cache"]["view"] == "hit"
+    assert summary["overlay"] == first["overlay"] and summary["codes_path"] == first["codes_path"]
     assert genemb.read_bytes() == good
-    assert cache.check_artifact(str(overlay / "codes.npy"), summary["hashes"]["sid"]) == "hit"
+    assert cache.check_artifact(summary["codes_path"], summary["hashes"]["sid"]) == "hit"
     assert "cache corrupt" in caplog.text
-    leftovers = [n for n in os.listdir(overlay) if n.endswith(".tmp")]
+    leftovers = [n for folder in (store, store / "features", store / "views") for n in os.listdir(folder)
+                 if n.endswith(".tmp")]
     assert leftovers == []
+
+
+OTHER_SID = dict(FAST_SID, sid_method="hkmeans")  # other semantic-ID settings on the same embeddings
+
+
+def test_switching_sid_settings_reuses_earlier_codes(tmp_path, fake_encoder, monkeypatch):
+    """rkmeans -> hkmeans -> rkmeans: each setting has its own view; going back refits nothing."""
+    first = hook.prepare_features(make_config(tmp_path))
+    second = hook.prepare_features(make_config(tmp_path, **OTHER_SID))
+    assert second["cache"]["codes"] == "missing" and second["cache"]["embeddings"] == "hit"
+    assert second["overlay"] != first["overlay"] and second["codes_path"] != first["codes_path"]
+    import recbole_genrec.tokenizers as tokenizers
+
+    monkeypatch.setattr(tokenizers, "generate_semantic_ids", refuse_to_encode)
+    third = hook.prepare_features(make_config(tmp_path))
+    assert third["cache"]["codes"] == "hit" and third["cache"]["gensid"] == "hit" and third["cache"]["view"] == "hit"
+    assert third["overlay"] == first["overlay"] and third["hashes"] == first["hashes"]
+    assert fake_encoder.calls == 1
+
+
+def test_earlier_setting_keeps_loading_its_own_codes(tmp_path, fake_encoder):
+    """Run A prepares its features, then run B (other SID settings) on the same dataset, then A's RecBole
+    loads its dataset: it gets A's codes (a single shared overlay let B overwrite A's <dataset>.gensid)."""
+    from recbole.data import create_dataset as recbole_create_dataset
+
+    config_a = make_config(tmp_path)
+    summary_a = hook.prepare_features(config_a)
+    summary_b = hook.prepare_features(make_config(tmp_path, **OTHER_SID))
+    codes_a, codes_b = np.load(summary_a["codes_path"]), np.load(summary_b["codes_path"])
+    assert not np.array_equal(codes_a, codes_b)
+    kept = cache.load_json(os.path.join(summary_a["store"], "items.json"))["item_tokens"]
+    dataset = recbole_create_dataset(config_a)  # RecBole alone, as A's run does after the hook returned
+    codes = features.item_codes(dataset)  # [n_items + 1, L], row 0 padding
+    assert codes.shape == (dataset.item_num, codes_a.shape[1])
+    for iid in range(1, dataset.item_num):
+        assert codes[iid].tolist() == codes_a[kept.index(dataset.id2token("item_id", iid))].tolist()
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -208,10 +250,11 @@ def test_preload_rows_align_with_internal_ids_after_filtering(tmp_path, fake_enc
     assert list(dataset.field2id_token["item_id"]) == list(baseline.field2id_token["item_id"])
     assert config["normalize_all"] is False  # vectors protected from RecBole's min-max scaling
 
-    overlay = tmp_path / "cache" / "tiny"
-    kept = cache.load_json(str(overlay / "items.json"))["item_tokens"]
-    emb_cached = np.load(overlay / "embeddings-text.npy")  # [N, D], rows follow `kept`
-    codes_cached = np.load(overlay / "codes.npy")
+    store = str(tmp_path / "cache" / "tiny")
+    assert config["data_path"].startswith(os.path.join(store, "views"))  # RecBole read this setting's view
+    kept = cache.load_json(os.path.join(store, "items.json"))["item_tokens"]
+    emb_cached = np.load(os.path.join(store, "embeddings-text.npy"))  # [N, D], rows follow `kept`
+    codes_cached = np.load(layout.codes_path(store, config["genrec_feature_hashes"]["sid"]))
     emb = features.item_embeddings(dataset)
     codes = features.item_codes(dataset)
     assert emb.shape == (dataset.item_num, 16) and codes.shape[0] == dataset.item_num
@@ -258,10 +301,10 @@ def test_codes_unique_after_collision_handling(tmp_path, fake_encoder, method, c
     sizes = [4, 32] if collision == "sinkhorn" else 8  # sinkhorn needs room under each prefix
     summary = hook.prepare_features(make_config(tmp_path, sid_method=method, sid_collision=collision,
                                                 sid_params=params, sid_codebook_size=sizes))
-    codes = np.load(tmp_path / "tiny" / "codes.npy")
+    codes = np.load(summary["codes_path"])
     assert len(np.unique(codes, axis=0)) == 40
     assert len(summary["codebook_sizes"]) == codes.shape[1]
-    diag = cache.load_json(str(tmp_path / "tiny" / "diagnostics.json"))
+    diag = cache.load_json(layout.diagnostics_path(summary["store"], summary["hashes"]["sid"]))
     for key in ("usage", "perplexity", "collision_rate_before", "max_items_per_prefix", "recon_error", "timings"):
         assert key in diag
 
@@ -276,7 +319,7 @@ def test_collab_embedding_source(tmp_path, fake_encoder):
     summary = hook.prepare_features(make_config(tmp_path, item_embedding_source="collab"))
     assert fake_encoder.calls == 0 and summary["embedding_dim"] == 8
     kept = cache.load_json(str(tmp_path / "tiny" / "items.json"))["item_tokens"]
-    first = open(tmp_path / "tiny" / "tiny.genemb", encoding="utf-8").read().splitlines()[1].split("\t")
+    first = open(os.path.join(summary["overlay"], "tiny.genemb"), encoding="utf-8").read().splitlines()[1].split("\t")
     assert first[0] == kept[0]
     assert np.array_equal(np.array(first[1].split(), dtype=np.float32), matrix[tokens.index(kept[0])])
 
@@ -340,3 +383,17 @@ def test_concurrent_processes_build_once(tmp_path):
     hashes = [open(out, encoding="utf-8").read() for out in outs]
     assert hashes[0] == hashes[1]
     assert len(open(marker, encoding="utf-8").read().split()) == 1  # built exactly once
+
+
+def test_view_links_cover_benchmark_split_files(tmp_path):
+    """A view links every ``<dataset>.*`` atomic file, including RecBole's ``benchmark_filename`` parts
+    (``<dataset>.train.inter``), never the hook's own suffixes nor another dataset's files."""
+    from recbole_genrec.preprocess import layout
+
+    for name in ("tiny.inter", "tiny.item", "tiny.train.inter", "tiny.test.inter", "tiny.gensid", "tiny2.inter"):
+        (tmp_path / name).write_text("x")
+    links = layout.view_links(str(tmp_path), "tiny", {"gensid": str(tmp_path / "sid-abc.gensid")},
+                              skip_suffixes=("genemb", "gensid"))
+    assert sorted(links) == ["tiny.gensid", "tiny.inter", "tiny.item", "tiny.test.inter", "tiny.train.inter"]
+    assert links["tiny.train.inter"] == str(tmp_path / "tiny.train.inter")
+    assert links["tiny.gensid"].endswith("sid-abc.gensid") and not os.path.isabs(links["tiny.gensid"])

@@ -54,7 +54,7 @@ def main(argv=None):
 
     resolve_data_path(config)
     summary = prepare_features(config, plot=args.plot)
-    print(f"overlay folder: {summary['overlay']}")
+    print(f"dataset view (RecBole data_path): {summary['overlay']}\ncache store: {summary['store']}")
     print(f"items: {summary['n_items']}  embedding dim: {summary['embedding_dim']}  "
           f"codebook sizes: {summary['codebook_sizes']}")
     print("cache: " + json.dumps(summary["cache"]))

@@ -1,14 +1,10 @@
-"""Cache of preprocessing artifacts: overlay dataset folder, content keys, atomic writes, locking.
+"""Cache of preprocessing artifacts: the dataset's store folder, content keys, atomic writes, locking.
 
-Layout of one dataset's overlay folder ``<cache_root>/<dataset>/``::
-
-    <dataset>.inter, .item, ...      symlinks to the original atomic files (source may be read-only)
-    <dataset>.genemb / .gensid       RecBole additional atomic files written by the hook
-    embeddings-<source>.npy          item embeddings (source ``text`` or e.g. ``collab``)
-    codes.npy, diagnostics.json      semantic IDs and their diagnostics
-    items.json                       item tokens that survive RecBole's filtering
-    <artifact>.meta.json             sidecar: ``key`` (hash of the inputs) + ``sha256`` of the bytes
-    .lock                            ``fcntl.flock`` target serialising check + build
+Each dataset has one store folder ``<cache_root>/<dataset>/`` (:func:`overlay_dir`); which file
+lives where inside it (keyed artifacts, feature files, per-setting views) is described in
+:mod:`recbole_genrec.preprocess.layout`. Every artifact ``<artifact>`` has a sidecar
+``<artifact>.meta.json`` holding ``key`` (hash of the inputs) and ``sha256`` (of the bytes); the
+store's ``.lock`` is the ``fcntl.flock`` target serialising check + build across processes.
 
 Every artifact is written to a temporary file in the same folder, fsync'ed and moved into place
 with ``os.replace``; its sidecar is removed before and written after, so an interrupted write
@@ -40,15 +36,18 @@ def cache_root(config):
 
 
 def overlay_dir(config):
-    """The overlay dataset folder ``<cache_root>/<dataset>/`` (created)."""
+    """The dataset's store folder ``<cache_root>/<dataset>/`` (created).
+
+    (Named for its former role: RecBole now reads a view folder inside it, see :mod:`.layout`.)
+    """
     path = os.path.join(cache_root(config), config["dataset"])
     os.makedirs(path, exist_ok=True)
     return path
 
 
-def embeddings_path(overlay, source):
-    """``<overlay>/embeddings-<source>.npy``."""
-    return os.path.join(overlay, f"embeddings-{source}.npy")
+def embeddings_path(store, source):
+    """``<store>/embeddings-<source>.npy``."""
+    return os.path.join(store, f"embeddings-{source}.npy")
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -94,7 +93,8 @@ def file_sha256(path, chunk=1 << 20):
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def _fsync_dir(folder):
+def fsync_dir(folder):
+    """fsync a folder so that a rename inside it is durable (best effort)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -127,7 +127,7 @@ def atomic_write(path, write_fn, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _remove_meta(path):
@@ -216,43 +216,17 @@ def load_json(path):
         return json.load(f)
 
 
-# ----------------------------------------------------------------------------- locking and links
+# ----------------------------------------------------------------------------- locking
 @contextlib.contextmanager
-def locked(overlay):
-    """Exclusive ``fcntl.flock`` on ``<overlay>/.lock`` (blocks until the holder releases it)."""
-    os.makedirs(overlay, exist_ok=True)
-    with open(os.path.join(overlay, ".lock"), "a+") as handle:
+def locked(store):
+    """Exclusive ``fcntl.flock`` on ``<store>/.lock`` (blocks until the holder releases it)."""
+    os.makedirs(store, exist_ok=True)
+    with open(os.path.join(store, ".lock"), "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def link_source_files(source_dir, overlay, dataset, skip_suffixes=()):
-    """Symlink every ``<dataset>.*`` atomic file of ``source_dir`` into ``overlay``.
-
-    Links are replaced atomically when they point elsewhere; files the hook writes itself
-    (``skip_suffixes``) are never linked. Returns the linked file names.
-    """
-    source_dir = os.path.abspath(source_dir)
-    linked = []
-    for name in sorted(os.listdir(source_dir)):
-        src = os.path.join(source_dir, name)
-        stem, _, suffix = name.rpartition(".")
-        if stem != dataset or suffix in skip_suffixes or not os.path.isfile(src):
-            continue
-        dst = os.path.join(overlay, name)
-        if os.path.islink(dst) and os.readlink(dst) == src:
-            linked.append(name)
-            continue
-        tmp = os.path.join(overlay, f".{name}.link.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(src, tmp)
-        os.replace(tmp, dst)
-        linked.append(name)
-    return linked
 
 
 # ----------------------------------------------------------------------------- external embeddings
@@ -276,22 +250,22 @@ def save_item_embeddings(config, source_name, item_tokens, matrix, key_extra=Non
         raise ValueError(f"matrix shape {matrix.shape} does not match {len(tokens)} item tokens")
     if "[PAD]" in tokens:
         raise ValueError("item_tokens must not contain '[PAD]'; drop row 0 of RecBole-indexed matrices")
-    overlay = overlay_dir(config)
-    path = embeddings_path(overlay, source_name)
+    store = overlay_dir(config)
+    path = embeddings_path(store, source_name)
     key = embeddings_key(source_name, tokens, key_extra)
-    with locked(overlay):
+    with locked(store):
         save_npy(path, matrix, key, {"source": source_name, "item_tokens": tokens, "key_extra": key_extra or {}})
     logger.info(f"saved {matrix.shape[0]} x {matrix.shape[1]} item embeddings of source '{source_name}' to {path}")
     return path
 
 
-def load_item_embeddings(overlay, source_name):
+def load_item_embeddings(store, source_name):
     """Read ``embeddings-<source>.npy`` written by :func:`save_item_embeddings`.
 
     Returns ``(item_tokens, matrix [n, D] float32, sha256)``. Raises ``FileNotFoundError`` when it
     was never written and ``ValueError`` when it does not match its sidecar.
     """
-    path = embeddings_path(overlay, source_name)
+    path = embeddings_path(store, source_name)
     meta = read_meta(path)
     if not os.path.exists(path) or meta is None:
         raise FileNotFoundError(

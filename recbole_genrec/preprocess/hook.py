@@ -7,13 +7,21 @@ For ``genrec_features: [text_emb]`` and/or ``[sid]`` it
    feature files never add items that filtering dropped (they would become extra item ids);
 2. builds (or reuses from the cache) item embeddings, from item text or from another source
    such as CollabEmbed (``item_embedding_source``), and the semantic IDs;
-3. writes ``<dataset>.genemb`` (``genemb_id:token  genemb:float_seq``) and ``<dataset>.gensid``
-   (``gensid_id:token  gensid:float_seq``) into an overlay folder that symlinks the original
-   atomic files;
-4. points the config at the overlay and registers both files the RecBole way:
+3. writes the feature files (``genemb_id:token  genemb:float_seq`` and
+   ``gensid_id:token  gensid:float_seq``) into the dataset's store, named by their content key;
+4. links a *view* folder for this combination of settings: symlinks to the original atomic files
+   plus ``<dataset>.genemb`` / ``<dataset>.gensid`` -> the store's feature files;
+5. points the config at the view and registers both files the RecBole way:
    ``additional_feat_suffix``, ``alias_of_item_id`` (same id space as ``item_id``, so rows follow
    RecBole's filtering and remapping) and ``preload_weight`` (dense matrices, never joined into
    interaction batches). Models read them with :mod:`recbole_genrec.preprocess.features`.
+
+Storage (:mod:`recbole_genrec.preprocess.layout`): one store ``<cache_root>/<dataset>/`` per
+dataset holds content-keyed, never-overwritten artifacts (``codes-<sid16>.npy``,
+``features/sid-<key16>.gensid``, ...) and one immutable view per setting
+(``views/<view16>/``). Switching settings back and forth reuses what was built before, and
+concurrent runs with different settings each load their own files. Building happens under the
+store's file lock; every artifact is content-hashed and rebuilt when stale or corrupt.
 """
 
 import contextlib
@@ -25,7 +33,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from recbole_genrec.preprocess import cache, text, text_encoder
+from recbole_genrec.preprocess import cache, layout, text, text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +52,35 @@ _FILTER_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "field_separator", "seq_separa
 def prepare_features(config, plot=False):
     """Build or reuse the features named in ``config['genrec_features']`` and register them.
 
-    Returns ``None`` when no feature is requested, else a summary dict (overlay folder, shapes,
-    codebook sizes, hashes, diagnostics, timings, cache decisions). ``plot=True`` also writes
-    ``code_usage.png`` beside the codes.
+    Returns ``None`` when no feature is requested, else a summary dict: ``overlay`` (the view
+    folder RecBole reads, i.e. the new ``data_path``), ``store`` (the dataset's cache folder),
+    ``codes_path`` (the semantic IDs used, ``None`` without ``sid``), shapes, codebook sizes,
+    hashes, diagnostics, timings and cache decisions. ``plot=True`` also writes
+    ``code_usage-<sid16>.png`` beside the codes.
     """
     features = requested_features(config)
     if not features:
         return None
     source_dir = config["genrec_source_data_path"] or config["data_path"]
-    overlay = cache.overlay_dir(config)
-    summary = {"overlay": overlay, "features": features, "cache": {}, "timings": {}}
-    with cache.locked(overlay):
-        cache.link_source_files(source_dir, overlay, config["dataset"], skip_suffixes=(EMB_SUFFIX, SID_SUFFIX))
-        tokens = surviving_item_tokens(config, source_dir, overlay, summary)  # [N] external tokens
-        emb, emb_key = item_embeddings_for(config, source_dir, overlay, tokens, summary)  # [N, D]
+    store = cache.overlay_dir(config)
+    summary = {"overlay": None, "store": store, "codes_path": None, "features": features, "cache": {}, "timings": {}}
+    with cache.locked(store):
+        tokens = surviving_item_tokens(config, source_dir, store, summary)  # [N] external tokens
+        emb, emb_key = item_embeddings_for(config, source_dir, store, tokens, summary)  # [N, D]
         hashes = {"text_emb": emb_key}
+        feature_files = {}  # suffix -> the store's feature file the view links as <dataset>.<suffix>
         if "text_emb" in features:
-            hashes["genemb_file"] = write_emb_file(config, overlay, tokens, emb, emb_key, summary)
+            hashes["genemb_file"], feature_files[EMB_SUFFIX] = write_emb_file(store, tokens, emb, emb_key, summary)
         codebook_sizes = None
         if "sid" in features:
-            codes, codebook_sizes, sid_key = semantic_ids_for(config, overlay, tokens, emb, emb_key, summary)
+            codes, codebook_sizes, sid_key = semantic_ids_for(config, store, tokens, emb, emb_key, summary)
             hashes["sid"] = sid_key
-            hashes["gensid_file"] = write_sid_file(config, overlay, tokens, codes, sid_key, summary)
+            hashes["gensid_file"], feature_files[SID_SUFFIX] = write_sid_file(store, tokens, codes, sid_key, summary)
             if plot:
-                summary["plot"] = write_plot(overlay, codes, codebook_sizes)
-    point_config(config, source_dir, overlay, features, codebook_sizes, hashes)
+                summary["plot"] = write_plot(store, sid_key, codes, codebook_sizes)
+        view = feature_view(config, source_dir, store, features, feature_files, hashes, summary)
+    summary["overlay"] = view
+    point_config(config, source_dir, view, features, codebook_sizes, hashes)
     summary.update({"n_items": len(tokens), "embedding_dim": int(emb.shape[1]), "codebook_sizes": codebook_sizes,
                     "hashes": hashes})
     return summary
@@ -120,17 +132,7 @@ def _plain_config(config, source_dir):
             config[k] = v
 
 
-def _source_files_identity(source_dir, dataset):
-    files = []
-    for name in sorted(os.listdir(source_dir)):
-        path = os.path.join(source_dir, name)
-        if name.startswith(dataset + ".") and os.path.isfile(path):
-            stat = os.stat(path)
-            files.append([os.path.realpath(path), stat.st_size, stat.st_mtime_ns])
-    return files
-
-
-def surviving_item_tokens(config, source_dir, overlay, summary):
+def surviving_item_tokens(config, source_dir, store, summary):
     """External tokens of the items RecBole keeps after filtering, in RecBole's id order.
 
     Row ``i`` of this list becomes internal item id ``i + 1``. Cached in ``items.json``, keyed by
@@ -140,9 +142,9 @@ def surviving_item_tokens(config, source_dir, overlay, summary):
         raise ValueError("genrec_features need an ITEM_ID_FIELD")
     with _plain_config(config, source_dir):
         settings = {k: config[k] for k in _FILTER_KEYS}
-    key = cache.content_key({"files": _source_files_identity(source_dir, config["dataset"]),
+    key = cache.content_key({"files": layout.source_files_identity(source_dir, config["dataset"]),
                              "config": settings, "format": FORMAT_VERSION})
-    path = os.path.join(overlay, "items.json")
+    path = os.path.join(store, "items.json")
     status = cache.check_artifact(path, key)
     cache.report_status("items.json (items kept by RecBole's filtering)", status)
     summary["cache"]["items"] = status
@@ -197,15 +199,15 @@ def _device(config):
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def item_embeddings_for(config, source_dir, overlay, tokens, summary):
+def item_embeddings_for(config, source_dir, store, tokens, summary):
     """Item embeddings [N, D] float32 for ``tokens`` and their cache key."""
     source = str(config["item_embedding_source"] or "text")
     if source != "text":
-        return _external_embeddings(overlay, source, tokens, summary)
+        return _external_embeddings(store, source, tokens, summary)
     texts, spec = text.item_texts(config, tokens, source_dir)
     encoder_path = text_encoder.resolve_encoder_path(config["text_encoder"])
     key = cache.content_key(text_embedding_inputs(config, tokens, texts, spec, encoder_path))
-    path = cache.embeddings_path(overlay, "text")
+    path = cache.embeddings_path(store, "text")
     status = cache.check_artifact(path, key)
     cache.report_status(os.path.basename(path), status)
     summary["cache"]["embeddings"] = status
@@ -232,9 +234,9 @@ def item_embeddings_for(config, source_dir, overlay, tokens, summary):
     return emb, key
 
 
-def _external_embeddings(overlay, source, tokens, summary):
+def _external_embeddings(store, source, tokens, summary):
     """Rows of ``embeddings-<source>.npy`` (written by e.g. CollabEmbed) for ``tokens``."""
-    ext_tokens, matrix, sha = cache.load_item_embeddings(overlay, source)
+    ext_tokens, matrix, sha = cache.load_item_embeddings(store, source)
     row_of = {t: i for i, t in enumerate(ext_tokens)}
     missing = [t for t in tokens if t not in row_of]
     if missing:
@@ -268,17 +270,21 @@ def sid_inputs(config, emb_key):
     }
 
 
-def semantic_ids_for(config, overlay, tokens, emb, emb_key, summary):
-    """``(codes [N, L'] int64, codebook_sizes [L'], key)``, from the cache or freshly fitted."""
+def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
+    """``(codes [N, L'] int64, codebook_sizes [L'], key)``, from the cache or freshly fitted.
+
+    Stored as ``codes-<key16>.npy`` + ``diagnostics-<key16>.json``: other settings never overwrite them.
+    """
     inputs = sid_inputs(config, emb_key)
     key = cache.content_key(inputs)
-    codes_path, diag_path = os.path.join(overlay, "codes.npy"), os.path.join(overlay, "diagnostics.json")
+    codes_path, diag_path = layout.codes_path(store, key), layout.diagnostics_path(store, key)
     status = cache.check_artifact(codes_path, key)
     diag_status = cache.check_artifact(diag_path, key)
     if status == "hit" and diag_status != "hit":
         status = diag_status
-    cache.report_status("codes.npy + diagnostics.json", status)
+    cache.report_status(f"{os.path.basename(codes_path)} + {os.path.basename(diag_path)}", status)
     summary["cache"]["codes"] = status
+    summary["codes_path"] = codes_path
     if status == "hit":
         codes = cache.load_npy(codes_path).astype(np.int64)
         diagnostics = cache.load_json(diag_path)
@@ -349,12 +355,12 @@ def log_diagnostics(diagnostics):
     logger.info("semantic-ID diagnostics (before collision handling):\n" + diagnostics_table(diagnostics))
 
 
-def write_plot(overlay, codes, codebook_sizes):
-    """``<overlay>/code_usage.png`` (written atomically)."""
+def write_plot(store, sid_key, codes, codebook_sizes):
+    """``<store>/code_usage-<sid16>.png`` (written atomically)."""
     from recbole_genrec.tokenizers.diagnostics import plot_code_usage
 
-    path = os.path.join(overlay, "code_usage.png")
-    fd, tmp = tempfile.mkstemp(prefix=".code_usage.", suffix=".png", dir=overlay)
+    path = layout.plot_path(store, sid_key)
+    fd, tmp = tempfile.mkstemp(prefix=".code_usage.", suffix=".png", dir=store)
     os.close(fd)
     try:
         plot_code_usage(codes, codebook_sizes, tmp)
@@ -367,10 +373,11 @@ def write_plot(overlay, codes, codebook_sizes):
 
 
 # ============================================================================= atomic files
-def _write_feature_file(config, overlay, suffix, header, tokens, rows_as_text, key, summary):
-    path = os.path.join(overlay, f"{config['dataset']}.{suffix}")
+def _write_feature_file(store, prefix, suffix, header, tokens, rows_as_text, key, summary):
+    """``<store>/features/<prefix>-<key16>.<suffix>`` (kept when valid); returns ``(key, path)``."""
+    path = layout.feature_path(store, prefix, suffix, key)
     status = cache.check_artifact(path, key)
-    cache.report_status(os.path.basename(path), status)
+    cache.report_status(f"{suffix} file {os.path.basename(path)}", status)
     summary["cache"][suffix] = status
     if status != "hit":
         def write(f):
@@ -379,26 +386,50 @@ def _write_feature_file(config, overlay, suffix, header, tokens, rows_as_text, k
                 f.write(f"{token}\t{row}\n")
 
         cache.write_artifact(path, write, key, {"n_items": len(tokens)}, mode="w")
-    return key
+    return key, path
 
 
-def write_emb_file(config, overlay, tokens, emb, emb_key, summary):
-    """``<dataset>.genemb``: one row per item, float32 values exactly representable ('%.9g')."""
+def write_emb_file(store, tokens, emb, emb_key, summary):
+    """``features/emb-<key16>.genemb``: one row per item, float32 values exactly representable ('%.9g')."""
     key = cache.content_key({"kind": "genemb_file", "embeddings": emb_key, "items": cache.strings_hash(tokens),
                              "format": FORMAT_VERSION})
     fmt = " ".join(["%.9g"] * emb.shape[1])
     rows = (fmt % tuple(row) for row in emb.tolist())
     header = f"{EMB_ID}:token\t{EMB_FIELD}:float_seq"
-    return _write_feature_file(config, overlay, EMB_SUFFIX, header, tokens, rows, key, summary)
+    return _write_feature_file(store, "emb", EMB_SUFFIX, header, tokens, rows, key, summary)
 
 
-def write_sid_file(config, overlay, tokens, codes, sid_key, summary):
-    """``<dataset>.gensid``: integer codes as a float_seq (RecBole has no int_seq type)."""
+def write_sid_file(store, tokens, codes, sid_key, summary):
+    """``features/sid-<key16>.gensid``: integer codes as a float_seq (RecBole has no int_seq type)."""
     key = cache.content_key({"kind": "gensid_file", "codes": sid_key, "items": cache.strings_hash(tokens),
                              "format": FORMAT_VERSION})
     rows = (" ".join(map(str, row)) for row in codes.tolist())
     header = f"{SID_ID}:token\t{SID_FIELD}:float_seq"
-    return _write_feature_file(config, overlay, SID_SUFFIX, header, tokens, rows, key, summary)
+    return _write_feature_file(store, "sid", SID_SUFFIX, header, tokens, rows, key, summary)
+
+
+# ============================================================================= view
+def feature_view(config, source_dir, store, features, feature_files, hashes, summary):
+    """The view folder RecBole will read for these settings (reused when it exists); returns its path.
+
+    Its key covers the requested features, the feature files' keys and the source files
+    (path, size, mtime), so each combination of settings gets its own, never-changing view.
+    """
+    dataset = config["dataset"]
+    links = layout.view_links(source_dir, dataset, feature_files, skip_suffixes=(EMB_SUFFIX, SID_SUFFIX))
+    key = cache.content_key({
+        "kind": "view",
+        "format": FORMAT_VERSION,
+        "features": sorted(features),
+        "genemb_file": hashes.get("genemb_file"),
+        "gensid_file": hashes.get("gensid_file"),
+        "files": layout.source_files_identity(source_dir, dataset),
+        "links": links,
+    })
+    view, status = layout.ensure_view(store, key, links)
+    cache.report_status(f"view {os.path.relpath(view, store)}", status)
+    summary["cache"]["view"] = status
+    return view
 
 
 # ============================================================================= config
@@ -407,15 +438,15 @@ def _append_unique(values, extra):
     return values + [v for v in extra if v not in values]
 
 
-def point_config(config, source_dir, overlay, features, codebook_sizes, hashes):
-    """Point RecBole at the overlay folder and register the feature files (idempotent)."""
+def point_config(config, source_dir, view, features, codebook_sizes, hashes):
+    """Point RecBole at the view folder and register the feature files (idempotent)."""
     pairs = []
     if "text_emb" in features:
         pairs.append((EMB_SUFFIX, EMB_ID, EMB_FIELD))
     if "sid" in features:
         pairs.append((SID_SUFFIX, SID_ID, SID_FIELD))
     config["genrec_source_data_path"] = source_dir
-    config["data_path"] = overlay
+    config["data_path"] = view
     config["additional_feat_suffix"] = _append_unique(config["additional_feat_suffix"], [p[0] for p in pairs])
     config["alias_of_item_id"] = _append_unique(config["alias_of_item_id"], [p[1] for p in pairs])
     preload = dict(config["preload_weight"] or {})
@@ -425,20 +456,20 @@ def point_config(config, source_dir, overlay, features, codebook_sizes, hashes):
         load_col = dict(config["load_col"])
         load_col.update({p[0]: [p[1], p[2]] for p in pairs})
         config["load_col"] = load_col
-    _protect_from_normalization(config, overlay, {p[2] for p in pairs})
+    _protect_from_normalization(config, view, {p[2] for p in pairs})
     config["sid_codebook_sizes"] = list(codebook_sizes) if codebook_sizes is not None else None
     config["genrec_feature_hashes"] = hashes
 
 
-def _loaded_float_fields(config, overlay):
-    """Float-like fields RecBole will load from the overlay's atomic files (load_col/unload_col applied)."""
+def _loaded_float_fields(config, view):
+    """Float-like fields RecBole will load from the view's atomic files (load_col/unload_col applied)."""
     dataset = config["dataset"]
     suffixes = ["inter", "user", "item"] + list(config["additional_feat_suffix"] or [])
     fields = set()
     for suffix in suffixes:
-        path = os.path.join(overlay, f"{dataset}.{suffix}")
+        path = os.path.join(view, f"{dataset}.{suffix}")
         if suffix == "inter" and config["benchmark_filename"]:
-            path = os.path.join(overlay, f"{dataset}.{config['benchmark_filename'][0]}.inter")
+            path = os.path.join(view, f"{dataset}.{config['benchmark_filename'][0]}.inter")
         if not os.path.isfile(path):
             continue
         load_col = None if config["load_col"] is None else config["load_col"].get(suffix, [])
@@ -453,10 +484,10 @@ def _loaded_float_fields(config, overlay):
     return fields
 
 
-def _protect_from_normalization(config, overlay, ours):
+def _protect_from_normalization(config, view, ours):
     """Keep RecBole's min-max normalisation (normalize_all / normalize_field) off the feature vectors."""
     if config["normalize_all"]:
-        others = sorted(_loaded_float_fields(config, overlay) - ours)
+        others = sorted(_loaded_float_fields(config, view) - ours)
         config["normalize_all"] = False
         config["normalize_field"] = others or None
         logger.info(f"normalize_all -> normalize_field {others}: {sorted(ours)} must stay unnormalised")

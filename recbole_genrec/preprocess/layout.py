@@ -1,0 +1,137 @@
+"""Where the preprocessing hook keeps its files: one store per dataset, keyed artifacts, per-setting views.
+
+Layout of the store ``<cache_root>/<dataset>/`` (:func:`recbole_genrec.preprocess.cache.overlay_dir`)::
+
+    items.json                          item tokens that survive RecBole's filtering
+    embeddings-<source>.npy             item embeddings (source ``text``, or e.g. ``collab`` from a model)
+    codes-<sid16>.npy                   semantic IDs, one file per semantic-ID key (first 16 hex digits)
+    diagnostics-<sid16>.json            their diagnostics
+    code_usage-<sid16>.png              their usage plot (``--plot``)
+    features/emb-<key16>.genemb         RecBole feature files, one per content key (text, written atomically)
+    features/sid-<key16>.gensid
+    views/<view16>/                     RecBole's ``data_path`` for one feature combination: symlinks only
+    prorec/                             PRORec's stage-I cache
+    <artifact>.meta.json, .lock         sidecars (key + sha256) and the ``flock`` target
+
+A view holds links to the original atomic files (``<dataset>.inter``, ``.item``, ...) plus
+``<dataset>.genemb`` / ``<dataset>.gensid`` linking the store's feature files of its settings. Keyed
+artifacts are never overwritten by other settings and views never change once renamed into place,
+so switching settings back reuses earlier artifacts, and concurrent runs with different settings
+each read their own files.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from recbole_genrec.preprocess import cache
+
+KEY_CHARS = 16  # hex digits of a content key used in file names (64 bits)
+FEATURES_DIR, VIEWS_DIR = "features", "views"
+
+
+def short(key):
+    """The first :data:`KEY_CHARS` hex digits of a content key (the full key is in the sidecar)."""
+    return key[:KEY_CHARS]
+
+
+# ----------------------------------------------------------------------------- keyed artifacts
+def codes_path(store, sid_key):
+    """``<store>/codes-<sid16>.npy``."""
+    return os.path.join(store, f"codes-{short(sid_key)}.npy")
+
+
+def diagnostics_path(store, sid_key):
+    """``<store>/diagnostics-<sid16>.json``."""
+    return os.path.join(store, f"diagnostics-{short(sid_key)}.json")
+
+
+def plot_path(store, sid_key):
+    """``<store>/code_usage-<sid16>.png``."""
+    return os.path.join(store, f"code_usage-{short(sid_key)}.png")
+
+
+def feature_path(store, prefix, suffix, file_key):
+    """``<store>/features/<prefix>-<key16>.<suffix>``, e.g. ``features/sid-0123456789abcdef.gensid``."""
+    return os.path.join(store, FEATURES_DIR, f"{prefix}-{short(file_key)}.{suffix}")
+
+
+# ----------------------------------------------------------------------------- source files
+def source_files_identity(source_dir, dataset):
+    """``[[realpath, size, mtime_ns], ...]`` of the ``<dataset>.*`` files of ``source_dir`` (part of keys)."""
+    files = []
+    for name in sorted(os.listdir(source_dir)):
+        path = os.path.join(source_dir, name)
+        if name.startswith(dataset + ".") and os.path.isfile(path):
+            stat = os.stat(path)
+            files.append([os.path.realpath(path), stat.st_size, stat.st_mtime_ns])
+    return files
+
+
+def view_links(source_dir, dataset, feature_files, skip_suffixes=()):
+    """``{link name: target}`` of a view.
+
+    Every ``<dataset>.<suffix>`` / ``<dataset>.<part>.<suffix>`` atomic file of ``source_dir`` (absolute target; suffixes in
+    ``skip_suffixes``, the hook's own, are never linked) plus ``<dataset>.<suffix>`` -> the store's
+    feature file for each ``suffix: path`` of ``feature_files`` (relative target
+    ``../../features/<file>``, so the store can be moved as a whole).
+    """
+    source_dir = os.path.abspath(source_dir)
+    links = {}
+    for name in sorted(os.listdir(source_dir)):
+        suffix = name.rpartition(".")[2]  # also <dataset>.<part>.inter files (RecBole's benchmark_filename)
+        if (name.startswith(dataset + ".") and suffix not in skip_suffixes
+                and os.path.isfile(os.path.join(source_dir, name))):
+            links[name] = os.path.join(source_dir, name)
+    for suffix, path in feature_files.items():
+        links[f"{dataset}.{suffix}"] = os.path.join(os.pardir, os.pardir, FEATURES_DIR, os.path.basename(path))
+    return links
+
+
+# ----------------------------------------------------------------------------- views
+def _view_matches(path, links):
+    """True when the folder ``path`` holds exactly the symlinks ``links`` (name -> target)."""
+    try:
+        names = os.listdir(path)
+        return sorted(names) == sorted(links) and all(os.readlink(os.path.join(path, n)) == links[n] for n in names)
+    except OSError:  # absent, not a folder, or an entry that is no symlink
+        return False
+
+
+def ensure_view(store, key, links):
+    """The view folder ``<store>/views/<key16>/`` holding ``links``, and how it was obtained.
+
+    Returns ``(path, status)``: ``"hit"`` when a matching view already exists (it is reused),
+    ``"missing"`` when it was built, ``"corrupt"`` when a view of that name did not match and was
+    replaced. A view is built in a temporary folder beside it and renamed into place, so a reader
+    never sees a half-built view. Call it under :func:`cache.locked` (two builders of one key would
+    race on the rename).
+    """
+    views = os.path.join(store, VIEWS_DIR)
+    path = os.path.join(views, short(key))
+    if _view_matches(path, links):
+        return path, "hit"
+    status = "corrupt" if os.path.lexists(path) else "missing"
+    os.makedirs(views, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{short(key)}.", suffix=".tmp", dir=views)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        for name, target in links.items():
+            os.symlink(target, os.path.join(tmp, name))
+        if status == "corrupt":
+            _discard(path, views)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache.fsync_dir(views)
+    return path, status
+
+
+def _discard(path, views):
+    """Move a broken view out of the way first (a rename is atomic), then delete it."""
+    trash = tempfile.mkdtemp(prefix=".trash.", suffix=".tmp", dir=views)
+    os.rename(path, os.path.join(trash, "view"))
+    with contextlib.suppress(OSError):
+        shutil.rmtree(trash)  # removes the links, never what they point at
