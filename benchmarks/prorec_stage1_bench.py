@@ -7,7 +7,7 @@ and the normalised mutual information between the first code level of every code
 text-only / ID-only codes.
 
     python benchmarks/prorec_stage1_bench.py                                   # amazon-beauty, PRORec.yaml
-    python benchmarks/prorec_stage1_bench.py --negatives 1024 --epochs 10                # sampled softmax
+    python benchmarks/prorec_stage1_bench.py --negatives 0 --epochs 10        # full softmax
     python benchmarks/prorec_stage1_bench.py --dataset ml-100k --epochs 10 --out stage1.json
 """
 import argparse
@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=None, help="genrec_cache_dir (default: the usual cache root)")
     parser.add_argument("--epochs", type=int, default=None, help="prorec_stage1_epochs (default: PRORec.yaml)")
     parser.add_argument("--negatives", type=int, default=None,
-                        help="prorec_stage1_negatives (default: PRORec.yaml, 0 = full softmax)")
+                        help="prorec_stage1_negatives (default: PRORec.yaml, 1024; 0 = full softmax)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the stage-I report as JSON")
     args = parser.parse_args(argv)

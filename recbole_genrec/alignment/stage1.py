@@ -13,8 +13,9 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    language embedding :math:`E^{text}` (``item_embeddings(dataset)``) into the ID space
    (:class:`~recbole_genrec.alignment.adapter.AdaLNAdapter`).
 3. **Loss** per step: next-item cross-entropy at every position over all item-ID embeddings (or, with
-   ``prorec_stage1_negatives: N > 0``, a sampled softmax against N uniform negatives shared by the batch: the full
-   softmax dominates stage I's cost on large catalogues), plus
+   ``prorec_stage1_negatives: N > 0``, a sampled softmax against N uniform negatives shared by the batch once the
+   catalogue has more than ``2 N`` items: the full softmax dominates stage I's cost on large catalogues; default
+   N = 1024, so ml-100k keeps the exact full softmax and amazon-beauty's 12k items use the sampled one), plus
    ``prorec_lambda`` times a symmetric InfoNCE (cosine / ``prorec_tau``) between :math:`E^{id}_i` and
    :math:`A(E^{text}_i)` over ``prorec_align_items`` items drawn uniformly from the catalogue (uniform rather than
    batch items, so that tail items are aligned too).
@@ -68,7 +69,7 @@ STAGE1_DEFAULTS = {
     "prorec_stage1_batch_size": 256,
     "prorec_stage1_lr": 0.001,
     "prorec_stage1_weight_decay": 0.0,
-    "prorec_stage1_negatives": 0,
+    "prorec_stage1_negatives": 1024,
     "prorec_lambda": 0.1,
     "prorec_tau": 0.07,
     "prorec_align_items": 1024,
@@ -173,6 +174,8 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
     batch_size = int(params["prorec_stage1_batch_size"])
     n_align = min(int(params["prorec_align_items"]), n_items - 1)
     n_negatives = int(params["prorec_stage1_negatives"] or 0)
+    if n_negatives and n_items - 1 <= 2 * n_negatives:
+        n_negatives = 0  # small catalogue: the exact full softmax costs about as much as the sampled one
     lengths = (train_windows != 0).sum(dim=1)  # [W]
     history = {"next_item": [], "align": []}
     epochs = tqdm(range(int(params["prorec_stage1_epochs"])), desc="PRORec stage I", disable=not show_progress)
