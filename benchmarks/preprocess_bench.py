@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -37,16 +36,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from machine import cpu_name, git_commit, library_versions, load_average  # noqa: E402
 TARGETS = {"faiss_tokenizer_s": 180.0, "rqvae_s": 600.0, "rqvae_level1_usage": 0.9}
 
 
 def peak_rss_mib():
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def load_average():
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 # ============================================================================================ worker
@@ -159,10 +157,10 @@ def markdown(report):
              f"- dataset `{meta['dataset']}` ({meta['data_path']}), fresh cache root `{meta['cache_root']}`",
              f"- machine: {meta['cpu']}, {meta['cores']} cores; load average at start {meta['load_start']}, "
              f"at end {meta['load_end']} (the CPU is shared: times are upper bounds)",
-             f"- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
              f"- git commit: {meta['git_commit']}",
-             f"- every row runs `python -m recbole_genrec.preprocess` (TIGER's yaml: 3 levels x 256 codes, "
-             f"collision `extra_level`) in its own process", ""]
+             "- every row runs `python -m recbole_genrec.preprocess` (TIGER's yaml: 3 levels x 256 codes, "
+             "collision `extra_level`) in its own process", ""]
     lines += ["## Text embedding (all-MiniLM-L6-v2, once)", ""]
     if "error" in emb:
         lines += [f"**failed**: `{emb['error'][-500:]}`", ""]
@@ -222,36 +220,6 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def versions():
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "faiss", "numpy", "recbole"):
-        try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001  (a missing optional package is just not recorded)
-            out[name] = None
-    return out
-
-
-def git_commit():
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return f"{sha} (+{len(dirty.splitlines())} uncommitted paths)"
-    except OSError:
-        return None
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="amazon-beauty")
@@ -287,7 +255,7 @@ def main(argv=None):
     os.makedirs(codes_dir, exist_ok=True)
     meta = {"date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "command": " ".join(["python"] + sys.argv),
             "dataset": args.dataset, "data_path": args.data_path, "cache_root": cache_root, "cpu": cpu_name(),
-            "cores": os.cpu_count(), "load_start": load_average(), "versions": versions(),
+            "cores": os.cpu_count(), "load_start": load_average(), "versions": library_versions(),
             "git_commit": git_commit(), "targets": TARGETS}
     print(f"fresh cache root {cache_root}; load average {meta['load_start']}", flush=True)
 

@@ -43,6 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+from machine import cpu_name, git_commit, library_versions, load_average  # noqa: E402
 from presets import COMMON, PRESETS, PROTOCOL_NAMES, PROTOCOLS, SCRIPT_PRESETS  # noqa: E402
 
 PROGRESS = "[bench]"
@@ -66,42 +67,6 @@ def default_cache_root():
     return os.path.abspath(os.path.expanduser(root))
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit(override=None):
-    if override:
-        return override
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return "unknown (no git checkout)"
-        changed = len([line for line in dirty.stdout.splitlines() if line.strip()])
-        return sha.stdout.strip() + (f" (+{changed} uncommitted paths)" if changed else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git unavailable)"
-
-
-def library_versions():
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "recbole", "transformers", "numpy", "scipy", "pandas", "faiss"):
-        try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "?")
-        except Exception as err:  # a missing optional package is information, not a failure
-            versions[name] = f"missing ({type(err).__name__})"
-    return versions
-
-
 def machine_info(device):
     import torch
 
@@ -110,7 +75,7 @@ def machine_info(device):
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "device": device,
         "gpu": None,
     }
