@@ -278,13 +278,26 @@ class BaseTokenizer(abc.ABC):
 
 
 class _FaissMixin:
-    """Parameters shared by the two faiss tokenizers."""
+    """Parameters and fitting entry points shared by the two faiss tokenizers, which implement
+    ``_fit(x) -> codes [N, L]`` and ``_training_error(x, codes) -> float``."""
 
     def _init_faiss(self, niter, max_points_per_centroid, chunk_size, nredo):
         self.niter = int(niter)
         self.nredo = int(nredo)
         self.max_points_per_centroid = int(max_points_per_centroid)
         self.chunk_size = int(chunk_size)
+
+    @scoped_threads
+    def fit(self, emb):
+        self._fit(validate_embeddings(emb))
+        return self
+
+    @scoped_threads
+    def fit_transform(self, emb):
+        """Fit and return (codes [N, L], recon error) without re-encoding the training set."""
+        x = validate_embeddings(emb)
+        codes = self._fit(x)
+        return codes, self._training_error(x, codes)
 
 
 # --------------------------------------------------------------------------- residual k-means
@@ -301,24 +314,20 @@ class ResidualKMeansTokenizer(_FaissMixin, BaseTokenizer):
         self.centroids = []  # L arrays [k_l, D]
 
     def _fit(self, x):
-        """Fit on validated x [N, D]; returns (codes [N, L], final residual [N, D])."""
-        self.centroids, codes, residual = fit_residual_kmeans(
+        """Fit on validated x [N, D]; returns the training codes [N, L]."""
+        self.centroids, codes, _ = fit_residual_kmeans(
             x, self.codebook_sizes, self.niter, self.seed, self.max_points_per_centroid,
             self.chunk_size, self.show_progress, where="rkmeans", nredo=self.nredo,
         )
         self.fitted = True
-        return codes, residual
+        return codes
 
-    @scoped_threads
-    def fit(self, emb):
-        self._fit(validate_embeddings(emb))
-        return self
-
-    @scoped_threads
-    def fit_transform(self, emb):
-        """Fit and return (codes [N, L], recon error) without re-encoding the training set."""
-        codes, residual = self._fit(validate_embeddings(emb))
-        return codes, mean_square(residual, self.chunk_size)
+    def _training_error(self, x, codes):
+        """Mean square of ``x - sum_l c_l[codes_l]`` (one pass, no nearest-centroid search)."""
+        residual = np.array(x, dtype=np.float32, copy=True)
+        for level, centroids in enumerate(self.centroids):
+            _subtract_centroids(residual, centroids, codes[:, level], self.chunk_size)
+        return mean_square(residual, self.chunk_size)
 
     def _walk(self, x, n_levels):
         """Quantize the first ``n_levels`` levels; returns (codes [N, n_levels], residual [N, D])."""
@@ -369,17 +378,8 @@ class HierarchicalKMeansTokenizer(_FaissMixin, BaseTokenizer):
         self._init_faiss(niter, max_points_per_centroid, chunk_size, nredo)
         self.nodes = []  # L dicts: prefix tuple (len l) -> centroids [k_node, D]
 
-    @scoped_threads
-    def fit(self, emb):
-        self._fit(validate_embeddings(emb))
-        return self
-
-    @scoped_threads
-    def fit_transform(self, emb):
-        """Fit and return (codes [N, L], recon error) without re-encoding the training set."""
-        x = validate_embeddings(emb)
-        codes = self._fit(x)
-        return codes, self._recon_error_from_codes(x, codes)
+    def _training_error(self, x, codes):
+        return self._recon_error_from_codes(x, codes)
 
     def _fit(self, x):
         """Build the tree on validated x [N, D]; returns the training codes [N, L]."""
