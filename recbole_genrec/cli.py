@@ -9,6 +9,21 @@ import argparse
 import sys
 
 
+def parse_config_overrides(extra):
+    """``["--key=value", ...]`` -> ``{key: value}`` with YAML values (``--topk=[10,20]``,
+    ``--metrics=[Recall,NDCG]``), for the stand-alone entry points (zero-shot, intention); anything
+    else is rejected with the expected form."""
+    import yaml
+
+    out = {}
+    for arg in extra:
+        if not arg.startswith("--") or "=" not in arg:
+            raise SystemExit(f"unrecognised argument {arg!r} (use --key=value for config keys)")
+        key, value = arg[2:].split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def _print_models():
     from recbole_genrec.utils import list_models
 

@@ -210,18 +210,6 @@ def format_table(rows, topk=10, alpha=0.2):
 
 
 # ---------------------------------------------------------------------------- command line
-def _parse_extra(extra):
-    import yaml
-
-    out = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"unrecognised argument {arg!r} (use --key=value for config keys)")
-        key, value = arg[2:].split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def load_or_train(dataset_name, checkpoint=None, config_files=None, config_dict=None):
     """``(model, train_dataset)``: from ``checkpoint`` or by training AlphaRec on the dataset.
 
@@ -245,6 +233,7 @@ def load_or_train(dataset_name, checkpoint=None, config_files=None, config_dict=
 
 def main(argv=None):
     import recbole_genrec  # noqa: F401  (compat shims)
+    from recbole_genrec.cli import parse_config_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
@@ -256,7 +245,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=None, help="a RecBole checkpoint of AlphaRec (else train one)")
     parser.add_argument("--config_files", nargs="*", default=None)
     args, extra = parser.parse_known_args(argv)
-    config_dict = _parse_extra(extra)
+    config_dict = parse_config_overrides(extra)
     sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
     model, train_dataset = load_or_train(args.dataset, args.checkpoint, args.config_files, config_dict)
     rows = genre_share(model, train_dataset, args.genres, alpha=args.alpha, topk=args.topk, field=args.field,

@@ -131,6 +131,7 @@ def main(argv=None):
     import yaml
 
     import recbole_genrec  # noqa: F401  (compat shims)
+    from recbole_genrec.cli import parse_config_overrides
 
     parser = argparse.ArgumentParser(description="AlphaRec zero-shot transfer")
     parser.add_argument("--source", required=True)
@@ -140,12 +141,7 @@ def main(argv=None):
     parser.add_argument("--source_epochs", type=int, default=None)
     parser.add_argument("--target_eval_args", default=None, help="YAML dict for the target's eval_args")
     args, extra = parser.parse_known_args(argv)
-    config_dict = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"unrecognised argument {arg!r} (use --key=value for config keys)")
-        key, value = arg[2:].split("=", 1)
-        config_dict[key] = yaml.safe_load(value)
+    config_dict = parse_config_overrides(extra)
     source_dict = {"epochs": args.source_epochs} if args.source_epochs else {}
     target_dict = {"eval_args": yaml.safe_load(args.target_eval_args)} if args.target_eval_args else {}
     sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
