@@ -5,50 +5,31 @@ tests/data/tiny (40 items, 120 users), a random 0.8/0.1/0.1 split, the real offl
 text encoder (40 short titles) and a cache folder under pytest's tmp_path.
 """
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
-from recbole.data import data_preparation
-from recbole.utils import init_seed
 
-from recbole_genrec import Config
+from conftest import DATA_ROOT, make_tiny_config, prepare_tiny, recbole_argv
 from recbole_genrec.intention import encode_queries, genre_share, intention_scores, recommend_with_intention
 from recbole_genrec.model.general_recommender.alpharec import AlphaRec
 from recbole_genrec.preprocess.features import item_embeddings
-from recbole_genrec.utils import create_dataset
 
-DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 RS_SPLIT = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"}
+ALPHAREC_SETTINGS = {"eval_args": RS_SPLIT, "train_batch_size": 128, "neg_num": 16, "alpharec_hidden_size": 64,
+                     "embedding_size": 32, "learning_rate": 0.005, "metrics": ["Recall", "NDCG"], "topk": [10],
+                     "valid_metric": "NDCG@10"}
 
 
 def make_config(cache_dir, **overrides):
-    settings = {"data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "show_progress": False, "seed": 2020,
-                "eval_args": RS_SPLIT, "train_batch_size": 128, "neg_num": 16, "alpharec_hidden_size": 64,
-                "embedding_size": 32, "learning_rate": 0.005, "metrics": ["Recall", "NDCG"], "topk": [10],
-                "valid_metric": "NDCG@10", "checkpoint_dir": str(cache_dir / "saved")}
-    settings.update(overrides)
-    saved = sys.argv
-    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
-    try:
-        return Config(model="AlphaRec", dataset="tiny", config_dict=settings)
-    finally:
-        sys.argv = saved
+    return make_tiny_config("AlphaRec", cache_dir, ALPHAREC_SETTINGS, **overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     cache = tmp_path_factory.mktemp("alpharec_cache")
-    config = make_config(cache)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    return {"cache": cache, "config": config, "dataset": dataset, "train": train_data, "valid": valid_data,
-            "test": test_data}
+    return dict(prepare_tiny(make_config(cache)), cache=cache)
 
 
 def build_model(tiny, **overrides):
@@ -203,12 +184,8 @@ def test_genre_share_and_zero_shot_rebuild(tiny):
     other = {"data_path": DATA_ROOT, "genrec_cache_dir": str(tiny["cache"]), "show_progress": False,
              "eval_args": {"split": {"RS": [0.7, 0.1, 0.2]}, "order": "RO", "group_by": "user", "mode": "full"},
              "metrics": ["Recall"], "topk": [5], "valid_metric": "Recall@5"}
-    saved = sys.argv
-    sys.argv = [saved[0]]
-    try:
+    with recbole_argv():
         config, target, train_data, _, test_data = build_target("tiny", ckpt, config_dict=other)
-    finally:
-        sys.argv = saved
     for k, v in model.state_dict().items():
         assert torch.equal(target.state_dict()[k], v)
     assert target.n_train_inter != model.n_train_inter  # rebuilt from the other split

@@ -6,7 +6,6 @@ small SASRec teacher trained once per module on the training split, cache under 
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -14,9 +13,9 @@ import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole.data import data_preparation
-from recbole.utils import init_seed
 
-from recbole_genrec import Config, load_data_and_model, run_recbole_genrec
+from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny
+from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.enhance import losses
 from recbole_genrec.enhance.metrics import eval_transitions, next_item_recall
 from recbole_genrec.model.sequential_recommender.collabembed import CollabEmbed
@@ -24,41 +23,29 @@ from recbole_genrec.preprocess import cache as genrec_cache
 from recbole_genrec.preprocess.features import item_embeddings
 from recbole_genrec.utils import create_dataset
 
-DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 TEACHER = {"hidden_size": 32, "n_layers": 1, "n_heads": 1, "inner_size": 64, "hidden_dropout_prob": 0.2,
            "attn_dropout_prob": 0.2}
+COLLAB_SETTINGS = {"load_col": TINY_LOAD_COL, "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 64,
+                   "collab_teacher_params": TEACHER, "collab_teacher_epochs": 15,
+                   "collab_teacher_learning_rate": 0.005, "collab_hidden_size": 64, "collab_hard_neg_num": 0,
+                   "learning_rate": 0.003, "epochs": 4, "metrics": ["Recall", "NDCG"], "topk": [5],
+                   "valid_metric": "NDCG@5", "genrec_count_flops": False}
 
 
 def make_config(cache_dir, model="CollabEmbed", **overrides):
-    settings = {"data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "show_progress": False, "seed": 2020,
-                "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
-                "train_batch_size": 64, "collab_teacher_params": TEACHER, "collab_teacher_epochs": 15,
-                "collab_teacher_learning_rate": 0.005, "collab_hidden_size": 64, "collab_hard_neg_num": 0,
-                "learning_rate": 0.003, "epochs": 4, "metrics": ["Recall", "NDCG"], "topk": [5],
-                "valid_metric": "NDCG@5", "checkpoint_dir": str(cache_dir / "saved"), "genrec_count_flops": False}
-    settings.update(overrides)
-    saved = sys.argv
-    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
-    try:
-        return Config(model=model, dataset="tiny", config_dict=settings)
-    finally:
-        sys.argv = saved
+    return make_tiny_config(model, cache_dir, COLLAB_SETTINGS, **overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("collab_cache")
-    config = make_config(cache)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    tiny = dict(prepare_tiny(make_config(cache)), cache=cache)
     torch.manual_seed(0)
-    model = CollabEmbed(config, train_data.dataset)
-    teacher_losses = model.fit_teacher(train_data)
-    return {"cache": cache, "config": config, "dataset": dataset, "train": train_data, "valid": valid_data,
-            "test": test_data, "teacher_state": {k: v.clone() for k, v in model.teacher.state_dict().items()},
-            "teacher_losses": teacher_losses}
+    model = CollabEmbed(tiny["config"], tiny["train"].dataset)
+    teacher_losses = model.fit_teacher(tiny["train"])
+    return dict(tiny, teacher_state={k: v.clone() for k, v in model.teacher.state_dict().items()},
+                teacher_losses=teacher_losses)
 
 
 def build_model(tiny, **overrides):
@@ -276,9 +263,7 @@ def test_export_is_used_by_item_embeddings_alpharec_and_tokenizer(tiny, monkeypa
 
     # AlphaRec (item_embeddings) with item_embedding_source: collab
     config = make_config(tiny["cache"], model="AlphaRec", item_embedding_source="collab", neg_num=4,
-                         alpharec_hidden_size=16, embedding_size=8,
-                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
-                                    "mode": "full"})
+                         alpharec_hidden_size=16, embedding_size=8, eval_args=LOO_EVAL_ARGS)
     dataset = create_dataset(config)
     emb = item_embeddings(dataset).numpy()  # [n_items, d]
     tokens = dataset.field2id_token[dataset.iid_field]

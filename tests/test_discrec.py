@@ -7,18 +7,16 @@ k-means semantic IDs, a one-layer T5 and a preprocessing cache under pytest's tm
 """
 
 import itertools
-import os
-import sys
 
 import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
-from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from recbole_genrec import Config, run_recbole_genrec
+from conftest import TINY_T5, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from recbole_genrec import run_recbole_genrec
 from recbole_genrec.generative import EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from recbole_genrec.generative.discrec_embedding import (
     BranchGate,
@@ -27,10 +25,8 @@ from recbole_genrec.generative.discrec_embedding import (
     encoder_item_layout,
 )
 from recbole_genrec.model.sequential_recommender.discrec import DiscRec, DiscRecBackbone
-from recbole_genrec.utils import create_dataset, get_trainer
+from recbole_genrec.utils import get_trainer
 
-DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-LOO = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}
 N_LEVELS, K = 3, 3
 SIZES = dict(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16)
 
@@ -211,39 +207,22 @@ def test_branch_modules_follow_the_switches():
 
 
 # ------------------------------------------------------------------------------------------------- tiny data
-def tiny_settings(cache_dir, **overrides):
-    """config_dict of a small, fast DiscRec on tests/data/tiny."""
-    settings = {
-        "data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "show_progress": False, "seed": 2020,
-        "checkpoint_dir": str(cache_dir / "saved"), "eval_args": LOO,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "sid_method": "rkmeans", "sid_levels": 2,
-        "sid_codebook_size": 4, "MAX_ITEM_LIST_LENGTH": 5, "d_model": 32, "d_ff": 64, "num_encoder_layers": 1,
-        "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16, "discrec_d_ff": 32, "beam_size": 10,
-        "beam_batch_size": 16, "topk": [5, 10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
-        "train_batch_size": 64, "eval_batch_size": 64, "learning_rate": 0.005, "warmup_steps": 0,
-        "lr_scheduler": "constant", "epochs": 2, "eval_step": 1, "genrec_count_flops": False,
-    }
-    settings.update(overrides)
-    return settings
+# a small, fast DiscRec
+DISCREC_SETTINGS = {
+    **TINY_T5, "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 4, "MAX_ITEM_LIST_LENGTH": 5,
+    "discrec_d_ff": 32, "beam_size": 10, "topk": [5, 10], "valid_metric": "NDCG@10", "eval_batch_size": 64,
+    "learning_rate": 0.005, "warmup_steps": 0, "lr_scheduler": "constant", "epochs": 2, "eval_step": 1,
+}
 
 
 def make_config(cache_dir, **overrides):
-    saved = sys.argv
-    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
-    try:
-        return Config(model="DiscRec", dataset="tiny", config_dict=tiny_settings(cache_dir, **overrides))
-    finally:
-        sys.argv = saved
+    return make_tiny_config("DiscRec", cache_dir, DISCREC_SETTINGS, **overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     cache = tmp_path_factory.mktemp("discrec_cache")
-    config = make_config(cache)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    return {"cache": cache, "config": config, "train": train_data, "valid": valid_data, "test": test_data}
+    return dict(prepare_tiny(make_config(cache)), cache=cache)
 
 
 def build_model(tiny, **overrides):
@@ -299,13 +278,9 @@ def popularity_recall(tiny, k):
 
 
 def test_run_recbole_genrec_trains_discrec_that_beats_baselines(tiny):
-    config_dict = tiny_settings(tiny["cache"], epochs=4, eval_step=4, stopping_step=10)
-    saved = sys.argv
-    sys.argv = [saved[0]]
-    try:
+    config_dict = tiny_settings(tiny["cache"], DISCREC_SETTINGS, epochs=4, eval_step=4, stopping_step=10)
+    with recbole_argv():
         result = run_recbole_genrec(model="DiscRec", dataset="tiny", config_dict=config_dict, saved=False)
-    finally:
-        sys.argv = saved
     assert result["model"] == "DiscRec" and result["epochs"] == 4 and result["train_seconds_per_epoch"] > 0
     recall = result["test_result"]["recall@5"]
     random_recall = 5 / (tiny["train"].dataset.item_num - 1)
@@ -317,8 +292,8 @@ def test_run_recbole_genrec_trains_discrec_that_beats_baselines(tiny):
 def test_rqvae_codes_and_user_token(tiny):
     config = make_config(tiny["cache"], sid_method="rqvae", sid_params={"epochs": 20, "batch_size": 64},
                          use_user_token=True, user_token_buckets=8)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, test_data = data_preparation(config, create_dataset(config))
+    data = prepare_tiny(config)
+    train_data, test_data = data["train"], data["test"]
     init_seed(0, True)
     model = DiscRec(config, train_data.dataset)
     loss = model.calculate_loss(next(iter(train_data)))

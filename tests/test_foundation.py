@@ -6,30 +6,19 @@ import os
 import pytest
 
 import recbole_genrec
+from conftest import DATA_ROOT, tiny_settings
 from recbole_genrec import Config, get_model, get_trainer, list_models, run_recbole_genrec
 from recbole_genrec.cli import main as cli_main
 from recbole_genrec.utils import resolve_data_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "data")
+# one short run of a stock model; the preprocessing cache in tmp_path/cache, checkpoints in tmp_path/saved
+RUN_SETTINGS = {"epochs": 1, "state": "ERROR", "genrec_count_flops": False, "train_batch_size": 256,
+                "eval_batch_size": 256, "topk": [5], "valid_metric": "Recall@5"}
 
 
 def tiny_config(tmp_path, **extra):
-    config = {
-        "data_path": DATA,
-        "epochs": 1,
-        "show_progress": False,
-        "state": "ERROR",
-        "checkpoint_dir": str(tmp_path / "saved"),
-        "genrec_cache_dir": str(tmp_path / "cache"),
-        "genrec_count_flops": False,
-        "train_batch_size": 256,
-        "eval_batch_size": 256,
-        "topk": [5],
-        "valid_metric": "Recall@5",
-    }
-    config.update(extra)
-    return config
+    return tiny_settings(tmp_path / "cache", RUN_SETTINGS, checkpoint_dir=str(tmp_path / "saved"), **extra)
 
 
 def test_get_model_prefers_plugin_then_falls_back():
@@ -66,20 +55,20 @@ def test_list_models_groups_both_packages():
 
 
 def test_config_layers_plugin_yaml_after_recbole():
-    config = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA})
+    config = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert config["genrec_features"] == ["text_emb"]  # properties/model/AlphaRec.yaml
     assert config["text_encoder"] == "all-MiniLM-L6-v2"  # properties/overall.yaml
     assert config["learning_rate"] is not None  # RecBole's overall.yaml still underneath
-    user = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA, "text_encoder": "x"})
+    user = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT, "text_encoder": "x"})
     assert user["text_encoder"] == "x"  # the user's settings win
 
 
 def test_sequential_sampling_follows_loss_type():
-    ce = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA})
+    ce = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert ce["train_neg_sample_args"]["distribution"] == "none"
-    bpr = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA, "loss_type": "BPR"})
+    bpr = Config(model="SASRec", dataset="tiny", config_dict={"data_path": DATA_ROOT, "loss_type": "BPR"})
     assert bpr["train_neg_sample_args"]["distribution"] == "uniform"
-    general = Config(model="BPR", dataset="tiny", config_dict={"data_path": DATA})
+    general = Config(model="BPR", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert general["train_neg_sample_args"]["distribution"] == "uniform"
 
 
@@ -160,3 +149,13 @@ def test_every_subpackage_is_packaged():
         if "__init__.py" in files:
             found.add(os.path.relpath(folder, root).replace(os.sep, "."))
     assert found == listed
+
+
+def test_stand_alone_entry_points_parse_yaml_overrides():
+    """--key=value options of the zero-shot / intention commands: YAML values, anything else rejected by name."""
+    from recbole_genrec.cli import parse_config_overrides
+
+    parsed = parse_config_overrides(["--topk=[10,20]", "--metrics=[Recall,NDCG]", "--epochs=3", "--tau=0.2"])
+    assert parsed == {"topk": [10, 20], "metrics": ["Recall", "NDCG"], "epochs": 3, "tau": 0.2}
+    with pytest.raises(SystemExit, match="'stray'.*--key=value"):
+        parse_config_overrides(["stray"])

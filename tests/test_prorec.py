@@ -9,7 +9,6 @@ cache under tmp_path.
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,10 +16,10 @@ import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
-from recbole.data import data_preparation
 from recbole.utils import init_seed
 
-from recbole_genrec import Config, run_recbole_genrec
+from conftest import DATA_ROOT, TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from recbole_genrec import run_recbole_genrec
 from recbole_genrec.alignment import AdaLNAdapter, popularity_buckets, stage1 as stage1_module
 from recbole_genrec.alignment.data import item_counts, user_sequences, windows
 from recbole_genrec.alignment.losses import sampled_next_item_loss
@@ -29,54 +28,30 @@ from recbole_genrec.model.sequential_recommender.prorec import PRORec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.preprocess.features import item_embeddings
 from recbole_genrec.trainer import GenerativeTrainer
-from recbole_genrec.utils import create_dataset, get_trainer
+from recbole_genrec.utils import get_trainer
 
 torch.set_num_threads(1)
 
-DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-LOO = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}
-
-
-def tiny_settings(cache_dir, **overrides):
-    settings = {
-        "data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "checkpoint_dir": str(cache_dir / "saved"),
-        "show_progress": False, "seed": 2020, "eval_args": LOO,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
-        # stage I
-        "prorec_hidden_size": 32, "prorec_inner_size": 64, "prorec_max_len": 10, "prorec_stage1_epochs": 30,
-        "prorec_stage1_batch_size": 32, "prorec_stage1_lr": 0.005, "prorec_align_items": 40, "prorec_lambda": 1.0,
-        "prorec_code_levels": 2, "prorec_codebook_size": 4,
-        # stage II
-        "d_model": 32, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
-        "dropout_rate": 0.0, "use_user_token": False, "beam_size": 8, "beam_batch_size": 16,
-        "topk": [5], "metrics": ["Recall", "NDCG"], "valid_metric": "Recall@5",
-        "learning_rate": 0.01, "warmup_steps": 5, "lr_scheduler": "cosine", "train_batch_size": 64,
-        "epochs": 8, "eval_step": 4, "stopping_step": 10, "genrec_count_flops": False,
-    }
-    settings.update(overrides)
-    return settings
+PROREC_SETTINGS = {
+    # stage I
+    "prorec_hidden_size": 32, "prorec_inner_size": 64, "prorec_max_len": 10, "prorec_stage1_epochs": 30,
+    "prorec_stage1_batch_size": 32, "prorec_stage1_lr": 0.005, "prorec_align_items": 40, "prorec_lambda": 1.0,
+    "prorec_code_levels": 2, "prorec_codebook_size": 4,
+    # stage II
+    **TINY_T5, **TINY_TIGER, "epochs": 8,
+}
 
 
 def make_config(cache_dir, **overrides):
-    saved = sys.argv
-    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
-    try:
-        return Config(model="PRORec", dataset="tiny", config_dict=tiny_settings(cache_dir, **overrides))
-    finally:
-        sys.argv = saved
+    return make_tiny_config("PRORec", cache_dir, PROREC_SETTINGS, **overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     cache = tmp_path_factory.mktemp("prorec_cache")
-    config = make_config(cache)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = PRORec(config, train_data.dataset)
-    return {"cache": cache, "config": config, "dataset": dataset, "train": train_data, "valid": valid_data,
-            "test": test_data, "model": model}
+    tiny = dict(prepare_tiny(make_config(cache)), cache=cache)
+    init_seed(tiny["config"]["seed"], tiny["config"]["reproducibility"])
+    return dict(tiny, model=PRORec(tiny["config"], tiny["train"].dataset))
 
 
 def build(tiny, **overrides):
@@ -208,13 +183,10 @@ def test_rerun_reuses_stage1_and_keys_on_hyperparameters(tiny, monkeypatch):
 
 def test_end_to_end_run_trains_both_stages(tiny, tmp_path):
     assert get_trainer(tiny["config"]["MODEL_TYPE"], "PRORec") is GenerativeTrainer
-    saved = sys.argv
-    sys.argv = [saved[0]]
-    try:
+    with recbole_argv():
         result = run_recbole_genrec(model="PRORec", dataset="tiny",
-                                    config_dict=tiny_settings(tiny["cache"], checkpoint_dir=str(tmp_path)))
-    finally:
-        sys.argv = saved
+                                    config_dict=tiny_settings(tiny["cache"], PROREC_SETTINGS,
+                                                              checkpoint_dir=str(tmp_path)))
     test = result["test_result"]
     assert {"recall@5", "ndcg@5"} <= set(test)
     assert test["recall@5"] > 5 / 40  # random ranking of the 40 items

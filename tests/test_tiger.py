@@ -8,7 +8,6 @@ semantic IDs (2 levels of 8 codes + collision level), a 1+1-layer T5 with d_mode
 
 import math
 import os
-import sys
 
 import pytest
 import torch
@@ -19,7 +18,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 from recbole.utils import get_flops, init_seed
 
-from recbole_genrec import Config, load_data_and_model, run_recbole_genrec
+from conftest import LOO_EVAL_ARGS, TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.trainer import GenerativeTrainer, TIGERTrainer
 from recbole_genrec.trainer.generative_trainer import lr_factor
@@ -27,52 +27,28 @@ from recbole_genrec.utils import create_dataset, get_trainer
 
 torch.set_num_threads(1)
 
-DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-LOO = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}
-BEAM = 8
-
-
-def tiny_settings(cache_dir, **overrides):
-    settings = {
-        "data_path": DATA_ROOT, "genrec_cache_dir": str(cache_dir), "checkpoint_dir": str(cache_dir / "saved"),
-        "show_progress": False, "seed": 2020, "eval_args": LOO,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
-        "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 8,
-        "d_model": 32, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 16,
-        "dropout_rate": 0.0, "use_user_token": False, "beam_size": BEAM, "beam_batch_size": 16,
-        "topk": [5], "metrics": ["Recall", "NDCG"], "valid_metric": "Recall@5",
-        "learning_rate": 0.01, "warmup_steps": 5, "lr_scheduler": "cosine", "train_batch_size": 64,
-        "epochs": 12, "eval_step": 4, "stopping_step": 10, "genrec_count_flops": False,
-    }
-    settings.update(overrides)
-    return settings
+TIGER_SETTINGS = {**TINY_T5, **TINY_TIGER, "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 8,
+                  "epochs": 12}
+BEAM = TIGER_SETTINGS["beam_size"]
 
 
 def make_config(cache_dir, **overrides):
-    saved = sys.argv
-    sys.argv = [saved[0]]  # keep pytest's command line out of RecBole
-    try:
-        return Config(model="TIGER", dataset="tiny", config_dict=tiny_settings(cache_dir, **overrides))
-    finally:
-        sys.argv = saved
+    return make_tiny_config("TIGER", cache_dir, TIGER_SETTINGS, **overrides)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """Data of the tiny set and a TIGER trained by GenerativeTrainer (checkpoint of the best validation)."""
     cache = tmp_path_factory.mktemp("tiger_cache")
-    config = make_config(cache)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    tiny = dict(prepare_tiny(make_config(cache)), cache=cache)
+    config, train_data = tiny["config"], tiny["train"]
     init_seed(config["seed"], config["reproducibility"])
     model = TIGER(config, train_data.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], "TIGER")(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    test_result = trainer.evaluate(test_data, load_best_model=True)  # loads the best checkpoint into `model`
+    trainer.fit(train_data, tiny["valid"], saved=True)
+    test_result = trainer.evaluate(tiny["test"], load_best_model=True)  # loads the best checkpoint into `model`
     model.eval()
-    return {"cache": cache, "config": config, "dataset": dataset, "train": train_data, "valid": valid_data,
-            "test": test_data, "model": model, "trainer": trainer, "test_result": test_result}
+    return dict(tiny, model=model, trainer=trainer, test_result=test_result)
 
 
 def first_test_batch(tiny):
@@ -207,24 +183,20 @@ def test_get_flops_and_sampled_evaluation_use_predict(tiny):
     model, config = tiny["model"], tiny["config"]
     flops = get_flops(model, tiny["train"].dataset, torch.device("cpu"), None, construct_transform(config))
     assert flops > 0
-    sampled = make_config(tiny["cache"], eval_args=dict(LOO, mode="uni20"))
+    sampled = make_config(tiny["cache"], eval_args=dict(LOO_EVAL_ARGS, mode="uni20"))
     _, _, test_data = data_preparation(sampled, create_dataset(sampled))  # same split, cached features
     result = GenerativeTrainer(sampled, model).evaluate(test_data, load_best_model=False)
     assert result["recall@5"] > 5 / 21 + 0.2  # 1 positive among 21 candidates scored by predict
 
 
 def test_run_recbole_genrec_end_to_end(tiny, tmp_path):
-    saved = sys.argv
-    sys.argv = [saved[0]]
-    try:
+    with recbole_argv():
         result = run_recbole_genrec(
             model="TIGER", dataset="tiny",
-            config_dict=tiny_settings(tiny["cache"], epochs=2, eval_step=1, checkpoint_dir=str(tmp_path),
-                                      genrec_count_flops=True, topk=[5, 8], use_user_token=True,
-                                      user_token_buckets=32),
+            config_dict=tiny_settings(tiny["cache"], TIGER_SETTINGS, epochs=2, eval_step=1,
+                                      checkpoint_dir=str(tmp_path), genrec_count_flops=True, topk=[5, 8],
+                                      use_user_token=True, user_token_buckets=32),
         )
-    finally:
-        sys.argv = saved
     assert {"recall@5", "recall@8", "ndcg@5"} <= set(result["test_result"])
     assert result["epochs"] == 2 and result["train_seconds_per_epoch"] > 0
     assert os.path.isfile(result["checkpoint"])
