@@ -2,7 +2,8 @@
 
 Extra: ``--list-models`` and a comma-separated ``--model=SASRec,BPR,NGCF`` that trains each
 model in turn on one dataset/split and prints one comparison table. Any ``--key=value`` is a
-config override, read by RecBole's ``Config`` from the command line as usual.
+config override, read by RecBole's ``Config`` from the command line as usual; lists and dicts may
+be written in Python (``--metrics="['Recall','NDCG']"``) or YAML (``--metrics=[Recall,NDCG]``).
 """
 
 import argparse
@@ -21,6 +22,33 @@ def parse_config_overrides(extra):
             raise SystemExit(f"unrecognised argument {arg!r} (use --key=value for config keys)")
         key, value = arg[2:].split("=", 1)
         out[key] = yaml.safe_load(value)
+    return out
+
+
+def python_literal_overrides(argv):
+    """RecBole reads ``--key=value`` from ``sys.argv`` and evaluates the value as Python, so the YAML
+    spelling of a list (``--metrics=[Recall,NDCG]``) fails there and silently stays a string. Such
+    values (a list or dict in YAML that is no Python literal) are rewritten as Python literals
+    (``--metrics=['Recall', 'NDCG']``); everything else is passed through unchanged."""
+    import ast
+
+    import yaml
+
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            if value.strip()[:1] in ("[", "{"):
+                try:
+                    ast.literal_eval(value)
+                except (ValueError, SyntaxError):
+                    try:
+                        parsed = yaml.safe_load(value)
+                    except yaml.YAMLError:
+                        parsed = None
+                    if isinstance(parsed, (list, dict)):
+                        arg = f"--{key}={parsed!r}"
+        out.append(arg)
     return out
 
 
@@ -59,6 +87,8 @@ def main(argv=None):
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     models = [m.strip() for m in args.model.split(",") if m.strip()]
+    saved_argv = sys.argv
+    sys.argv = sys.argv[:1] + python_literal_overrides(argv)  # RecBole's Config reads the overrides from here
     try:
         if len(models) > 1:
             if args.nproc > 1 or args.world_size > 0:
@@ -71,6 +101,8 @@ def main(argv=None):
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"run_recbole_genrec.py: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        sys.argv = saved_argv
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -159,3 +160,16 @@ def test_stand_alone_entry_points_parse_yaml_overrides():
     assert parsed == {"topk": [10, 20], "metrics": ["Recall", "NDCG"], "epochs": 3, "tau": 0.2}
     with pytest.raises(SystemExit, match="'stray'.*--key=value"):
         parse_config_overrides(["stray"])
+
+
+def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
+    """run_recbole_genrec.py --metrics=[Recall,NDCG]: RecBole's eval-based parser would keep the YAML list as a string."""
+    from recbole_genrec.cli import python_literal_overrides
+
+    argv = python_literal_overrides(["--metrics=[Recall,NDCG]", "--topk=[5,10]", "--eval_args={'mode': 'full'}",
+                                     "--epochs=2", "--model=Pop", "--note=[unclosed"])
+    assert argv == ["--metrics=['Recall', 'NDCG']", "--topk=[5,10]", "--eval_args={'mode': 'full'}", "--epochs=2",
+                    "--model=Pop", "--note=[unclosed"]
+    monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"] + argv[:4])
+    config = Config(model="Pop", dataset="tiny", config_dict={"data_path": DATA_ROOT})
+    assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
