@@ -478,6 +478,8 @@ def worker(spec_path, result_path):
             n_epochs = trainer.epochs
 
             def train(train_data, epoch_idx, *a, **k):
+                if getattr(trainer, "skips_epoch", lambda _: False)(epoch_idx):  # over train_time_budget_s
+                    return train_epoch(train_data, epoch_idx, *a, **k)
                 start = time.perf_counter()
                 loss = train_epoch(train_data, epoch_idx, *a, **k)
                 seconds = time.perf_counter() - start

@@ -27,10 +27,12 @@ def _timed_epochs(trainer):
     trainer.genrec_epoch_seconds = []
     train_epoch = trainer._train_epoch
 
-    def timed(*args, **kwargs):
+    def timed(train_data, epoch_idx, *args, **kwargs):
+        skipped = getattr(trainer, "skips_epoch", lambda _: False)(epoch_idx)  # over train_time_budget_s
         start = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        trainer.genrec_epoch_seconds.append(time.perf_counter() - start)
+        out = train_epoch(train_data, epoch_idx, *args, **kwargs)
+        if not skipped:
+            trainer.genrec_epoch_seconds.append(time.perf_counter() - start)
         return out
 
     trainer._train_epoch = timed

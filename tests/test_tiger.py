@@ -200,3 +200,26 @@ def test_run_recbole_genrec_end_to_end(tiny, tmp_path):
     assert {"recall@5", "recall@8", "ndcg@5"} <= set(result["test_result"])
     assert result["epochs"] == 2 and result["train_seconds_per_epoch"] > 0
     assert os.path.isfile(result["checkpoint"])
+
+
+def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path):
+    """train_time_budget_s shorter than one epoch: one epoch is trained (its schedule spans one epoch), the others
+    are skipped and not timed, and validation / test / checkpoint still happen at the end."""
+    with recbole_argv():
+        result = run_recbole_genrec(
+            model="TIGER", dataset="tiny",
+            config_dict=tiny_settings(tiny["cache"], TIGER_SETTINGS, epochs=4, eval_step=4, warmup_steps=0,
+                                      train_time_budget_s=1e-6, checkpoint_dir=str(tmp_path)),
+        )
+    assert result["epochs"] == 1 and len(result["train_losses"]) == 4
+    assert result["train_losses"][0] > 0 and all(loss == 0.0 for loss in result["train_losses"][1:])
+    assert os.path.isfile(result["checkpoint"]) and "recall@5" in result["test_result"]
+
+    config = make_config(tiny["cache"], epochs=4, train_time_budget_s=3600.0, warmup_steps=0)
+    trainer = GenerativeTrainer(config, TIGER(config, tiny["train"].dataset))
+    trainer._fix_budget_epochs(epoch_seconds=1000.0)  # 3 epochs of 1000 s fit in an hour
+    trainer.steps_per_epoch, trainer.global_step = 10, 29
+    assert trainer.budget_epochs == 3 and trainer.skips_epoch(3) and not trainer.skips_epoch(2)
+    lr = config["learning_rate"]
+    assert trainer._set_lr() == pytest.approx(lr * lr_factor(29, 0, 30, "cosine"))  # the schedule ends at step 30
+    assert trainer._set_lr() < lr * lr_factor(29, 0, 40, "cosine") / 10  # not at step 40 (4 epochs)

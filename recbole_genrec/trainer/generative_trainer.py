@@ -14,6 +14,10 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * mixed precision (``enable_amp``) on CUDA only: bf16 autocast (``amp_dtype: bfloat16``, no scaler) or fp16
   autocast with a ``GradScaler`` (``amp_dtype: float16``); evaluation runs under the same autocast (beam scores are
   accumulated in float32).  On CPU training runs in float32;
+* ``train_time_budget_s``: a wall-clock budget for training (e.g. one call on a lent GPU). After the first epoch the
+  trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
+  learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
+  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget;
 * the log line of every epoch carries its wall time (RecBole's) and the current learning rate;
 * multi-process evaluation (:class:`recbole_genrec.distributed.ShardedEvaluation`): each rank runs beam search on
   its shard of the users; instead of RecBole's ``_map_reduce`` (the ranks' mean metrics weighted by their number of
@@ -27,6 +31,7 @@ buffers, so ``recbole_genrec.load_data_and_model`` rebuilds a model that recomme
 
 import contextlib
 import math
+import time
 
 import torch
 from torch.nn.utils import clip_grad_norm_
@@ -80,6 +85,8 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         self.amp_dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
+        self.time_budget = float(config["train_time_budget_s"] or 0.0)
+        self.budget_epochs = None  # epochs that fit in train_time_budget_s, fixed after the first epoch
 
     # ------------------------------------------------------------------------------------------------ building
     @staticmethod
@@ -112,7 +119,7 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _set_lr(self) -> float:
-        total = self.steps_per_epoch * self.epochs
+        total = self.steps_per_epoch * (self.budget_epochs or self.epochs)
         factor = lr_factor(self.global_step, self.warmup_steps, total, self.lr_scheduler, self.min_lr_ratio)
         lr = self.learning_rate * factor
         for group in self.optimizer.param_groups:
@@ -120,7 +127,33 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         return lr
 
     # ------------------------------------------------------------------------------------------------ training
+    def _fix_budget_epochs(self, epoch_seconds: float) -> None:
+        """After the first epoch: the number of epochs that fit in ``train_time_budget_s`` (same on every rank)."""
+        fit = max(1, min(self.epochs, int(self.time_budget // max(epoch_seconds, 1e-6))))
+        if not self.config["single_spec"]:
+            value = torch.tensor([fit], device=self.device)
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+            fit = int(value.item())
+        self.budget_epochs = fit
+        if fit < self.epochs:
+            self.logger.info(f"train_time_budget_s={self.time_budget:g}: the first epoch took {epoch_seconds:.1f}s, "
+                             f"so {fit} of {self.epochs} epochs are trained (learning-rate schedule over {fit}); "
+                             f"the others are skipped")
+
+    def skips_epoch(self, epoch_idx: int) -> bool:
+        """True for the epochs that ``train_time_budget_s`` leaves out (not trained, not timed)."""
+        return self.budget_epochs is not None and epoch_idx >= self.budget_epochs
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.skips_epoch(epoch_idx):
+            return 0.0  # over the time budget: nothing to train (validation / test still follow)
+        start = time.perf_counter()
+        loss = self._train_one_epoch(train_data, epoch_idx, loss_func, show_progress)
+        if self.time_budget and self.budget_epochs is None:
+            self._fix_budget_epochs(time.perf_counter() - start)
+        return loss
+
+    def _train_one_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
         self.steps_per_epoch = len(train_data)
