@@ -10,7 +10,8 @@ language space, so the mapping trained on a source dataset applies to a target d
    = mean LM embedding of each user's *target training* items, the target training graph;
 3. load the source mapping weights (``state_dict`` holds nothing else; no parameter is updated)
    and evaluate with ``recbole.trainer.Trainer.evaluate`` on the target test split;
-4. evaluate RecBole's ``Pop`` (counted on the same target training split) on the same test split.
+4. evaluate RecBole's ``Pop`` (exact item counts of the same target training split, see
+   :func:`popularity_model`) on the same test split.
 
 Command line::
 
@@ -83,12 +84,21 @@ def build_target(target, checkpoint, config_files=None, config_dict=None):
 
 
 def popularity_model(config, train_data):
-    """RecBole's ``Pop`` counted over one pass of ``train_data`` (what one training epoch does)."""
+    """RecBole's ``Pop`` holding the exact item counts of the training split.
+
+    RecBole's ``Pop.calculate_loss`` adds one per *batch* to an item however often it occurs in the batch
+    (``item_cnt[item] += 1`` with repeated indices), so with large batches the counts of popular items saturate
+    at the number of batches and their order becomes arbitrary; a weakened baseline. The counts are set here
+    from the training split itself.
+    """
     from recbole.model.general_recommender import Pop
 
-    pop = Pop(config, train_data.dataset).to(config["device"])
-    for batch in train_data:
-        pop.calculate_loss(batch.to(config["device"]))
+    dataset = train_data.dataset
+    pop = Pop(config, dataset).to(config["device"])
+    items = dataset.inter_feat[dataset.iid_field]  # [n_train_interactions]
+    counts = torch.bincount(items.long(), minlength=pop.n_items)[: pop.n_items]  # [n_items]
+    pop.item_cnt = counts.view(-1, 1).to(pop.item_cnt.device)  # [n_items, 1]
+    pop.max_cnt = pop.item_cnt.max(dim=0)[0]  # [1]
     pop.eval()
     return pop
 
