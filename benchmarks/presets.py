@@ -222,8 +222,8 @@ def build_presets():
 PRESETS = build_presets()
 # Presets that call the existing stand-alone benchmarks instead of training models.
 SCRIPT_PRESETS = {
-    "decoding": ("decoding_bench.py", {"cpu": ["--n-users", "64", "--batch-size", "32", "--threads", "2"],
-                                       "cuda": ["--n-users", "512", "--batch-size", "128"]}),
+    "decoding": ("decoding_bench.py", {"cpu": ["--n-users", "64", "--batch-size", "8", "32", "64", "--threads", "2"],
+                                       "cuda": ["--n-users", "512", "--batch-size", "32", "128", "512"]}),
     "tokenizers": ("tokenizers_bench.py", {"cpu": ["--n", "200000", "--no-progress"],
                                            "cuda": ["--n", "1000000", "--no-progress"]}),
 }

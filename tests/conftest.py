@@ -14,6 +14,8 @@ import copy
 import os
 import sys
 
+import pytest
+
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 LOO_EVAL_ARGS = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}
 TINY_LOAD_COL = {"inter": ["user_id", "item_id", "timestamp"]}  # tiny.inter without its rating column
@@ -31,6 +33,18 @@ TINY_TIGER = {
     "topk": [5], "valid_metric": "Recall@5",
     "learning_rate": 0.01, "warmup_steps": 5, "lr_scheduler": "cosine", "eval_step": 4, "stopping_step": 10,
 }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is fastest and avoids OpenMP spin-waiting on a shared, loaded CPU. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; the previous thread count is restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_settings(cache_dir, *presets, **overrides):

@@ -44,13 +44,7 @@ def tiny_backbone(vocab_size: int, seed: int = 0, **kwargs) -> T5Backbone:
     return T5Backbone(vocab_size, **sizes)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models: one intra-op thread is fastest and avoids OpenMP spin-waiting on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
