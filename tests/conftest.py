@@ -96,3 +96,19 @@ def prepare_tiny(config):
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     return {"config": config, "dataset": dataset, "train": train_data, "valid": valid_data, "test": test_data}
+
+
+def popularity_recall(tiny, k):
+    """Recall@k (= hit rate under leave-one-out) of recommending the k most frequent training items to every user of
+    ``tiny["test"]`` (``tiny`` as returned by :func:`prepare_tiny`): the baseline a trained model must beat."""
+    import torch
+
+    dataset = tiny["train"].dataset
+    counts = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=dataset.item_num)
+    counts[0] = -1  # the padding item is never recommended
+    top = set(torch.topk(counts, k).indices.tolist())
+    hits = total = 0
+    for interaction, _, _, positive_i in tiny["test"]:
+        hits += sum(int(i) in top for i in positive_i.tolist())
+        total += len(interaction)
+    return hits / total

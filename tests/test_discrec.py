@@ -15,7 +15,7 @@ import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from conftest import TINY_T5, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from conftest import TINY_T5, make_tiny_config, popularity_recall, prepare_tiny, recbole_argv, tiny_settings
 from recbole_genrec import run_recbole_genrec
 from recbole_genrec.generative import EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from recbole_genrec.generative.discrec_embedding import (
@@ -258,17 +258,6 @@ def test_loss_decreases_and_decoding_is_exact(tiny):
         assert torch.allclose(teacher, scores, atol=1e-4)
         full = model.full_sort_predict(Interaction({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: seq_len}))
         assert torch.equal(full.topk(beam).indices.sort(1).values, items.sort(1).values)
-
-
-def popularity_recall(tiny, k):
-    """Recall@k of recommending the k most frequent training targets to everyone."""
-    targets = tiny["train"].dataset.inter_feat[tiny["train"].dataset.iid_field]
-    top = set(torch.bincount(targets).topk(k).indices.tolist())
-    hits = total = 0
-    for interaction, _, _, positive_i in tiny["test"]:
-        hits += sum(int(i) in top for i in positive_i.tolist())
-        total += len(interaction)
-    return hits / total
 
 
 def test_run_recbole_genrec_trains_discrec_that_beats_baselines(tiny):

@@ -18,7 +18,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 from recbole.utils import get_flops, init_seed
 
-from conftest import LOO_EVAL_ARGS, TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from conftest import (LOO_EVAL_ARGS, TINY_T5, TINY_TIGER, make_tiny_config, popularity_recall, prepare_tiny,
+                      recbole_argv, tiny_settings)
 from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.trainer import GenerativeTrainer, TIGERTrainer
@@ -106,23 +107,10 @@ def test_predict_equals_beam_scores(tiny):
     assert torch.allclose(predicted[valid], beam_scores[valid], atol=1e-4)
 
 
-def popularity_hit_rate(tiny, k):
-    """Recall@k (= hit rate under leave-one-out) of the most popular training items."""
-    train = tiny["train"].dataset.inter_feat
-    counts = torch.bincount(train[tiny["model"].ITEM_ID], minlength=tiny["model"].n_items)
-    counts[0] = -1
-    top = set(torch.topk(counts, k).indices.tolist())
-    hits = total = 0
-    for interaction, _, _, positive_i in tiny["test"]:
-        hits += sum(int(i) in top for i in positive_i.tolist())
-        total += len(interaction)
-    return hits / total
-
-
 def test_trained_tiger_beats_popularity_and_random(tiny):
     recall = tiny["test_result"]["recall@5"]
     random_recall = 5 / (tiny["model"].n_items - 1)
-    pop_recall = popularity_hit_rate(tiny, 5)
+    pop_recall = popularity_recall(tiny, 5)
     assert recall > max(random_recall, pop_recall) + 0.15, (recall, pop_recall, random_recall)
 
 
