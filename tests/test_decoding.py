@@ -328,3 +328,15 @@ def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff):
             hf_rows = model.decode(model.shared(tokens), enc_rows, mask_rows, cache=cache)[:, -1]
             torch.testing.assert_close(ours.step(model.shared(tokens[:, 0])), hf_rows, rtol=1e-5, atol=1e-5)
 
+
+
+def test_length_grouped_encoding_equals_full_encoding(code_table, batch):
+    """T5Backbone.encode_by_length (what beam_search uses) == encode on every real position of a padded batch."""
+    input_ids, attention_mask = batch  # histories of 6, 3, 1 and 4 items
+    model = tiny_backbone(code_table.vocab_size, seed=6).eval()
+    with torch.no_grad():
+        full = model.encode(input_ids, attention_mask)  # [B, S, d]
+        for n_groups in (2, 4):
+            grouped = model.encode_by_length(input_ids, attention_mask, {}, n_groups=n_groups)
+            real = attention_mask.bool()
+            torch.testing.assert_close(grouped[real], full[real], rtol=1e-5, atol=1e-5)

@@ -294,3 +294,24 @@ def test_rqvae_codes_and_user_token(tiny):
     with torch.no_grad():
         full = model.full_sort_predict(interaction)
     assert (torch.isfinite(full).sum(1) == model.beam_size).all()
+
+
+@pytest.mark.parametrize("user_token", [False, True])
+def test_length_grouped_encoding_equals_full_encoding(code_table, batch, user_token):
+    """encode_by_length (users grouped by history length, leading padding trimmed in whole items) gives the same
+    encoder states on every real position as encoding the padded batch, with and without TIGER's user-token column."""
+    _, _, input_ids, mask = batch
+    if user_token:  # TIGER's layout: one more leading column, the user token right before the first real token
+        pad = input_ids.new_full((input_ids.size(0), 1), PAD_TOKEN_ID)
+        input_ids = torch.cat([pad, input_ids], dim=1)
+        user_pos = (input_ids.size(1) - 1 - mask.sum(dim=1)).unsqueeze(1)
+        input_ids = input_ids.scatter(1, user_pos, torch.full_like(user_pos, code_table.vocab_size))  # 1st user token
+        mask = (input_ids != PAD_TOKEN_ID).long()
+    torch.manual_seed(7)
+    model = DiscRecBackbone(code_table.vocab_size + 4, code_table.n_levels, code_table.vocab_size,  # + 4 user tokens
+                            dict(n_heads=2, d_ff=48, dropout=0.1), **SIZES).eval()
+    with torch.no_grad():
+        full = model.encode(input_ids, mask)  # [B, S, d]
+        grouped = model.encode_by_length(input_ids, mask, {}, n_groups=3)  # one user per group
+    real = mask.bool()
+    torch.testing.assert_close(grouped[real], full[real], rtol=1e-5, atol=1e-5)

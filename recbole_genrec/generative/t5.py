@@ -80,6 +80,8 @@ class T5Backbone(nn.Module):
         self.t5 = T5ForConditionalGeneration(self.config)
 
     # ------------------------------------------------------------------------------------------------- hooks
+    trim_multiple = 1  # encode_by_length trims leading padding in multiples of this (DiscRec: tokens per item)
+
     @property
     def shared(self) -> nn.Embedding:
         """Token embedding shared by encoder, decoder and (tied) LM head."""
@@ -123,6 +125,35 @@ class T5Backbone(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.encoder_embeds(input_ids, context)
         return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+
+    def encode_by_length(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: Context, n_groups: Optional[int] = None
+    ) -> torch.Tensor:
+        r"""Encoder output for inference with less work on padding: `(B, S)` left-padded inputs -> `(B, S, d)`.
+
+        Users are sorted by the position of their first real token and encoded in ``n_groups`` groups (default: one
+        per 8 users, at most 8), each without the leading columns that are padding for all its users (trimmed in
+        multiples of ``trim_multiple`` tokens, so item-aligned layouts such as DiscRec's keep their alignment). The
+        result equals ``encode`` on the real positions: T5's relative position bias depends only on distances
+        between tokens and padded keys are masked; trimmed positions hold zeros and stay masked.
+        """
+        batch_size, seq_len = input_ids.shape
+        n_groups = n_groups if n_groups is not None else min(8, batch_size // 8)
+        if n_groups <= 1:
+            return self.encode(input_ids, attention_mask, context=context)
+        first_real = torch.where(attention_mask.bool(), torch.arange(seq_len, device=input_ids.device), seq_len)
+        first_real = first_real.min(dim=1).values  # [B] position of each user's first real token
+        order = torch.argsort(first_real, descending=True)  # shortest histories first
+        hidden = None
+        for rows in order.chunk(n_groups):
+            start = int(first_real[rows].min())
+            start = max(0, min(start - start % self.trim_multiple, seq_len - 1))
+            part = self.encode(input_ids[rows, start:], attention_mask[rows, start:],
+                               context={name: value[rows] for name, value in context.items()})  # [b, S - start, d]
+            if hidden is None:
+                hidden = part.new_zeros(batch_size, seq_len, part.size(-1))  # [B, S, d]
+            hidden[rows, start:] = part
+        return hidden
 
     def lm_logits(self, decoder_hidden: torch.Tensor) -> torch.Tensor:
         r"""Tied LM head: `(..., d_model)` decoder states -> `(..., V)` logits (T5 rescales tied outputs)."""
@@ -207,7 +238,7 @@ class T5Backbone(nn.Module):
         """
         batch_size = input_ids.size(0)
         context = self.build_context(input_ids, attention_mask)
-        encoder_hidden = self.encode(input_ids, attention_mask, context=context)  # [B, S, d]
+        encoder_hidden = self.encode_by_length(input_ids, attention_mask, context)  # [B, S, d]
         decoder = _IncrementalDecoder(self, encoder_hidden, attention_mask, context, beam_size)
         return constrained_beam_search(
             decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder

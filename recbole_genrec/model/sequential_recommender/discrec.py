@@ -59,6 +59,7 @@ class DiscRecBackbone(T5Backbone):
     ):
         super().__init__(vocab_size, **t5_kwargs)
         self.n_levels = n_levels
+        self.trim_multiple = n_levels  # the item-level layout is aligned to the final EOS in steps of n_levels
         self.code_vocab_size = code_vocab_size
         self.eos_attends_last_item = eos_attends_last_item
         branch_kwargs = dict(branch_kwargs or {})
