@@ -298,9 +298,22 @@ def test_training_reduces_loss(code_table):
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 
-@pytest.mark.parametrize("ff", ["relu", "gated-gelu"])
-def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff):
-    """IncrementalT5Decoder (per-user cross K/V, beams folded into the query) == HF decoder with its KV cache."""
+def leading_padding_groups(encoder_hidden, attention_mask, sizes):
+    """Splits users into contiguous groups of ``sizes`` and drops each group's shared leading padding columns."""
+    hidden_groups, mask_groups, begin = [], [], 0
+    for size in sizes:
+        mask = attention_mask[begin : begin + size]
+        start = int(mask.float().argmax(dim=1).min())  # first real column of the group
+        hidden_groups.append(encoder_hidden[begin : begin + size, start:])
+        mask_groups.append(mask[:, start:])
+        begin += size
+    return hidden_groups, mask_groups
+
+
+@pytest.mark.parametrize("ff,grouped", [("relu", False), ("gated-gelu", False), ("relu", True)])
+def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff, grouped):
+    """IncrementalT5Decoder (per-user cross K/V, beams folded into the query; optionally users in groups without their
+    shared leading padding) == HF decoder with its KV cache on the full padded batch."""
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     from recbole_genrec.generative.incremental import IncrementalT5Decoder
@@ -311,7 +324,12 @@ def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff):
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         encoder_hidden = model.encode(input_ids, attention_mask)  # [B, S, d]
-        ours = IncrementalT5Decoder(model.t5.decoder, encoder_hidden, attention_mask, beam)
+        if grouped:  # histories of 6 and 3 items, then 1 and 4: both groups lose leading columns
+            hidden_groups, mask_groups = leading_padding_groups(encoder_hidden, attention_mask, [2, 2])
+            assert [g.size(1) for g in hidden_groups] == [19, 13]
+            ours = IncrementalT5Decoder(model.t5.decoder, hidden_groups, mask_groups, beam, max_length=4)
+        else:
+            ours = IncrementalT5Decoder(model.t5.decoder, encoder_hidden, attention_mask, beam)
         config = model.t5.decoder.config
         cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
         tokens = torch.randint(1, code_table.vocab_size, (n_users, 1), generator=gen)  # [B, 1]
@@ -340,3 +358,25 @@ def test_length_grouped_encoding_equals_full_encoding(code_table, batch):
             grouped = model.encode_by_length(input_ids, attention_mask, {}, n_groups=n_groups)
             real = attention_mask.bool()
             torch.testing.assert_close(grouped[real], full[real], rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_beam_search_equals_one_user_at_a_time(code_table):
+    """A batch large enough to be split into length groups (users sorted, searched, unsorted) returns, for every
+    user, what searching that user alone returns."""
+    gen = torch.Generator().manual_seed(11)
+    n_users = 24
+    item_seq = torch.randint(1, N_ITEMS, (n_users, 6), generator=gen)
+    item_seq_len = torch.randint(1, 7, (n_users,), generator=gen)
+    item_seq[torch.arange(6).unsqueeze(0) >= item_seq_len.unsqueeze(1)] = 0
+    input_ids, attention_mask = code_table.history_tokens(item_seq, item_seq_len)
+    model = tiny_backbone(code_table.vocab_size, seed=9).eval()
+    order, groups = model.length_groups(attention_mask)
+    assert len(groups) == 3 and sorted(order.tolist()) == list(range(n_users))
+    assert len({start for _, _, start in groups}) > 1  # groups really drop different numbers of columns
+    items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=5)  # [24, 5] x2
+    for user in range(n_users):
+        alone_items, alone_scores = model.beam_search(
+            input_ids[user : user + 1], attention_mask[user : user + 1], code_table, beam_size=5
+        )
+        assert items[user].tolist() == alone_items[0].tolist()
+        torch.testing.assert_close(scores[user], alone_scores[0], rtol=1e-5, atol=1e-5)

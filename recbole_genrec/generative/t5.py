@@ -9,10 +9,13 @@ adds what the generative recommenders share:
 
 * ``forward_loss``: teacher-forced token cross-entropy on the target item's codes;
 * ``sequence_log_prob``: exact log-probability of given items (exhaustive scoring / tests / re-ranking);
-* ``beam_search``: encoder run once, then trie-constrained beam search
+* ``beam_search``: users sorted by history length and encoded in groups without the leading columns that are
+  padding for the whole group (``length_groups`` / ``encode_groups``), then trie-constrained beam search
   (:func:`~recbole_genrec.generative.decoding.constrained_beam_search`) with an incremental decoder
   (:class:`~recbole_genrec.generative.incremental.IncrementalT5Decoder`) that keeps the cross-attention keys/values
-  once per user and reorders the self-attention cache with one ``index_select`` per layer and step.
+  once per user and group and reorders its self-attention cache with one ``index_select`` per step; its large
+  buffers come from a :class:`~recbole_genrec.generative.workspace.BufferPool`, so repeated searches on CPU do not
+  pay page faults for fresh memory.
 
 Subclasses change the inputs through two hooks whose default is the shared token embedding:
 ``encoder_embeds(input_ids, context)`` and ``decoder_embeds(decoder_input_ids, context)``.  ``decoder_embeds``
@@ -23,7 +26,7 @@ only its last position is fed to the cached decoder), so a model such as DiscRec
 expands it to the beams.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -126,33 +129,59 @@ class T5Backbone(nn.Module):
             inputs_embeds = self.encoder_embeds(input_ids, context)
         return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
+    def length_groups(self, attention_mask: torch.Tensor, n_groups: Optional[int] = None) -> Tuple[torch.Tensor, List[Tuple[int, int, int]]]:
+        r"""Groups of users with similar history lengths, for inference with less work on padding.
+
+        Args:
+            attention_mask (`torch.LongTensor` of shape `(B, S)`): left-padded encoder mask.
+            n_groups (`int`, *optional*): number of groups; default one per 8 users, at most 8 (at least 1).
+        Returns:
+            order (`torch.LongTensor` of shape `(B,)`): users sorted by history length, shortest first.
+            groups: ``(begin, end, start)`` per group: the users ``order[begin:end]`` need only the encoder columns
+            ``start:`` (the leading columns are padding for all of them; ``start`` is a multiple of
+            ``trim_multiple``, so item-aligned layouts such as DiscRec's keep their alignment).
+        """
+        batch_size, seq_len = attention_mask.shape
+        n_groups = n_groups if n_groups is not None else min(8, batch_size // 8)
+        n_groups = max(1, min(n_groups, batch_size))
+        positions = torch.arange(seq_len, device=attention_mask.device)
+        first_real = torch.where(attention_mask.bool(), positions, seq_len).min(dim=1).values  # [B]
+        order = torch.argsort(first_real, descending=True, stable=True)  # shortest histories first
+        groups = []
+        for rows in torch.arange(batch_size).chunk(n_groups):
+            begin, end = int(rows[0]), int(rows[-1]) + 1
+            start = int(first_real[order[begin:end]].min())
+            groups.append((begin, end, max(0, min(start - start % self.trim_multiple, seq_len - 1))))
+        return order, groups
+
+    def encode_groups(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: Context, groups: List[Tuple[int, int, int]]
+    ) -> List[torch.Tensor]:
+        r"""Encoder outputs of contiguous user groups without their leading padding columns.
+
+        ``groups`` holds ``(begin, end, start)`` as returned by :meth:`length_groups` (for inputs already sorted by
+        ``order``); group ``g`` gets ``(end - begin, S - start, d)``.  Equal to :meth:`encode` on the real positions:
+        T5's relative position bias depends only on distances between tokens and padded keys are masked.
+        """
+        return [
+            self.encode(input_ids[begin:end, start:], attention_mask[begin:end, start:],
+                        context={name: value[begin:end] for name, value in context.items()})
+            for begin, end, start in groups
+        ]
+
     def encode_by_length(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: Context, n_groups: Optional[int] = None
     ) -> torch.Tensor:
-        r"""Encoder output for inference with less work on padding: `(B, S)` left-padded inputs -> `(B, S, d)`.
-
-        Users are sorted by the position of their first real token and encoded in ``n_groups`` groups (default: one
-        per 8 users, at most 8), each without the leading columns that are padding for all its users (trimmed in
-        multiples of ``trim_multiple`` tokens, so item-aligned layouts such as DiscRec's keep their alignment). The
-        result equals ``encode`` on the real positions: T5's relative position bias depends only on distances
-        between tokens and padded keys are masked; trimmed positions hold zeros and stay masked.
-        """
+        r"""Encoder output computed group by group (:meth:`length_groups`, :meth:`encode_groups`) and scattered back:
+        `(B, S)` left-padded inputs -> `(B, S, d)`, equal to ``encode`` on the real positions; trimmed positions hold
+        zeros."""
         batch_size, seq_len = input_ids.shape
-        n_groups = n_groups if n_groups is not None else min(8, batch_size // 8)
-        if n_groups <= 1:
-            return self.encode(input_ids, attention_mask, context=context)
-        first_real = torch.where(attention_mask.bool(), torch.arange(seq_len, device=input_ids.device), seq_len)
-        first_real = first_real.min(dim=1).values  # [B] position of each user's first real token
-        order = torch.argsort(first_real, descending=True)  # shortest histories first
-        hidden = None
-        for rows in order.chunk(n_groups):
-            start = int(first_real[rows].min())
-            start = max(0, min(start - start % self.trim_multiple, seq_len - 1))
-            part = self.encode(input_ids[rows, start:], attention_mask[rows, start:],
-                               context={name: value[rows] for name, value in context.items()})  # [b, S - start, d]
-            if hidden is None:
-                hidden = part.new_zeros(batch_size, seq_len, part.size(-1))  # [B, S, d]
-            hidden[rows, start:] = part
+        order, groups = self.length_groups(attention_mask, n_groups)
+        parts = self.encode_groups(input_ids[order], attention_mask[order],
+                                   {name: value[order] for name, value in context.items()}, groups)
+        hidden = parts[0].new_zeros(batch_size, seq_len, parts[0].size(-1))  # [B, S, d]
+        for (begin, end, start), part in zip(groups, parts):
+            hidden[order[begin:end], start:] = part
         return hidden
 
     def lm_logits(self, decoder_hidden: torch.Tensor) -> torch.Tensor:
@@ -237,12 +266,22 @@ class T5Backbone(nn.Module):
             item_ids `(B, beam)` and float32 scores `(B, beam)` (summed token log-probabilities, descending).
         """
         batch_size = input_ids.size(0)
+        # users sorted by history length, encoded and cross-attended in groups without their shared padding
+        order, groups = self.length_groups(attention_mask)
+        input_ids, attention_mask = input_ids[order], attention_mask[order]
         context = self.build_context(input_ids, attention_mask)
-        encoder_hidden = self.encode_by_length(input_ids, attention_mask, context)  # [B, S, d]
-        decoder = _IncrementalDecoder(self, encoder_hidden, attention_mask, context, beam_size)
-        return constrained_beam_search(
-            decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder
-        )
+        encoder_parts = self.encode_groups(input_ids, attention_mask, context, groups)  # [b_g, S_g, d] per group
+        masks = [attention_mask[begin:end, start:] for begin, end, start in groups]  # [b_g, S_g] per group
+        decoder = _IncrementalDecoder(self, encoder_parts, masks, context, beam_size, code_table.n_levels)
+        try:
+            item_ids, scores = constrained_beam_search(
+                decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder
+            )  # [B, beam] x2, in sorted user order
+        finally:
+            decoder.decoder.close()  # its large buffers go back to the pool for the next search
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(batch_size, device=order.device)
+        return item_ids[inverse], scores[inverse]
 
 
 class _IncrementalDecoder:
@@ -257,16 +296,19 @@ class _IncrementalDecoder:
     def __init__(
         self,
         backbone: T5Backbone,
-        encoder_hidden: torch.Tensor,
-        encoder_mask: torch.Tensor,
+        encoder_hidden: incremental.Tensors,
+        encoder_mask: incremental.Tensors,
         context: Context,
         beam_size: int,
+        max_length: int,
     ):
         self.backbone = backbone
         self.beam_size = beam_size
         self.context = context
-        self.prefix = encoder_mask.new_zeros((encoder_hidden.size(0), 0), dtype=torch.long)  # [rows, t]
-        self.decoder = incremental.IncrementalT5Decoder(backbone.t5.decoder, encoder_hidden, encoder_mask, beam_size)
+        self.decoder = incremental.IncrementalT5Decoder(
+            backbone.t5.decoder, encoder_hidden, encoder_mask, beam_size, max_length
+        )
+        self.prefix = torch.zeros(self.decoder.n_users, 0, dtype=torch.long, device=backbone.shared.weight.device)
 
     def step(self, last_tokens: torch.Tensor, step: int) -> torch.Tensor:
         """`(B*beam,)` last chosen tokens -> `(B*beam, V)` float32 next-token log-probabilities."""
