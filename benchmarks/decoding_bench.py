@@ -230,6 +230,10 @@ def compare(args) -> Dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
+        # glibc malloc settings: with the defaults, large freed blocks go back to the system and every search pays
+        # page faults again (HF's per-beam cross-attention cache copies suffer most); MALLOC_MMAP_THRESHOLD_ /
+        # MALLOC_TRIM_THRESHOLD_ keep them, as jemalloc or tcmalloc would
+        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
         "codes": source,
         "n_items": code_table.n_real_items,
         "codebook_sizes": code_table.codebook_sizes,
@@ -248,7 +252,8 @@ def compare(args) -> Dict:
         result[key] = rows[0][key]  # first batch size: the keys of the single-batch-size format
     print(
         f"\n**Constrained beam search, beam={args.beam}** — {source}; {args.n_users} users, "
-        f"device {result['device']} ({result['device_name']}, {result['torch_threads']} threads)\n"
+        f"device {result['device']} ({result['device_name']}, {result['torch_threads']} threads), "
+        f"malloc {result['malloc_env'] or 'glibc defaults'}\n"
     )
     print(f"| users per call | HF generate + prefix_allowed_tokens_fn users/s | ours users/s | speed-up "
           f"| identical top-{args.beam} lists | identical top-{args.beam} sets | max |Δscore| |")
