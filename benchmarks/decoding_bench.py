@@ -139,6 +139,51 @@ def timed(fn, device, repeats: int = 1):
     return out, best
 
 
+# ------------------------------------------------------------------------------------------------ arithmetic floor
+def counted_flops(fn) -> float:
+    """Floating-point operations of the matrix products (``mm`` / ``bmm`` / ``addmm``) that ``fn()`` runs, as counted
+    by the PyTorch profiler (attention inside ``scaled_dot_product_attention`` is not counted: a lower bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return float(sum(event.flops for event in prof.key_averages() if event.flops))
+
+
+def peak_matmul_flops(device, shapes=((640, 128, 1024), (640, 1024, 128), (640, 128, 1152), (2048, 2048, 2048)),
+                      seconds: float = 0.5) -> float:
+    """Best measured FLOP/s of float32 matrix products on this device: the decoder's own shapes and a large square."""
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        for _ in range(3):
+            a @ b
+        sync(device)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            runs += 1
+        sync(device)
+        best = max(best, 2.0 * m * k * n * runs / (time.perf_counter() - start))
+    return best
+
+
+def arithmetic_floor(model, code_table, trie, input_ids, mask, beam, device) -> Dict:
+    """Time per user that the matrix products alone of each search need at the device's best measured FLOP rate:
+    no implementation of the same exact float32 search can be faster than its floor."""
+    n_users = input_ids.size(0)
+    peak = peak_matmul_flops(device)
+    ours_flops = counted_flops(lambda: ours(model, code_table, input_ids, mask, beam)) / n_users
+    hf_flops = counted_flops(lambda: hf_generate(model, code_table, trie, input_ids, mask, beam)) / n_users
+    return {
+        "peak_matmul_gflops": peak / 1e9,
+        "ours_gflop_per_user": ours_flops / 1e9,
+        "hf_gflop_per_user": hf_flops / 1e9,
+        "ours_floor_ms_per_user": 1e3 * ours_flops / peak,
+        "hf_floor_ms_per_user": 1e3 * hf_flops / peak,
+    }
+
+
 # ------------------------------------------------------------------------------------------------ searches
 def ours(model, code_table, input_ids, mask, beam):
     return model.beam_search(input_ids, mask, code_table, beam)
@@ -225,6 +270,12 @@ def compare(args) -> Dict:
     rows = [compare_at(args, model, code_table, trie, item_seq, item_seq_len, bs) for bs in args.batch_size]
     best_ours = max(rows, key=lambda r: r["ours_users_per_s"])
     best_hf = max(rows, key=lambda r: r["hf_users_per_s"])
+    floor = None
+    if args.floor:
+        floor_ids, floor_mask = code_table.history_tokens(item_seq[:32], item_seq_len[:32])
+        floor = arithmetic_floor(model, code_table, trie, floor_ids, floor_mask, args.beam, device)
+        # the largest speed-up over HF's best that any exact float32 search could reach on this device
+        floor["max_speedup_over_best_hf"] = 1e3 / best_hf["hf_users_per_s"] / floor["ours_floor_ms_per_user"]
     result = {
         "mode": "compare",
         "device": str(device),
@@ -246,6 +297,7 @@ def compare(args) -> Dict:
         "best_ours_batch": best_ours["batch_size"],
         "best_hf_batch": best_hf["batch_size"],
         "best_vs_best_speedup": best_ours["ours_users_per_s"] / best_hf["hf_users_per_s"],
+        "arithmetic_floor": floor,
     }
     for key in ("ours_users_per_s", "hf_users_per_s", "speedup", "identical_top_lists", "identical_top_sets",
                 "max_abs_score_diff", "batch_size"):
@@ -264,6 +316,13 @@ def compare(args) -> Dict:
     print(f"\nEach at its best batch size: ours {best_ours['ours_users_per_s']:.1f} users/s (batch "
           f"{best_ours['batch_size']}) vs HF {best_hf['hf_users_per_s']:.1f} users/s (batch {best_hf['batch_size']}): "
           f"**{result['best_vs_best_speedup']:.2f}x**")
+    if floor:
+        print(f"\nArithmetic floor (matrix products only, at the best measured {floor['peak_matmul_gflops']:.0f} "
+              f"GFLOP/s): ours {floor['ours_gflop_per_user']:.3f} GFLOP/user = {floor['ours_floor_ms_per_user']:.2f} "
+              f"ms/user (measured {1e3 / best_ours['ours_users_per_s']:.2f}); HF {floor['hf_gflop_per_user']:.3f} "
+              f"GFLOP/user = {floor['hf_floor_ms_per_user']:.2f} ms/user (measured "
+              f"{1e3 / best_hf['hf_users_per_s']:.2f}). No exact float32 search can beat HF's best here by more than "
+              f"**{floor['max_speedup_over_best_hf']:.1f}x**.")
     return result
 
 
@@ -354,6 +413,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--scaling-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=1, help="time every batch this often, keep the best")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--floor", action="store_true",
+                        help="also count the FLOPs of both searches and report the arithmetic floor per user")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)

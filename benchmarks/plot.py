@@ -1,4 +1,8 @@
-"""Quality vs. cost plot of a benchmark run: NDCG@10 against training time (log x), one panel per dataset.
+"""Plots of benchmark results.
+
+* a ``run.py`` report: quality vs. cost, NDCG@10 against training time (log x), one panel per dataset;
+* a decoding report (``{"runs": [decoding_bench.py outputs ...]}``): users/s against users per call for both searches,
+  one panel per thread count, one line style per malloc setting, with our search's arithmetic floor.
 
     python benchmarks/plot.py benchmarks/results/cpu-quick-2025-01-01_1200.json   # -> the same name, .png
 """
@@ -49,13 +53,53 @@ def plot_quality_vs_time(report, path):
     return True
 
 
+def plot_decoding(report, path):
+    """Users/s of HF ``generate`` and of our search against users per call; returns False without runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report.get("runs") or []
+    if not runs:
+        return False
+    threads = sorted({run["torch_threads"] for run in runs})
+    fig, axes = plt.subplots(1, len(threads), figsize=(6.2 * len(threads), 4.6), squeeze=False, sharey=True)
+    for ax, n_threads in zip(axes[0], threads):
+        for run in (r for r in runs if r["torch_threads"] == n_threads):
+            style = "-" if not run.get("malloc_env") else "--"
+            malloc = "glibc defaults" if not run.get("malloc_env") else "malloc tuned"
+            sizes = [row["batch_size"] for row in run["rows"]]
+            ax.plot(sizes, [row["ours_users_per_s"] for row in run["rows"]], style, marker="o", color="tab:blue",
+                    label=f"ours ({malloc})")
+            ax.plot(sizes, [row["hf_users_per_s"] for row in run["rows"]], style, marker="s", color="tab:red",
+                    label=f"HF generate + trie ({malloc})")
+        floor = (report.get("arithmetic_floor") or {}).get(str(n_threads))
+        if floor:
+            ax.axhline(1e3 / floor["ours_floor_ms_per_user"], color="tab:blue", alpha=0.4, linestyle=":",
+                       label="ours: matrix-product floor")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("users per call")
+        ax.set_ylabel("users / s (log scale)")
+        ax.set_title(f"{n_threads} thread(s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(report.get("title", "constrained beam search"), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None):
     argv = argv if argv is not None else sys.argv[1:]
     for path in argv:
         with open(path) as f:
             report = json.load(f)
         png = os.path.splitext(path)[0] + ".png"
-        print(png if plot_quality_vs_time(report, png) else f"{path}: nothing to plot")
+        plot = plot_decoding if "runs" in report else plot_quality_vs_time
+        print(png if plot(report, png) else f"{path}: nothing to plot")
 
 
 if __name__ == "__main__":
