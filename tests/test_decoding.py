@@ -380,3 +380,22 @@ def test_grouped_beam_search_equals_one_user_at_a_time(code_table):
         )
         assert items[user].tolist() == alone_items[0].tolist()
         torch.testing.assert_close(scores[user], alone_scores[0], rtol=1e-5, atol=1e-5)
+
+
+def test_beam_search_returns_its_buffers_to_the_pool(code_table, batch):
+    """Every search gives its large CPU buffers back (also when the search fails), so repeated searches reuse them
+    instead of growing the pool."""
+    from recbole_genrec.generative.workspace import DEFAULT_POOL
+
+    input_ids, attention_mask = batch
+    model = tiny_backbone(code_table.vocab_size, seed=12).eval()
+    DEFAULT_POOL.clear()
+    first = model.beam_search(input_ids, attention_mask, code_table, beam_size=5)
+    pooled = DEFAULT_POOL.free_bytes
+    assert pooled > 0
+    second = model.beam_search(input_ids, attention_mask, code_table, beam_size=5)
+    assert DEFAULT_POOL.free_bytes == pooled  # the same buffers went out and came back
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])  # reused buffers change nothing
+    with pytest.raises(ValueError):  # a beam size the search rejects, after the decoder took its buffers
+        model.beam_search(input_ids, attention_mask, code_table, beam_size=0)
+    assert DEFAULT_POOL.free_bytes == pooled
