@@ -877,6 +877,11 @@ def main(argv=None):
         return run_script_preset(args.preset, args, meta, stem)
     if args.make_bundle:
         return make_bundle(preset, args)
+    if args.bundle and args.max_users:
+        print(f"--bundle {args.bundle} holds the embeddings and codes of the full datasets, so it cannot serve a "
+              f"--max-users {args.max_users} run: drop --bundle for a dry run (it builds what it needs here), or "
+              "drop --max-users on the GPU machine", file=sys.stderr)
+        return 2
     if args.bundle:
         args.data_path = os.path.join(args.bundle, "data")
         args.cache_dir = os.path.abspath(os.path.join(args.bundle, "cache"))

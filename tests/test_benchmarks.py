@@ -88,3 +88,14 @@ def test_smoke_preset_writes_json_md_png(tmp_path):
     md = open(tmp_path / "out" / f"{stem}.md").read()
     assert "| Pop |" in md and "| BPR |" in md
     assert os.path.getsize(tmp_path / "out" / f"{stem}.png") > 1000
+
+
+def test_bundle_with_max_users_is_refused_before_any_work(tmp_path, capsys):
+    """A GPU bundle holds the full datasets' artifacts: a truncated run against it would fail row by row, so the
+    harness refuses up front and says which flag to drop."""
+    code = run.main(["--preset", "gpu", "--device", "cpu", "--max-users", "300", "--bundle", str(tmp_path),
+                     "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--max-users 300" in err and "drop --bundle" in err
+    assert not (tmp_path / "out").exists()
