@@ -112,3 +112,20 @@ def popularity_recall(tiny, k):
         hits += sum(int(i) in top for i in positive_i.tolist())
         total += len(interaction)
     return hits / total
+
+
+def assert_groups_encode_like_full_batch(model, input_ids, attention_mask, n_groups):
+    """``model.encode_groups`` on ``model.length_groups`` (what beam search encodes) gives, on every real position, the
+    states of ``model.encode`` on the whole padded batch; the groups must really drop leading columns."""
+    import torch
+
+    with torch.no_grad():
+        full = model.encode(input_ids, attention_mask)  # [B, S, d]
+        order, groups = model.length_groups(attention_mask, n_groups)
+        parts = model.encode_groups(input_ids[order], attention_mask[order], {}, groups)  # [b_g, S - start, d] each
+    assert any(start > 0 for _, _, start in groups)
+    for (begin, end, start), part in zip(groups, parts):
+        rows = order[begin:end]
+        real = attention_mask[rows, start:].bool()  # [b_g, S - start]
+        assert real.sum() == attention_mask[rows].sum()  # no real token was trimmed
+        torch.testing.assert_close(part[real], full[rows, start:][real], rtol=1e-5, atol=1e-5)

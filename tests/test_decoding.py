@@ -14,6 +14,7 @@ try:
 except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from conftest import assert_groups_encode_like_full_batch  # noqa: E402
 from recbole_genrec.generative import (  # noqa: E402
     EOS_TOKEN_ID,
     PAD_TOKEN_ID,
@@ -348,16 +349,13 @@ def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff, g
 
 
 
-def test_length_grouped_encoding_equals_full_encoding(code_table, batch):
-    """T5Backbone.encode_by_length (what beam_search uses) == encode on every real position of a padded batch."""
+@pytest.mark.parametrize("n_groups", [2, 4])
+def test_length_grouped_encoding_equals_full_encoding(code_table, batch, n_groups):
+    """T5Backbone.length_groups + encode_groups (what beam_search encodes) == encode on every real position of a
+    padded batch."""
     input_ids, attention_mask = batch  # histories of 6, 3, 1 and 4 items
     model = tiny_backbone(code_table.vocab_size, seed=6).eval()
-    with torch.no_grad():
-        full = model.encode(input_ids, attention_mask)  # [B, S, d]
-        for n_groups in (2, 4):
-            grouped = model.encode_by_length(input_ids, attention_mask, {}, n_groups=n_groups)
-            real = attention_mask.bool()
-            torch.testing.assert_close(grouped[real], full[real], rtol=1e-5, atol=1e-5)
+    assert_groups_encode_like_full_batch(model, input_ids, attention_mask, n_groups)
 
 
 def test_grouped_beam_search_equals_one_user_at_a_time(code_table):

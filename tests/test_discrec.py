@@ -15,9 +15,17 @@ import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from conftest import TINY_T5, make_tiny_config, popularity_recall, prepare_tiny, recbole_argv, tiny_settings
+from conftest import (
+    TINY_T5,
+    assert_groups_encode_like_full_batch,
+    make_tiny_config,
+    popularity_recall,
+    prepare_tiny,
+    recbole_argv,
+    tiny_settings,
+)
 from recbole_genrec import run_recbole_genrec
-from recbole_genrec.generative import EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
+from recbole_genrec.generative import PAD_TOKEN_ID, CodeTable
 from recbole_genrec.generative.discrec_embedding import (
     BranchGate,
     DiscRecEmbedding,
@@ -298,8 +306,8 @@ def test_rqvae_codes_and_user_token(tiny):
 
 @pytest.mark.parametrize("user_token", [False, True])
 def test_length_grouped_encoding_equals_full_encoding(code_table, batch, user_token):
-    """encode_by_length (users grouped by history length, leading padding trimmed in whole items) gives the same
-    encoder states on every real position as encoding the padded batch, with and without TIGER's user-token column."""
+    """length_groups + encode_groups (users grouped by history length, leading padding trimmed in whole items) give the
+    same encoder states on every real position as encoding the padded batch, with and without TIGER's user-token column."""
     _, _, input_ids, mask = batch
     if user_token:  # TIGER's layout: one more leading column, the user token right before the first real token
         pad = input_ids.new_full((input_ids.size(0), 1), PAD_TOKEN_ID)
@@ -310,8 +318,4 @@ def test_length_grouped_encoding_equals_full_encoding(code_table, batch, user_to
     torch.manual_seed(7)
     model = DiscRecBackbone(code_table.vocab_size + 4, code_table.n_levels, code_table.vocab_size,  # + 4 user tokens
                             dict(n_heads=2, d_ff=48, dropout=0.1), **SIZES).eval()
-    with torch.no_grad():
-        full = model.encode(input_ids, mask)  # [B, S, d]
-        grouped = model.encode_by_length(input_ids, mask, {}, n_groups=3)  # one user per group
-    real = mask.bool()
-    torch.testing.assert_close(grouped[real], full[real], rtol=1e-5, atol=1e-5)
+    assert_groups_encode_like_full_batch(model, input_ids, mask, n_groups=3)  # one user per group

@@ -83,7 +83,7 @@ class T5Backbone(nn.Module):
         self.t5 = T5ForConditionalGeneration(self.config)
 
     # ------------------------------------------------------------------------------------------------- hooks
-    trim_multiple = 1  # encode_by_length trims leading padding in multiples of this (DiscRec: tokens per item)
+    trim_multiple = 1  # length_groups trims leading padding in multiples of this (DiscRec: tokens per item)
 
     @property
     def shared(self) -> nn.Embedding:
@@ -129,7 +129,9 @@ class T5Backbone(nn.Module):
             inputs_embeds = self.encoder_embeds(input_ids, context)
         return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
-    def length_groups(self, attention_mask: torch.Tensor, n_groups: Optional[int] = None) -> Tuple[torch.Tensor, List[Tuple[int, int, int]]]:
+    def length_groups(
+        self, attention_mask: torch.Tensor, n_groups: Optional[int] = None
+    ) -> Tuple[torch.Tensor, List[Tuple[int, int, int]]]:
         r"""Groups of users with similar history lengths, for inference with less work on padding.
 
         Args:
@@ -168,21 +170,6 @@ class T5Backbone(nn.Module):
                         context={name: value[begin:end] for name, value in context.items()})
             for begin, end, start in groups
         ]
-
-    def encode_by_length(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: Context, n_groups: Optional[int] = None
-    ) -> torch.Tensor:
-        r"""Encoder output computed group by group (:meth:`length_groups`, :meth:`encode_groups`) and scattered back:
-        `(B, S)` left-padded inputs -> `(B, S, d)`, equal to ``encode`` on the real positions; trimmed positions hold
-        zeros."""
-        batch_size, seq_len = input_ids.shape
-        order, groups = self.length_groups(attention_mask, n_groups)
-        parts = self.encode_groups(input_ids[order], attention_mask[order],
-                                   {name: value[order] for name, value in context.items()}, groups)
-        hidden = parts[0].new_zeros(batch_size, seq_len, parts[0].size(-1))  # [B, S, d]
-        for (begin, end, start), part in zip(groups, parts):
-            hidden[order[begin:end], start:] = part
-        return hidden
 
     def lm_logits(self, decoder_hidden: torch.Tensor) -> torch.Tensor:
         r"""Tied LM head: `(..., d_model)` decoder states -> `(..., V)` logits (T5 rescales tied outputs)."""
