@@ -95,7 +95,6 @@ class IncrementalT5Decoder:
         self.n_users = sum(self.group_sizes)
         self.beam_size = beam_size
         self.max_length = max_length
-        self.rows_per_user = 1  # 1 for the first step, beam afterwards
         self.pool = pool if pool is not None else DEFAULT_POOL
         device = hidden_groups[0].device
 
@@ -127,6 +126,11 @@ class IncrementalT5Decoder:
         self.spare = None  # same shape: target of the next reorder
         self.first_kv: List[torch.Tensor] = []  # first step's keys/values per layer: [2, B, H * d_kv]
         self.length = 0  # decoder positions seen so far
+
+    @property
+    def rows_per_user(self) -> int:
+        """1 for the first step (all beams share the start token), ``beam`` once the cache holds the beams."""
+        return 1 if self.cache is None else self.beam_size
 
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, weight)`` for `(N, d)` inputs, into a pooled buffer on CPU outside autocast."""
@@ -202,7 +206,6 @@ class IncrementalT5Decoder:
         (the cross-attention keys/values stay per user)."""
         first = torch.stack(self.first_kv)  # [layers, 2, B, H * d_kv]
         self.first_kv = []
-        self.rows_per_user = self.beam_size
         layers, _, n_users, inner = first.shape
         slots = max(self.max_length - 1, 1)  # the last position is never attended to by a later one
         shape = (slots, layers, 2, n_users * self.beam_size, inner)

@@ -265,7 +265,7 @@ class T5Backbone(nn.Module):
                 decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder
             )  # [B, beam] x2, in sorted user order
         finally:
-            decoder.decoder.close()  # its large buffers go back to the pool for the next search
+            decoder.close()  # its large buffers go back to the pool for the next search
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(batch_size, device=order.device)
         return item_ids[inverse], scores[inverse]
@@ -317,3 +317,7 @@ class _IncrementalDecoder:
         """Row ``i`` continues row ``beam_idx[i]`` (`(B*beam,)`, never crossing users)."""
         self.prefix = self.prefix.index_select(0, beam_idx)
         self.decoder.reorder(beam_idx)
+
+    def close(self) -> None:
+        """Ends the search: the incremental decoder's large buffers go back to its pool."""
+        self.decoder.close()
