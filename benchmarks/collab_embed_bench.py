@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole_genrec  # noqa: E402,F401  (compat shims before RecBole)
 from recbole_genrec import load_data_and_model, run_recbole_genrec  # noqa: E402
-from recbole_genrec.enhance.metrics import eval_transitions, next_item_recall  # noqa: E402
+from recbole_genrec.collabembed.metrics import eval_transitions, next_item_recall  # noqa: E402
 
 LOO = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
 METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]

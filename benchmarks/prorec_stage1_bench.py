@@ -26,9 +26,9 @@ from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 from recbole_genrec import Config  # noqa: E402
-from recbole_genrec.alignment.stage1 import build_stage1, stage1_params  # noqa: E402
+from recbole_genrec.prorec.stage1 import build_stage1, stage1_params  # noqa: E402
 from recbole_genrec.preprocess.features import item_embeddings  # noqa: E402
-from recbole_genrec.utils import create_dataset  # noqa: E402
+from recbole_genrec.data import create_dataset  # noqa: E402
 
 
 def main(argv=None):

@@ -708,7 +708,7 @@ def make_bundle(preset, args):
     from recbole_genrec import Config
     from recbole_genrec.preprocess import cache as genrec_cache
     from recbole_genrec.preprocess.hook import prepare_features
-    from recbole_genrec.utils import resolve_data_path
+    from recbole_genrec.data import resolve_data_path
 
     bundle = os.path.abspath(args.make_bundle)
     data_dir, cache_dir = os.path.join(bundle, "data"), os.path.join(bundle, "cache")
@@ -833,7 +833,7 @@ def parse_args(argv=None):
     p.add_argument("--tag", default=None, help="appended to the output file names")
     p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
                    help="move every row's best checkpoint to DIR/<dataset>-<row>.pth (e.g. for "
-                        "python -m recbole_genrec.zeroshot --checkpoint)")
+                        "python -m recbole_genrec.alpharec.cli zeroshot --checkpoint)")
     p.add_argument("--git-commit", default=None, help="record this commit (a checkout copied without .git)")
     p.add_argument("--update-readme", action="store_true", help="put the tables into benchmarks/README.md")
     p.add_argument("--script-args", default=None, help="arguments for --preset decoding/tokenizers")

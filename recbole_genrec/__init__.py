@@ -11,7 +11,8 @@ _compat.apply()
 __version__ = "0.1.0"
 
 from recbole_genrec.config import Config  # noqa: E402
-from recbole_genrec.utils import create_dataset, get_model, get_trainer, list_models  # noqa: E402
+from recbole_genrec.data import create_dataset  # noqa: E402
+from recbole_genrec.utils import get_model, get_trainer, list_models  # noqa: E402
 from recbole_genrec.quick_start import (  # noqa: E402
     load_data_and_model,
     objective_function,

@@ -16,7 +16,8 @@ def patch():
     import recbole.quick_start.quick_start as qs
 
     from recbole_genrec.config import Config
-    from recbole_genrec.utils import create_dataset, get_model, get_trainer
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.utils import get_model, get_trainer
 
     qs.Config = Config
     qs.get_model = get_model

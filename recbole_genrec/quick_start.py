@@ -19,7 +19,8 @@ from recbole.utils import calculate_valid_score, get_environment, get_flops, ini
 
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
-from recbole_genrec.utils import create_dataset, get_model, get_trainer
+from recbole_genrec.data import create_dataset
+from recbole_genrec.utils import get_model, get_trainer
 
 
 def _timed_epochs(trainer):

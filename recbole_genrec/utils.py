@@ -1,14 +1,18 @@
-"""Model, trainer and dataset lookup: the plugin first, then RecBole (RecBole-GNN's shape)."""
+"""Model and trainer lookup: the plugin first, then RecBole (RecBole-GNN's shape).
+
+``create_dataset`` and ``resolve_data_path`` live in :mod:`recbole_genrec.data` and are
+re-exported here.
+"""
 
 import importlib
 import os
 import pkgutil
-from logging import getLogger
 
-from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_genrec.data import create_dataset, resolve_data_path
 
 MODEL_SUBMODULES = [
     "general_recommender",
@@ -93,50 +97,6 @@ def get_trainer(model_type, model_name):
     if hasattr(trainers, model_name + "Trainer"):
         return getattr(trainers, model_name + "Trainer")
     return recbole_get_trainer(model_type, model_name)
-
-
-def resolve_data_path(config):
-    """Make ``config['data_path']`` point at a folder holding ``<dataset>.inter``.
-
-    Searched in order: the configured ``data_path``, ``$RECBOLE_GENREC_DATA``, ``../shared/data``
-    and ``shared/data`` next to the working directory, and the datasets shipped inside the
-    recbole wheel (ml-100k). Raises ``FileNotFoundError`` listing every path searched.
-    """
-    import recbole
-
-    dataset = config["dataset"]
-    configured = config["data_path"]
-    parent = os.path.dirname(os.path.normpath(configured))
-    candidates = [configured]
-    roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
-             os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
-    candidates += [os.path.join(r, dataset) for r in roots if r]
-    for path in candidates:
-        if os.path.isfile(os.path.join(path, f"{dataset}.inter")):
-            if path != configured:
-                getLogger().info(f"dataset '{dataset}' found in {os.path.abspath(path)}")
-            config["data_path"] = path
-            return path
-    searched = "\n  ".join(os.path.abspath(os.path.join(p, f"{dataset}.inter")) for p in candidates)
-    raise FileNotFoundError(
-        f"Dataset '{dataset}' not found (RecBole would try to download it; recbole_genrec works "
-        f"offline). Searched:\n  {searched}\nPut the atomic files in one of these folders, pass "
-        f"--data_path=<folder that contains {dataset}/>, or set RECBOLE_GENREC_DATA."
-    )
-
-
-def create_dataset(config):
-    """Resolve the data path, run the preprocessing hook if the model needs text embeddings
-    or semantic IDs, then build ``recbole_genrec.data.<Model>Dataset`` or RecBole's dataset."""
-    resolve_data_path(config)
-    from recbole_genrec.preprocess.hook import prepare_features
-
-    prepare_features(config)
-    datasets = importlib.import_module("recbole_genrec.data")
-    name = config["model"] + "Dataset"
-    if hasattr(datasets, name):
-        return getattr(datasets, name)(config)
-    return recbole_create_dataset(config)
 
 
 __all__ = ["ModelType", "create_dataset", "get_model", "get_trainer", "list_models", "properties_dir",

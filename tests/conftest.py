@@ -90,7 +90,7 @@ def prepare_tiny(config):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_genrec.utils import create_dataset
+    from recbole_genrec.data import create_dataset
 
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)

@@ -1,5 +1,5 @@
 """Tests for AlphaRec (recbole_genrec/model/general_recommender/alpharec.py), zero-shot transfer
-(recbole_genrec/zeroshot.py) and user intention queries (recbole_genrec/intention.py).
+(recbole_genrec/alpharec/zeroshot.py) and user intention queries (recbole_genrec/alpharec/intention.py).
 
 tests/data/tiny (40 items, 120 users), a random 0.8/0.1/0.1 split, the real offline MiniLM
 text encoder (40 short titles) and a cache folder under pytest's tmp_path.
@@ -12,7 +12,7 @@ import torch
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 
 from conftest import DATA_ROOT, make_tiny_config, prepare_tiny, recbole_argv
-from recbole_genrec.intention import encode_queries, genre_share, intention_scores, recommend_with_intention
+from recbole_genrec.alpharec.intention import encode_queries, genre_share, intention_scores, recommend_with_intention
 from recbole_genrec.model.general_recommender.alpharec import AlphaRec
 from recbole_genrec.preprocess.features import item_embeddings
 
@@ -171,7 +171,7 @@ def test_intention_query_moves_the_queried_item_up(tiny):
 
 
 def test_genre_share_and_zero_shot_rebuild(tiny):
-    from recbole_genrec.zeroshot import build_target, evaluate_model, popularity_model
+    from recbole_genrec.alpharec.zeroshot import build_target, evaluate_model, popularity_model
 
     model = build_model(tiny)
     train_steps(model, tiny["train"], 1)
@@ -211,7 +211,7 @@ def _inter(model, users):
 
 def test_zero_shot_pop_baseline_counts_every_training_interaction(tiny):
     """The zero-shot table's Pop holds the exact training counts (RecBole's Pop counts an item once per batch)."""
-    from recbole_genrec.zeroshot import popularity_model
+    from recbole_genrec.alpharec.zeroshot import popularity_model
 
     train = tiny["train"]
     pop = popularity_model(tiny["config"], train)

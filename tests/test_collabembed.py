@@ -1,5 +1,5 @@
 """Tests for CollabEmbed (recbole_genrec/model/sequential_recommender/collabembed.py) and
-recbole_genrec/enhance/ (losses, teacher, trainer, export, item-to-item metric).
+recbole_genrec/collabembed/ (losses, teacher, trainer, export, item-to-item metric).
 
 tests/data/tiny (40 items, 120 users), leave-one-out TO split, the offline MiniLM text encoder, a
 small SASRec teacher trained once per module on the training split, cache under pytest's tmp_path.
@@ -16,12 +16,12 @@ from recbole.data import data_preparation
 
 from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny
 from recbole_genrec import load_data_and_model, run_recbole_genrec
-from recbole_genrec.enhance import losses
-from recbole_genrec.enhance.metrics import eval_transitions, next_item_recall
+from recbole_genrec.collabembed import losses
+from recbole_genrec.collabembed.metrics import eval_transitions, next_item_recall
 from recbole_genrec.model.sequential_recommender.collabembed import CollabEmbed
 from recbole_genrec.preprocess import cache as genrec_cache
 from recbole_genrec.preprocess.features import item_embeddings
-from recbole_genrec.utils import create_dataset
+from recbole_genrec.data import create_dataset
 
 TEACHER = {"hidden_size": 32, "n_layers": 1, "n_heads": 1, "inner_size": 64, "hidden_dropout_prob": 0.2,
            "attn_dropout_prob": 0.2}
@@ -296,7 +296,7 @@ def test_export_is_used_by_item_embeddings_alpharec_and_tokenizer(tiny, monkeypa
 def test_teacher_checkpoint_round_trip(tiny, tmp_path):
     trained = build_model(tiny)
     path = str(tmp_path / "teacher.pth")
-    from recbole_genrec.enhance.teacher import teacher_config
+    from recbole_genrec.collabembed.teacher import teacher_config
 
     torch.save({"config": teacher_config(tiny["config"], "SASRec", TEACHER),
                 "state_dict": trained.teacher.state_dict()}, path)

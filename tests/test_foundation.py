@@ -10,7 +10,7 @@ import recbole_genrec
 from conftest import DATA_ROOT, tiny_settings
 from recbole_genrec import Config, get_model, get_trainer, list_models, run_recbole_genrec
 from recbole_genrec.cli import main as cli_main
-from recbole_genrec.utils import resolve_data_path
+from recbole_genrec.data import resolve_data_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # one short run of a stock model; the preprocessing cache in tmp_path/cache, checkpoints in tmp_path/saved
@@ -173,3 +173,19 @@ def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"] + argv[:4])
     config = Config(model="Pop", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
+
+
+def test_moved_alpharec_modules_keep_their_old_paths():
+    """``recbole_genrec.zeroshot`` / ``.intention`` moved to ``recbole_genrec.alpharec``; old imports still work."""
+    import subprocess
+    import sys
+
+    import recbole_genrec.alpharec.intention as new_intention
+    import recbole_genrec.alpharec.zeroshot as new_zeroshot
+    import recbole_genrec.intention as old_intention
+    import recbole_genrec.zeroshot as old_zeroshot
+
+    assert old_zeroshot.zero_shot is new_zeroshot.zero_shot
+    assert old_intention.recommend_with_intention is new_intention.recommend_with_intention
+    out = subprocess.run([sys.executable, "-m", "recbole_genrec.zeroshot", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--source" in out.stdout, out.stderr

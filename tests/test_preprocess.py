@@ -19,7 +19,7 @@ import pytest
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec import Config
 from recbole_genrec.preprocess import cache, features, hook, layout, text, text_encoder
-from recbole_genrec.utils import create_dataset
+from recbole_genrec.data import create_dataset
 
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FAST_SID = {"sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 8, "sid_params": {"niter": 10}}

@@ -1,5 +1,5 @@
 # coding: utf-8
-"""Tests for PRORec (recbole_genrec/model/sequential_recommender/prorec.py) and its stage I (recbole_genrec/alignment).
+"""Tests for PRORec (recbole_genrec/model/sequential_recommender/prorec.py) and its stage I (recbole_genrec/prorec).
 
 tests/data/tiny (40 items in 5 themes, 120 users walking through one theme), leave-one-out split, the offline MiniLM
 text encoder, a small stage I (d = 32, 2 code levels of 4 + collision level), a 1+1-layer T5 with d_model 32 and a
@@ -20,10 +20,10 @@ from recbole.utils import init_seed
 
 from conftest import DATA_ROOT, TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
 from recbole_genrec import run_recbole_genrec
-from recbole_genrec.alignment import AdaLNAdapter, popularity_buckets, stage1 as stage1_module
-from recbole_genrec.alignment.data import item_counts, user_sequences, windows
-from recbole_genrec.alignment.losses import sampled_next_item_loss
-from recbole_genrec.alignment.stage1 import alignment_stats, build_modules, stage1_params, train_alignment
+from recbole_genrec.prorec import AdaLNAdapter, popularity_buckets, stage1 as stage1_module
+from recbole_genrec.prorec.data import item_counts, user_sequences, windows
+from recbole_genrec.prorec.losses import sampled_next_item_loss
+from recbole_genrec.prorec.stage1 import alignment_stats, build_modules, stage1_params, train_alignment
 from recbole_genrec.model.sequential_recommender.prorec import PRORec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.preprocess.features import item_embeddings
@@ -203,7 +203,7 @@ def test_sampled_softmax_masks_accidental_hits_and_matches_full_softmax():
 
 
 def test_length_bucketed_batches_cover_every_window_once():
-    from recbole_genrec.alignment.stage1 import length_bucketed_batches
+    from recbole_genrec.prorec.stage1 import length_bucketed_batches
 
     lengths = torch.randint(2, 30, (103,))
     batches = length_bucketed_batches(lengths, 8, torch.Generator().manual_seed(0), pool=4)

@@ -24,7 +24,8 @@ from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.trainer import GenerativeTrainer, TIGERTrainer
 from recbole_genrec.trainer.generative_trainer import lr_factor
-from recbole_genrec.utils import create_dataset, get_trainer
+from recbole_genrec.data import create_dataset
+from recbole_genrec.utils import get_trainer
 
 torch.set_num_threads(1)
 

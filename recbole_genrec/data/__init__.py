@@ -1,1 +1,56 @@
-"""Dataset classes of the plugin models (looked up by ``create_dataset`` as ``<Model>Dataset``)."""
+"""Datasets: where the atomic files are, and the dataset a model gets (RecBole's ``recbole.data`` role).
+
+- :func:`resolve_data_path`  finds ``<dataset>.inter`` offline (never downloads)
+- :func:`create_dataset`     runs the preprocessing hook (text -> embeddings -> semantic IDs),
+  then builds RecBole's dataset, which loads the hook's features
+
+The models read those features through :mod:`recbole_genrec.preprocess.features`.
+"""
+
+import os
+from logging import getLogger
+
+from recbole.data import create_dataset as recbole_create_dataset
+
+
+def resolve_data_path(config):
+    """Make ``config['data_path']`` point at a folder holding ``<dataset>.inter``.
+
+    Searched in order: the configured ``data_path``, ``$RECBOLE_GENREC_DATA``, ``../shared/data``
+    and ``shared/data`` next to the working directory, and the datasets shipped inside the
+    recbole wheel (ml-100k). Raises ``FileNotFoundError`` listing every path searched.
+    """
+    import recbole
+
+    dataset = config["dataset"]
+    configured = config["data_path"]
+    parent = os.path.dirname(os.path.normpath(configured))
+    candidates = [configured]
+    roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
+             os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
+    candidates += [os.path.join(r, dataset) for r in roots if r]
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, f"{dataset}.inter")):
+            if path != configured:
+                getLogger().info(f"dataset '{dataset}' found in {os.path.abspath(path)}")
+            config["data_path"] = path
+            return path
+    searched = "\n  ".join(os.path.abspath(os.path.join(p, f"{dataset}.inter")) for p in candidates)
+    raise FileNotFoundError(
+        f"Dataset '{dataset}' not found (RecBole would try to download it; recbole_genrec works "
+        f"offline). Searched:\n  {searched}\nPut the atomic files in one of these folders, pass "
+        f"--data_path=<folder that contains {dataset}/>, or set RECBOLE_GENREC_DATA."
+    )
+
+
+def create_dataset(config):
+    """Resolve the data path, run the preprocessing hook if the model needs text embeddings
+    or semantic IDs, then build RecBole's dataset (which reads the registered features)."""
+    resolve_data_path(config)
+    from recbole_genrec.preprocess.hook import prepare_features
+
+    prepare_features(config)
+    return recbole_create_dataset(config)
+
+
+__all__ = ["create_dataset", "resolve_data_path"]

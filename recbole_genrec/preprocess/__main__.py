@@ -50,7 +50,7 @@ def main(argv=None):
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     config = build_config(args, extra)
     from recbole_genrec.preprocess.hook import diagnostics_table, prepare_features
-    from recbole_genrec.utils import resolve_data_path
+    from recbole_genrec.data import resolve_data_path
 
     resolve_data_path(config)
     summary = prepare_features(config, plot=args.plot)
@@ -65,7 +65,7 @@ def main(argv=None):
         print(f"plot: {summary['plot']}")
     if args.export_tsv:
         from recbole_genrec.preprocess.features import export_codes_tsv
-        from recbole_genrec.utils import create_dataset
+        from recbole_genrec.data import create_dataset
 
         export_codes_tsv(create_dataset(config), args.export_tsv)
         print(f"codes exported to {args.export_tsv}")

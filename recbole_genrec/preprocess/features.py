@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from recbole_genrec.preprocess.hook import EMB_ID, SID_ID
+from recbole_genrec.preprocess.fields import EMB_ID, SID_ID
 
 logger = logging.getLogger(__name__)
 

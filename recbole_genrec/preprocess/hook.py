@@ -1,6 +1,6 @@
 """The preprocessing hook: item text -> embeddings -> semantic IDs -> RecBole item features.
 
-:func:`prepare_features` runs before RecBole builds the dataset (``recbole_genrec.utils.create_dataset``).
+:func:`prepare_features` runs before RecBole builds the dataset (``recbole_genrec.data.create_dataset``).
 For ``genrec_features: [text_emb]`` and/or ``[sid]`` it
 
 1. finds the items RecBole will keep (a filter-only pass of RecBole's own ``Dataset``), so the
@@ -34,13 +34,10 @@ import numpy as np
 import pandas as pd
 
 from recbole_genrec.preprocess import cache, layout, text, text_encoder
+from recbole_genrec.preprocess.fields import EMB_FIELD, EMB_ID, EMB_SUFFIX, FEATURES, SID_FIELD, SID_ID, SID_SUFFIX
 
 logger = logging.getLogger(__name__)
 
-FEATURES = ("text_emb", "sid")
-EMB_SUFFIX, SID_SUFFIX = "genemb", "gensid"
-EMB_ID, EMB_FIELD = "genemb_id", "genemb"
-SID_ID, SID_FIELD = "gensid_id", "gensid"
 FORMAT_VERSION = 1
 # Config keys that decide which items survive RecBole's loading and filtering.
 _FILTER_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "field_separator", "seq_separator", "encoding", "load_col",

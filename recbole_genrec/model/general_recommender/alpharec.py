@@ -29,8 +29,8 @@ Model
 Only the mapping has trainable parameters. The language-model tables, user initial vectors
 and graph are non-persistent buffers, so ``state_dict()`` holds the mapping only and can be
 loaded into an AlphaRec built on *another* dataset encoded by the same text encoder: that
-is zero-shot transfer (:mod:`recbole_genrec.zeroshot`). User intention queries are in
-:mod:`recbole_genrec.intention`.
+is zero-shot transfer (:mod:`recbole_genrec.alpharec.zeroshot`). User intention queries are in
+:mod:`recbole_genrec.alpharec.intention`.
 
 Negatives
 ---------
@@ -118,7 +118,7 @@ class AlphaRec(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.config = config  # read by recbole_genrec.intention / zeroshot (text encoder, hyperparameters)
+        self.config = config  # read by recbole_genrec.alpharec (intention, zeroshot) (text encoder, hyperparameters)
         from recbole_genrec.preprocess.features import item_embeddings
 
         self.embedding_size = int(_cfg(config, "embedding_size", 64))

@@ -25,7 +25,7 @@ Our adaptation
   L2-normalised. ``d`` is the width of the teacher's item table (``collab_teacher_params.hidden_size``
   for SASRec), so tower vectors and teacher vectors are compared directly by cosine, with no heads.
 - Teacher: a RecBole sequential model (``collab_teacher_model``, SASRec by default) trained by
-  :class:`recbole_genrec.enhance.trainer.CollabEmbedTrainer` on the **training split only** (fixed
+  :class:`recbole_genrec.trainer.collabembed_trainer.CollabEmbedTrainer` on the **training split only** (fixed
   ``collab_teacher_epochs``, no early stopping on validation) before the tower, or loaded from a
   RecBole checkpoint (``collab_teacher_checkpoint``) of the same dataset and filtering. It is frozen
   (``requires_grad=False``, always in eval mode) while the tower trains.
@@ -68,8 +68,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_genrec.enhance import losses
-from recbole_genrec.enhance.teacher import build_teacher, load_teacher, train_teacher
+from recbole_genrec.collabembed import losses
+from recbole_genrec.collabembed.teacher import build_teacher, load_teacher, train_teacher
 
 logger = logging.getLogger(__name__)
 

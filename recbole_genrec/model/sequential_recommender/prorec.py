@@ -9,7 +9,7 @@ Reference:
 
 Two stages, both run by one ``run_recbole_genrec.py --model=PRORec`` call:
 
-**Stage I -- cross-modality knowledge alignment** (:mod:`recbole_genrec.alignment`), run when the model is constructed
+**Stage I -- cross-modality knowledge alignment** (:mod:`recbole_genrec.prorec`), run when the model is constructed
 from RecBole's *training* dataset, before the vocabulary exists: a SASRec-style collaborative encoder (next-item CE
 over item-ID embeddings) and an AdaLN adapter of the frozen language embedding are trained jointly with an InfoNCE
 alignment (``prorec_tau``, weight ``prorec_lambda``); the concatenated aligned embeddings are quantised by
@@ -38,7 +38,7 @@ Choices the paper leaves open (all exposed in ``properties/model/PRORec.yaml``):
   ``cosine`` = ``1 - cos(P h, E_y)``;
 * semantic table ``E^{sem}`` (``prorec_distill_semantic``): ``lm`` (default) = the raw language embedding,
   ``adapted`` = stage I's adapter output;
-* stage I (see :mod:`recbole_genrec.alignment.stage1`): SASRec encoder (the paper's v3 uses DIN), AdaLN conditioned on
+* stage I (see :mod:`recbole_genrec.prorec.stage1`): SASRec encoder (the paper's v3 uses DIN), AdaLN conditioned on
   the item's log-popularity bucket, symmetric InfoNCE over uniformly sampled items, unified embedding = concatenation
   of the L2-normalised ID and adapted-text embeddings, hierarchical k-means with TIGER's extra collision level.
 
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recbole_genrec.alignment import CODE_SOURCES, catalogue_info_nce, run_stage1
+from recbole_genrec.prorec import CODE_SOURCES, catalogue_info_nce, run_stage1
 from recbole_genrec.generative import CodeTable
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.preprocess.features import item_embeddings
@@ -69,7 +69,7 @@ class PRORec(TIGER):
     r"""TIGER over stage-I unified codes, with in-modality knowledge distillation.
 
     Attributes:
-        stage1 (:class:`~recbole_genrec.alignment.stage1.Stage1Result`): stage-I artifacts (codes of every source,
+        stage1 (:class:`~recbole_genrec.prorec.stage1.Stage1Result`): stage-I artifacts (codes of every source,
             embeddings, NMI report, cache folder).
         collab_table (`(n_items, d)`), semantic_table (`(n_items, D)`): frozen distillation targets (non-persistent
             buffers: rebuilt from the stage-I cache when a checkpoint is loaded).

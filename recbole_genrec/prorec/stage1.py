@@ -5,13 +5,13 @@ Xiao et al., "Progressive Collaborative and Semantic Knowledge Fusion for Genera
 arXiv 2502.06269; v3 renamed UNGER). Stage I learns an item embedding that carries both collaborative and semantic
 knowledge and quantises it into one code tuple per item (the "unified code" that stage II generates).
 
-1. **Data** (:mod:`recbole_genrec.alignment.data`): the users' *training* sequences, rebuilt from RecBole's training
+1. **Data** (:mod:`recbole_genrec.prorec.data`): the users' *training* sequences, rebuilt from RecBole's training
    split, cut into windows of ``prorec_max_len + 1`` items, batched by similar length
    (:func:`length_bucketed_batches`). Validation/test targets never enter stage I.
 2. **Model**: a SASRec-style causal encoder with item-ID embeddings :math:`E^{id}`
-   (:class:`~recbole_genrec.alignment.encoder.CollabSequenceEncoder`) and an AdaLN adapter :math:`A` from the frozen
+   (:class:`~recbole_genrec.prorec.encoder.CollabSequenceEncoder`) and an AdaLN adapter :math:`A` from the frozen
    language embedding :math:`E^{text}` (``item_embeddings(dataset)``) into the ID space
-   (:class:`~recbole_genrec.alignment.adapter.AdaLNAdapter`).
+   (:class:`~recbole_genrec.prorec.adapter.AdaLNAdapter`).
 3. **Loss** per step: next-item cross-entropy at every position over all item-ID embeddings (or, with
    ``prorec_stage1_negatives: N > 0``, a sampled softmax against N uniform negatives shared by the batch once the
    catalogue has more than ``2 N`` items: the full softmax dominates stage I's cost on large catalogues; default
@@ -47,10 +47,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recbole_genrec.alignment.adapter import AdaLNAdapter, popularity_buckets
-from recbole_genrec.alignment.data import item_counts, sequences_hash, user_sequences, windows
-from recbole_genrec.alignment.encoder import CollabSequenceEncoder
-from recbole_genrec.alignment.losses import info_nce, next_item_loss, sampled_next_item_loss
+from recbole_genrec.prorec.adapter import AdaLNAdapter, popularity_buckets
+from recbole_genrec.prorec.data import item_counts, sequences_hash, user_sequences, windows
+from recbole_genrec.prorec.encoder import CollabSequenceEncoder
+from recbole_genrec.prorec.losses import info_nce, next_item_loss, sampled_next_item_loss
 from recbole_genrec.preprocess import cache
 
 logger = logging.getLogger(__name__)
