@@ -6,7 +6,9 @@ before everything the user passes (config files, config dict, command line), in 
 
 1. ``properties/overall.yaml``                 plugin-wide defaults (text encoder, semantic IDs, ...)
 2. ``properties/quick_start/sequential.yaml``  sequential models with ``loss_type: CE`` (no negatives)
-3. ``properties/model/<Model>.yaml``           the model's hyperparameters
+3. ``properties/model/<Model>.yaml``           the model's hyperparameters, after the yaml of every ancestor
+                                               model class (DiscRec and PRORec layer ``TIGER.yaml`` first, so
+                                               their yaml states only what differs from TIGER)
 4. ``properties/dataset/<dataset>.yaml``       fields and protocol of a shipped dataset
 5. ``properties/quick_start/<Model>-<dataset>.yaml``  a preset for one model on one dataset
 """
@@ -19,6 +21,17 @@ from recbole.utils import ModelType
 from recbole_genrec.utils import get_model, properties_dir
 
 _UNIFORM_SAMPLING = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+def model_yaml_chain(model, model_class):
+    """Names whose ``properties/model/<name>.yaml`` hold the model's defaults, base class first, ``model`` last.
+
+    Every class of ``model_class``'s MRO that has a plugin yaml contributes (``PRORec`` -> ``["TIGER", "PRORec"]``),
+    so a subclass yaml states only what differs from its ancestors'.
+    """
+    root = properties_dir()
+    ancestors = [cls.__name__ for cls in reversed(model_class.__mro__[1:])]
+    return [name for name in ancestors if os.path.isfile(os.path.join(root, "model", f"{name}.yaml"))] + [model]
 
 
 class Config(RecBoleConfig):
@@ -50,8 +63,8 @@ class Config(RecBoleConfig):
         files = [os.path.join(root, "overall.yaml")]
         if sequential and not user_sets_sampling:
             files.append(os.path.join(root, "quick_start", "sequential.yaml"))
+        files += [os.path.join(root, "model", f"{name}.yaml") for name in model_yaml_chain(model, model_class)]
         files += [
-            os.path.join(root, "model", f"{model}.yaml"),
             os.path.join(root, "dataset", f"{dataset}.yaml"),
             os.path.join(root, "quick_start", f"{model}-{dataset}.yaml"),
         ]

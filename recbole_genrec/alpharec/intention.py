@@ -45,17 +45,13 @@ def encode_queries(model, queries):
     config = model.config
     if isinstance(queries, str):
         queries = [queries]
-    source = config["item_embedding_source"] if "item_embedding_source" in config else "text"
-    if source not in (None, "text"):
+    source = config["item_embedding_source"]
+    if source != "text":
         logger.warning(f"item embeddings come from '{source}', queries from the text encoder: "
                        "the two spaces may not match")
-
-    def opt(key, default):
-        return config[key] if key in config and config[key] is not None else default
-
     lm = encode_texts(
-        list(queries), encoder=opt("text_encoder", "all-MiniLM-L6-v2"), pooling=opt("text_pooling", "auto"),
-        max_length=int(opt("text_max_length", 128)), batch_size=int(opt("text_batch_size", 128)),
+        list(queries), encoder=config["text_encoder"], pooling=config["text_pooling"],
+        max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
         device="cpu", show_progress=False,
     )
     lm = torch.from_numpy(np.asarray(lm, dtype=np.float32)).to(model.device)

@@ -85,7 +85,7 @@ def prepare_features(config, plot=False):
 
 def requested_features(config):
     """``config['genrec_features']`` as a list, checked against :data:`FEATURES`."""
-    features = config["genrec_features"] or []
+    features = config["genrec_features"]
     if isinstance(features, str):
         features = [features]
     unknown = [f for f in features if f not in FEATURES]
@@ -192,13 +192,13 @@ def text_embedding_inputs(config, tokens, texts, spec, encoder_path):
 
 
 def _device(config):
-    device = str(config["device"] or "cpu")
+    device = str(config["device"])
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def item_embeddings_for(config, source_dir, store, tokens, summary):
     """Item embeddings [N, D] float32 for ``tokens`` and their cache key."""
-    source = str(config["item_embedding_source"] or "text")
+    source = str(config["item_embedding_source"])
     if source != "text":
         return _external_embeddings(store, source, tokens, summary)
     texts, spec = text.item_texts(config, tokens, source_dir)
@@ -257,13 +257,13 @@ def sid_inputs(config, emb_key):
         "kind": "semantic_ids",
         "format": FORMAT_VERSION,
         "embeddings": emb_key,
-        "source": str(config["item_embedding_source"] or "text"),
+        "source": str(config["item_embedding_source"]),
         "method": str(config["sid_method"]),
         "levels": int(config["sid_levels"]),
         "codebook_size": config["sid_codebook_size"],
         "collision": str(config["sid_collision"]),
-        "params": dict(config["sid_params"] or {}),
-        "seed": int(config["seed"] if config["seed"] is not None else 2020),
+        "params": dict(config["sid_params"]),
+        "seed": int(config["seed"]),
     }
 
 
@@ -472,9 +472,9 @@ def _loaded_float_fields(config, view):
         load_col = None if config["load_col"] is None else config["load_col"].get(suffix, [])
         load_col = None if load_col == "*" else load_col
         unload_col = (config["unload_col"] or {}).get(suffix) or []
-        with open(path, encoding=config["encoding"] or "utf-8") as f:
+        with open(path, encoding=config["encoding"]) as f:
             header = f.readline().rstrip("\n")
-        for item in header.split(config["field_separator"] or "\t"):
+        for item in header.split(config["field_separator"]):
             name, _, ftype = item.partition(":")
             if ftype in ("float", "float_seq") and (load_col is None or name in load_col) and name not in unload_col:
                 fields.add(name)

@@ -43,11 +43,11 @@ def read_item_table(config, data_path=None):
         )
     table = pd.read_csv(
         path,
-        sep=config["field_separator"] or "\t",
+        sep=config["field_separator"],
         quoting=csv.QUOTE_NONE,
         dtype=str,
         keep_default_na=False,
-        encoding=config["encoding"] or "utf-8",
+        encoding=config["encoding"],
         engine="c",
     )
     field_types = {}
@@ -140,7 +140,7 @@ def item_texts(config, item_tokens, data_path=None):
     iid = config["ITEM_ID_FIELD"]
     if iid not in table.columns:
         raise ValueError(f"item file of '{config['dataset']}' has no ITEM_ID_FIELD column '{iid}'")
-    seq_sep = config["seq_separator"] or " "
+    seq_sep = config["seq_separator"]
     table = table.drop_duplicates(subset=iid, keep="first").set_index(iid)
     cleaned = {f: [clean_value(v, f, field_types[f], seq_sep) for v in table[f].tolist()] for f in fields}
     row_of = {token: i for i, token in enumerate(table.index.tolist())}

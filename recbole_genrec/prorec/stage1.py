@@ -57,39 +57,20 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CODE_SOURCES = ("aligned", "text", "id", "concat")
-# config key -> default; every key is part of the cache key.
-STAGE1_DEFAULTS = {
-    "prorec_hidden_size": 64,
-    "prorec_n_layers": 2,
-    "prorec_n_heads": 2,
-    "prorec_inner_size": 256,
-    "prorec_dropout": 0.2,
-    "prorec_max_len": 50,
-    "prorec_stage1_epochs": 20,
-    "prorec_stage1_batch_size": 256,
-    "prorec_stage1_lr": 0.001,
-    "prorec_stage1_weight_decay": 0.0,
-    "prorec_stage1_negatives": 1024,
-    "prorec_lambda": 0.1,
-    "prorec_tau": 0.07,
-    "prorec_align_items": 1024,
-    "prorec_adapter_hidden": 256,
-    "prorec_adaln_cond": "popularity",
-    "prorec_adaln_buckets": 12,
-    "prorec_code_levels": 3,
-    "prorec_codebook_size": 256,
-    "prorec_collision": "extra_level",
-    "prorec_code_params": {},
-}
+# the stage-I config keys (defaults: properties/model/PRORec.yaml); every key is part of the cache key.
+STAGE1_KEYS = (
+    "prorec_hidden_size", "prorec_n_layers", "prorec_n_heads", "prorec_inner_size", "prorec_dropout", "prorec_max_len",
+    "prorec_stage1_epochs", "prorec_stage1_batch_size", "prorec_stage1_lr", "prorec_stage1_weight_decay",
+    "prorec_stage1_negatives", "prorec_lambda", "prorec_tau", "prorec_align_items", "prorec_adapter_hidden",
+    "prorec_adaln_cond", "prorec_adaln_buckets", "prorec_code_levels", "prorec_codebook_size", "prorec_collision",
+    "prorec_code_params",
+)
 
 
 def stage1_params(config):
-    r"""The stage-I hyperparameters of ``config`` (defaults filled in): a plain dict."""
-    params = {}
-    for key, default in STAGE1_DEFAULTS.items():
-        value = config[key]
-        params[key] = default if value is None else value
-    params["prorec_code_params"] = dict(params["prorec_code_params"] or {})
+    r"""The stage-I hyperparameters of ``config``: a plain dict over :data:`STAGE1_KEYS`."""
+    params = {key: config[key] for key in STAGE1_KEYS}
+    params["prorec_code_params"] = dict(params["prorec_code_params"])
     return params
 
 
@@ -367,7 +348,7 @@ def run_stage1(config, dataset, text_emb):
         :class:`Stage1Result` (``status`` is ``"hit"`` when loaded from the cache).
     """
     params = stage1_params(config)
-    seed = int(config["seed"] if config["seed"] is not None else 2020)
+    seed = int(config["seed"])
     text = np.asarray(torch.as_tensor(text_emb, dtype=torch.float32).cpu().numpy())
     key = stage1_key(dataset, user_sequences(dataset), text, params, seed)
     root = os.path.join(cache.overlay_dir(config), "prorec")
@@ -376,7 +357,7 @@ def run_stage1(config, dataset, text_emb):
         result, status = _load(folder, key)
         cache.report_status(f"PRORec stage I artifacts in {folder}", status)
         if result is None:
-            device = "cuda" if str(config["device"] or "cpu").startswith("cuda") else "cpu"
+            device = "cuda" if str(config["device"]).startswith("cuda") else "cpu"
             devices = [torch.cuda.current_device()] if device == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 result = build_stage1(dataset, text, params, seed, device, bool(config["show_progress"]), folder)

@@ -34,8 +34,7 @@ class CollabEmbedTrainer(Trainer):
             checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=False)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        export = self.config["collab_export"] or self.config["collab_export"] is None
-        if export and self.config["local_rank"] == 0:  # one writer in multi-process runs
+        if self.config["collab_export"] and self.config["local_rank"] == 0:  # one writer in multi-process runs
             self.export_path = self.model.export_embeddings()
             self.logger.info(f"enhanced item embeddings written to {self.export_path}")
         return result

@@ -71,21 +71,21 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.lr_scheduler = (config["lr_scheduler"] or "constant").lower()
+        self.lr_scheduler = str(config["lr_scheduler"]).lower()
         if self.lr_scheduler not in _SCHEDULES:
             raise ValueError(f"lr_scheduler must be one of {_SCHEDULES}, got {config['lr_scheduler']!r}")
-        self.warmup_steps = int(config["warmup_steps"] or 0)
-        self.min_lr_ratio = float(config["min_lr_ratio"] or 0.0)
+        self.warmup_steps = int(config["warmup_steps"])
+        self.min_lr_ratio = float(config["min_lr_ratio"])
         self.global_step = 0
         self.steps_per_epoch = None
-        amp_dtype = (config["amp_dtype"] or "bfloat16").lower()
+        amp_dtype = str(config["amp_dtype"]).lower()
         if amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {amp_dtype!r}")
         self.use_amp = bool(self.enable_amp) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
-        self.time_budget = float(config["train_time_budget_s"] or 0.0)
+        self.time_budget = float(config["train_time_budget_s"] or 0.0)  # ~ (TIGER.yaml) = no budget
         self.budget_epochs = None  # epochs that fit in train_time_budget_s, fixed after the first epoch
 
     # ------------------------------------------------------------------------------------------------ building
@@ -97,10 +97,10 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
 
     def _build_optimizer(self, **kwargs):
         """AdamW by default; with ``no_decay_norm_and_bias`` biases, norms and embeddings get no weight decay."""
-        learner = kwargs.get("learner", self.learner) or "adamw"
+        learner = kwargs.get("learner", self.learner)
         if learner.lower() != "adamw" or "params" in kwargs:
             return super()._build_optimizer(learner=learner, **{k: v for k, v in kwargs.items() if k != "learner"})
-        weight_decay = kwargs.get("weight_decay", self.weight_decay) or 0.0
+        weight_decay = kwargs.get("weight_decay", self.weight_decay)
         learning_rate = kwargs.get("learning_rate", self.learning_rate)
         decay, no_decay = [], []
         skip_norms = self.config["no_decay_norm_and_bias"]

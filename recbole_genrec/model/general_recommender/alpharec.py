@@ -69,14 +69,6 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 
-def _cfg(config, key, default):
-    try:
-        value = config[key]
-    except (KeyError, TypeError):
-        return default
-    return default if value is None else value
-
-
 def build_user_init(inter_csr, item_lm):
     """``[n_users, D]``: row ``u`` = mean of ``item_lm`` over the items of ``inter_csr[u]``.
 
@@ -121,14 +113,14 @@ class AlphaRec(GeneralRecommender):
         self.config = config  # read by recbole_genrec.alpharec (intention, zeroshot) (text encoder, hyperparameters)
         from recbole_genrec.preprocess.features import item_embeddings
 
-        self.embedding_size = int(_cfg(config, "embedding_size", 64))
-        self.hidden_size = int(_cfg(config, "alpharec_hidden_size", 1024))
-        self.mapping_type = str(_cfg(config, "alpharec_mapping", "mlp")).lower()
-        self.n_layers = int(_cfg(config, "n_layers", 2))
-        self.tau = float(_cfg(config, "tau", 0.15))
-        self.neg_num = int(_cfg(config, "neg_num", 256))
-        self.neg_exclude_pos = bool(_cfg(config, "neg_exclude_pos", True))
-        sampler = _cfg(config, "train_neg_sample_args", {}) or {}
+        self.embedding_size = int(config["embedding_size"])
+        self.hidden_size = int(config["alpharec_hidden_size"])
+        self.mapping_type = str(config["alpharec_mapping"]).lower()
+        self.n_layers = int(config["n_layers"])
+        self.tau = float(config["tau"])
+        self.neg_num = int(config["neg_num"])
+        self.neg_exclude_pos = bool(config["neg_exclude_pos"])
+        sampler = config["train_neg_sample_args"] or {}  # ~ (AlphaRec.yaml) = RecBole's sampler off
         self.recbole_neg_num = sampler.get("sample_num") if sampler.get("distribution") in ("uniform", "popularity") else None
         self.recbole_neg_num = max(int(self.recbole_neg_num), 1) if self.recbole_neg_num not in (None, "none") else 1
 

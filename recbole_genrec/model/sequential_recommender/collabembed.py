@@ -76,11 +76,6 @@ logger = logging.getLogger(__name__)
 EXPORT_SOURCE = "collab"
 
 
-def _cfg(config, key, default):
-    value = config[key]
-    return default if value is None else value
-
-
 class CollabEmbed(SequentialRecommender):
     r"""Content tower over frozen LM item embeddings, aligned with a frozen sequential teacher."""
 
@@ -91,22 +86,22 @@ class CollabEmbed(SequentialRecommender):
         from recbole_genrec.preprocess.features import item_embeddings
 
         self.config = config
-        source = str(_cfg(config, "item_embedding_source", "text"))
+        source = str(config["item_embedding_source"])
         if source == EXPORT_SOURCE:
             raise ValueError("CollabEmbed must start from content embeddings: set item_embedding_source: text "
                              "(it would otherwise be trained on its own previous output)")
-        self.seq_weight = float(_cfg(config, "collab_seq_weight", 1.0))
-        self.id_weight = float(_cfg(config, "collab_id_weight", 1.0))
-        self.hist_weight = float(_cfg(config, "collab_hist_weight", 0.5))
+        self.seq_weight = float(config["collab_seq_weight"])
+        self.id_weight = float(config["collab_id_weight"])
+        self.hist_weight = float(config["collab_hist_weight"])
         if min(self.seq_weight, self.id_weight, self.hist_weight) < 0:
             raise ValueError("collab_*_weight must be >= 0")
         if self.seq_weight == self.id_weight == self.hist_weight == 0:
             raise ValueError("all of collab_seq_weight, collab_id_weight, collab_hist_weight are 0: nothing to train")
-        self.tau = float(_cfg(config, "collab_tau", 0.07))
-        self.window = int(_cfg(config, "collab_window", 3))
-        self.hard_neg_num = int(_cfg(config, "collab_hard_neg_num", 0))
-        self.hard_neg_threshold = float(_cfg(config, "collab_hard_neg_threshold", 0.8))
-        self.pooling = str(_cfg(config, "collab_user_pooling", "mean"))
+        self.tau = float(config["collab_tau"])
+        self.window = int(config["collab_window"])
+        self.hard_neg_num = int(config["collab_hard_neg_num"])
+        self.hard_neg_threshold = float(config["collab_hard_neg_threshold"])
+        self.pooling = str(config["collab_user_pooling"])
         if self.pooling not in ("mean", "last"):
             raise ValueError(f"collab_user_pooling must be mean or last, got {self.pooling}")
 
@@ -120,7 +115,7 @@ class CollabEmbed(SequentialRecommender):
         if checkpoint:
             self.teacher, self.teacher_name = load_teacher(config, dataset, checkpoint)
         else:
-            self.teacher_name = str(_cfg(config, "collab_teacher_model", "SASRec"))
+            self.teacher_name = str(config["collab_teacher_model"])
             self.teacher = build_teacher(config, dataset, self.teacher_name, config["collab_teacher_params"])
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -129,9 +124,9 @@ class CollabEmbed(SequentialRecommender):
         self.register_buffer("teacher_ready", torch.tensor(bool(checkpoint)))
 
         dim = self.teacher.item_embedding.embedding_dim
-        hidden = int(_cfg(config, "collab_hidden_size", 512))
+        hidden = int(config["collab_hidden_size"])
         self.tower = nn.Sequential(
-            nn.Linear(item_lm.shape[1], hidden), nn.GELU(), nn.Dropout(float(_cfg(config, "collab_dropout", 0.1))),
+            nn.Linear(item_lm.shape[1], hidden), nn.GELU(), nn.Dropout(float(config["collab_dropout"])),
             nn.Linear(hidden, dim),
         )
         for module in self.tower:
@@ -148,8 +143,8 @@ class CollabEmbed(SequentialRecommender):
 
     def fit_teacher(self, train_data, show_progress=False):
         """Train the teacher on RecBole's *training* dataloader, then freeze it. Returns per-epoch losses."""
-        epochs = int(_cfg(self.config, "collab_teacher_epochs", 30))
-        lr = float(_cfg(self.config, "collab_teacher_learning_rate", 0.001))
+        epochs = int(self.config["collab_teacher_epochs"])
+        lr = float(self.config["collab_teacher_learning_rate"])
         logger.info(f"training teacher {self.teacher_name} for {epochs} epochs on the training split")
         history = train_teacher(self.teacher, train_data, epochs, lr, show_progress=show_progress)
         self.teacher_ready.fill_(True)

@@ -92,8 +92,8 @@ class DiscRec(TIGER):
 
     def _build_backbone(self, config, vocab_size: int) -> DiscRecBackbone:
         branch_kwargs = dict(
-            n_heads=int(config["discrec_n_heads"] or 2),
-            d_ff=int(config["discrec_d_ff"] or 1024),
+            n_heads=int(config["discrec_n_heads"]),
+            d_ff=int(config["discrec_d_ff"]),
             dropout=float(config["dropout_rate"]),
             use_level_embedding=_flag(config["discrec_level_embedding"]),
             use_collab_branch=_flag(config["discrec_collab_branch"]),

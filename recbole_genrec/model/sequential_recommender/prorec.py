@@ -83,10 +83,10 @@ class PRORec(TIGER):
 
         self.distill = bool(config["prorec_distill"])
         self.mu = float(config["prorec_mu"])
-        self.distill_hidden = str(config["prorec_distill_hidden"] or "encoder_mean")
-        self.distill_loss = str(config["prorec_distill_loss"] or "infonce")
+        self.distill_hidden = str(config["prorec_distill_hidden"])
+        self.distill_loss = str(config["prorec_distill_loss"])
         self.distill_tau = float(config["prorec_distill_tau"])
-        semantic = str(config["prorec_distill_semantic"] or "lm")
+        semantic = str(config["prorec_distill_semantic"])
         for value, allowed, key in ((self.distill_hidden, DISTILL_HIDDEN, "prorec_distill_hidden"),
                                     (self.distill_loss, DISTILL_LOSSES, "prorec_distill_loss"),
                                     (semantic, DISTILL_SEMANTIC, "prorec_distill_semantic")):
@@ -102,7 +102,7 @@ class PRORec(TIGER):
 
     def _build_code_table(self, config, dataset) -> CodeTable:
         """Stage I (cached): the unified codes of ``prorec_code_source`` replace the hook's semantic IDs."""
-        self.code_source = str(config["prorec_code_source"] or "aligned")
+        self.code_source = str(config["prorec_code_source"])
         if self.code_source not in CODE_SOURCES:
             raise ValueError(f"prorec_code_source must be one of {CODE_SOURCES}, got {self.code_source!r}")
         self.stage1 = run_stage1(config, dataset, item_embeddings(dataset))

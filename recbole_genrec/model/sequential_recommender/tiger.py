@@ -100,10 +100,10 @@ class TIGER(SequentialRecommender):
                 f"beam_size items per user, so metrics@{max_topk} would be computed on a truncated list. "
                 f"Set beam_size >= {max_topk} or lower topk."
             )
-        self.beam_batch_size = max(1, int(config["beam_batch_size"] or 1))
+        self.beam_batch_size = max(1, int(config["beam_batch_size"]))
 
         self.use_user_token = bool(config["use_user_token"])
-        self.user_token_buckets = int(config["user_token_buckets"] or 0) if self.use_user_token else 0
+        self.user_token_buckets = int(config["user_token_buckets"]) if self.use_user_token else 0
         if self.use_user_token and self.user_token_buckets < 1:
             raise ValueError("use_user_token needs user_token_buckets >= 1")
         self.user_token_offset = self.code_table.vocab_size  # user tokens follow the semantic-ID tokens
@@ -131,7 +131,7 @@ class TIGER(SequentialRecommender):
             num_heads=config["num_heads"],
             d_kv=config["d_kv"],
             dropout_rate=config["dropout_rate"],
-            feed_forward_proj=config["feed_forward_proj"] or "relu",
+            feed_forward_proj=config["feed_forward_proj"],
         )
 
     # -------------------------------------------------------------------------------------------------- inputs
