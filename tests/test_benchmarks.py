@@ -1,16 +1,18 @@
-"""The benchmark suite's machinery (benchmarks/run.py): presets, truncation, reports, and one real smoke run."""
+"""The benchmark suite's machinery (benchmarks/run.py, benchmarks/harness/): presets, truncation, reports, and one
+real smoke run."""
 
 import json
 import os
 import subprocess
 import sys
 
+from benchmarks import presets, run
+from benchmarks.harness import datasets as bench_datasets
+from benchmarks.harness import reports
+from benchmarks.harness import rows as bench_rows
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
-sys.path.insert(0, BENCH)
-
-import presets  # noqa: E402
-import run  # noqa: E402
 
 def test_presets_cover_every_model_with_one_protocol_each():
     p = presets.PRESETS
@@ -35,7 +37,7 @@ def test_truncate_keeps_first_users_and_their_items(tmp_path):
                                    "u1\ti1\t0\nu2\ti2\t1\nu1\ti3\t2\nu3\ti4\t3\nu2\ti1\t4\n")
     (src / "toy.item").write_text("item_id:token\ttitle:token_seq\ni1\ta\ni2\tb\ni3\tc\ni4\td\ni5\te\n")
     (src / "toy.user").write_text("user_id:token\tage:float\nu1\t1\nu2\t2\nu3\t3\n")
-    data_path, alias = run.truncate_dataset("toy", str(src), 2, str(tmp_path / "work"))
+    data_path, alias = bench_datasets.truncate_dataset("toy", str(src), 2, str(tmp_path / "work"))
     assert alias == "toy-u2"
     folder = os.path.join(data_path, alias)
     inter = open(os.path.join(folder, "toy-u2.inter")).read().splitlines()
@@ -46,22 +48,22 @@ def test_truncate_keeps_first_users_and_their_items(tmp_path):
     assert users == ["u1", "u2"]
     # a second call reuses the copy (same source, same N)
     mtime = os.path.getmtime(os.path.join(folder, "toy-u2.inter"))
-    assert run.truncate_dataset("toy", str(src), 2, str(tmp_path / "work")) == (data_path, alias)
+    assert bench_datasets.truncate_dataset("toy", str(src), 2, str(tmp_path / "work")) == (data_path, alias)
     assert os.path.getmtime(os.path.join(folder, "toy-u2.inter")) == mtime
 
 def test_missing_dataset_is_skipped_not_fatal(tmp_path):
     args = run.parse_args(["--preset", "smoke", "--datasets", "no-such-dataset", "--data-path", str(tmp_path)])
-    datasets = run.resolve_datasets(presets.PRESETS["smoke"], args)
+    datasets = bench_datasets.resolve_datasets(presets.PRESETS["smoke"], args)
     assert "not found" in datasets["no-such-dataset"]["error"]
-    rows = run.select_rows(presets.PRESETS["smoke"], args, datasets)
+    rows = bench_rows.select_rows(presets.PRESETS["smoke"], args, datasets)
     assert {r["model"] for r in rows} == {"Pop", "BPR"} and {r["dataset"] for r in rows} == {"no-such-dataset"}
-    results = run.run_rows(rows, datasets, args, presets.PRESETS["smoke"])
+    results = bench_rows.run_rows(rows, datasets, args, presets.PRESETS["smoke"])
     assert [r["status"] for r in results] == ["skipped", "skipped"]
     report = {"meta": {"preset": "smoke", "date": "d", "description": "x", "command": "c", "git_commit": "g",
                        "machine": {"cpu": "c", "cores": 1, "load_average": None, "gpu": None}, "versions": {},
                        "device": "cpu", "threads": 1, "jobs": 1, "datasets": datasets},
               "rows": results}
-    md = run.markdown_report(report)
+    md = reports.markdown_report(report)
     assert "missing" in md and "skipped" in md
 
 def test_smoke_preset_writes_json_md_png(tmp_path):
@@ -79,7 +81,7 @@ def test_smoke_preset_writes_json_md_png(tmp_path):
     assert set(rows) == {"Pop", "BPR"}
     for row in rows.values():
         assert row["status"] == "ok", row.get("error")
-        for metric in run.SUMMARY_METRICS:
+        for metric in reports.SUMMARY_METRICS:
             assert 0.0 <= row["test_result"][metric] <= 1.0
         assert row["eval_users"] == 120 and row["eval_users_per_s"] > 0
         assert row["peak_rss_mib"] > 50 and row["total_s"] > 0
