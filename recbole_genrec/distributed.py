@@ -53,6 +53,7 @@ import sys
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
 BACKENDS = ("nccl", "gloo")
 _ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.items", "rec.score", "data.label")  # one row per evaluated user
@@ -67,8 +68,6 @@ def requested(key, config_dict=None, config_file_list=None):
             return arg.split("=", 1)[1].strip().strip("'\"")
     if config_dict and config_dict.get(key) is not None:
         return config_dict[key]
-    import yaml
-
     for path in reversed(config_file_list or []):
         with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f) or {}
@@ -178,7 +177,7 @@ def process_group(config_dict=None, config_file_list=None):
     if not config_dict or "local_rank" not in config_dict:
         yield DistributedRun(config_dict)
         return
-    import recbole.trainer.trainer as recbole_trainer
+    import recbole.trainer.trainer as recbole_trainer  # patched only in multi-process runs
 
     backend, on_cpu = resolve_backend(requested("dist_backend", config_dict, config_file_list))
     run = DistributedRun(config_dict, backend, on_cpu)

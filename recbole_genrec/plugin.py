@@ -5,6 +5,10 @@ import time (``Config``, ``get_model``, ``get_trainer``, ``create_dataset``) for
 which fall back to RecBole's own for every stock model.
 """
 
+from recbole_genrec.config import Config
+from recbole_genrec.data import create_dataset
+from recbole_genrec.utils import get_model, get_trainer
+
 _PATCHED = False
 
 
@@ -13,11 +17,7 @@ def patch():
     global _PATCHED
     if _PATCHED:
         return True
-    import recbole.quick_start.quick_start as qs
-
-    from recbole_genrec.config import Config
-    from recbole_genrec.data import create_dataset
-    from recbole_genrec.utils import get_model, get_trainer
+    import recbole.quick_start.quick_start as qs  # opt-in: RecBole's quick start loads only when patched
 
     qs.Config = Config
     qs.get_model = get_model

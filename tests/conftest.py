@@ -122,7 +122,7 @@ def assert_groups_encode_like_full_batch(model, input_ids, attention_mask, n_gro
     with torch.no_grad():
         full = model.encode(input_ids, attention_mask)  # [B, S, d]
         order, groups = model.length_groups(attention_mask, n_groups)
-        parts = model.encode_groups(input_ids[order], attention_mask[order], {}, groups)  # [b_g, S - start, d] each
+        parts = model.encode_groups(input_ids[order], attention_mask[order], groups)  # [b_g, S - start, d] each
     assert any(start > 0 for _, _, start in groups)
     for (begin, end, start), part in zip(groups, parts):
         rows = order[begin:end]

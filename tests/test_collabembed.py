@@ -208,14 +208,14 @@ def test_info_nce_masks_duplicate_items_and_uses_hard_negatives():
     anchor = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     positive = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     items = torch.tensor([5, 5, 7])
-    loss = losses.info_nce(anchor, positive, items, tau=0.5)
+    loss = losses.masked_info_nce(anchor, positive, items, tau=0.5)
     logits = anchor @ positive.t() / 0.5
     manual = [-torch.log_softmax(logits[0, [0, 2]], 0)[0], -torch.log_softmax(logits[1, [1, 2]], 0)[0],
               -torch.log_softmax(logits[2], 0)[2]]
     assert torch.allclose(loss, torch.stack(manual).mean(), atol=1e-6)
     hard = positive[[2, 2, 0]].unsqueeze(1)  # [3, 1, 4]
     valid = torch.tensor([[True], [False], [True]])
-    with_hard = losses.info_nce(anchor, positive, items, tau=0.5, hard=hard, hard_valid=valid)
+    with_hard = losses.masked_info_nce(anchor, positive, items, tau=0.5, hard=hard, hard_valid=valid)
     extra = [logits[0, [0, 2, 2]], logits[1, [1, 2]], logits[2, [2, 0, 1, 0]]]
     manual = torch.stack([-torch.log_softmax(row, 0)[0] for row in extra]).mean()
     assert torch.allclose(with_hard, manual, atol=1e-6)

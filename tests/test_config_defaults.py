@@ -31,7 +31,8 @@ PLUGIN_MODELS = sorted(n for names in list_models()["recbole_genrec"].values() f
 READ = re.compile(r"config\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]")
 ASSIGN = re.compile(r"config\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]\s*=(?!=)")
 # `config["k"] or <fallback>` and `config["k"] if config["k"] is not None else <fallback>`
-FALLBACK = re.compile(r"config\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]\)?\s+(?:or\b|if\s+\S+\s+is\s+not\s+None\s+else)")
+FALLBACK = re.compile(r"config\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]\)?\s+"
+                      r"(?:or\b|if\s+\S+\s+is\s+not\s+None\s+else)")
 # keys RecBole itself reads without a yaml default (None has a meaning there: the locale's encoding)
 RECBOLE_UNDEFINED = {"encoding"}
 
@@ -125,7 +126,8 @@ def test_ancestor_yaml_is_layered_before_the_model_yaml():
     for key in ("d_model", "warmup_steps", "lr_scheduler", "beam_size", "MAX_ITEM_LIST_LENGTH"):
         assert discrec[key] == tiger[key], key  # inherited from TIGER.yaml
     assert tiger["use_user_token"] is True and discrec["use_user_token"] is False  # DiscRec.yaml wins over TIGER's
-    assert prorec["genrec_features"] == ["text_emb"] and prorec["prorec_lambda"] == _model_yaml("PRORec")["prorec_lambda"]
+    assert prorec["genrec_features"] == ["text_emb"]  # PRORec.yaml wins over TIGER's [text_emb, sid]
+    assert prorec["prorec_lambda"] == _model_yaml("PRORec")["prorec_lambda"]
     assert prorec["d_model"] == 48  # the user's setting wins over both yamls
 
 

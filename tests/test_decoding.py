@@ -128,15 +128,15 @@ def test_trie_tables_match_python_trie(code_table):
         # every distinct length-`level` prefix, in prefix-id order, plus a dead prefix (-1)
         prefixes = sorted({tuple(row[:level]) for row in codes.tolist()})
         ids = torch.arange(len(prefixes)) if level else prefix_ids
-        allowed, child_ids = code_table.allowed_next(level, torch.cat([ids, torch.tensor([-1])]))
-        assert allowed.shape == (len(prefixes) + 1, K) and not allowed[-1].any()
+        longer = sorted({tuple(row[: level + 1]) for row in codes.tolist()})  # prefix id = rank in this order
+        child_ids, child, valid = code_table.child_codes(level, torch.cat([ids, torch.tensor([-1])]))  # [N+1, C] x3
+        assert valid.shape == (len(prefixes) + 1, code_table.max_children[level]) and not valid[-1].any()
         for row, prefix in enumerate(prefixes):
-            expected = {row_codes[level] for row_codes in codes.tolist() if tuple(row_codes[:level]) == prefix}
-            assert set(allowed[row].nonzero().flatten().tolist()) == expected
-        assert (child_ids[allowed] >= 0).all() and (child_ids[~allowed] == -1).all()
-        assert code_table.max_children[level] == max(
-            sum(1 for c in range(K) if allowed[r, c]) for r in range(len(prefixes))
-        )
+            expected = sorted({row_codes[level] for row_codes in codes.tolist() if tuple(row_codes[:level]) == prefix})
+            assert child[row][valid[row]].tolist() == expected
+            assert child_ids[row][valid[row]].tolist() == [longer.index(prefix + (c,)) for c in expected]
+        assert (child_ids[~valid] == -1).all() and (child[~valid] == -1).all()
+        assert code_table.max_children[level] == max(int(valid[row].sum()) for row in range(len(prefixes)))
 
 
 def test_code_table_is_a_submodule(code_table):
@@ -226,13 +226,9 @@ def test_few_items_are_padded():
 class PrefixDependentBackbone(T5Backbone):
     """DiscRec-like hook: the decoder embedding of a position depends on all earlier codes of the target item."""
 
-    def build_context(self, input_ids, attention_mask):
-        return {"user_bias": attention_mask.float().sum(1, keepdim=True) / attention_mask.size(1)}  # [B, 1]
-
-    def decoder_embeds(self, decoder_input_ids, context=None):
+    def decoder_embeds(self, decoder_input_ids):
         embeds = self.shared(decoder_input_ids)  # [B, t, d]
-        embeds = embeds + 0.5 * torch.cumsum(embeds, dim=1)  # position j sees positions <= j
-        return embeds + context["user_bias"].unsqueeze(-1)  # [B, t, d]
+        return embeds + 0.5 * torch.cumsum(embeds, dim=1)  # [B, t, d]: position j sees positions <= j
 
 
 def test_decoder_hook_sees_full_prefix(code_table, batch):

@@ -49,7 +49,7 @@ def make_bundle(preset, args):
         config = Config("AlphaRec", name, config_dict=dict(base, item_embedding_source="text"))
         resolve_data_path(config)
         prepare_features(config)
-        store = genrec_cache.overlay_dir(config)
+        store = genrec_cache.store_dir(config)
         tokens = genrec_cache.load_json(os.path.join(store, "items.json"))["item_tokens"]
         emb = genrec_cache.load_npy(genrec_cache.embeddings_path(store, "text"))
         genrec_cache.save_item_embeddings(config, BUNDLE_SOURCE, tokens, np.asarray(emb),

@@ -34,14 +34,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_genrec.alpharec.zeroshot import build_target
+from recbole_genrec.preprocess.text import read_item_table
+from recbole_genrec.preprocess.text_encoder import encode_texts
+from recbole_genrec.quick_start import run_recbole_genrec
+
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- encoding
 def encode_queries(model, queries):
     """Normalised mapped query vectors ``[Q, d]`` for a list of strings (same LM as the items)."""
-    from recbole_genrec.preprocess.text_encoder import encode_texts
-
     config = model.config
     if isinstance(queries, str):
         queries = [queries]
@@ -137,8 +140,6 @@ def recommend_with_intention(model, dataset, user_token_or_id, query, alpha=0.2,
 # ---------------------------------------------------------------------------- evaluation
 def item_categories(dataset, field="class"):
     """``{internal item id: set of values of field}`` read from the dataset's ``.item`` file."""
-    from recbole_genrec.preprocess.text import read_item_table
-
     table, types = read_item_table(dataset.config)
     if field not in table.columns:
         raise KeyError(f"the .item file has no '{field}' field (fields: {list(table.columns)})")
@@ -210,9 +211,6 @@ def load_or_train(dataset_name, checkpoint=None, config_files=None, config_dict=
     A checkpoint is rebuilt with a fresh config (the checkpoint's architecture keys, seed and
     ``eval_args``, so the same split) through :func:`recbole_genrec.alpharec.zeroshot.build_target`.
     """
-    from recbole_genrec.quick_start import run_recbole_genrec
-    from recbole_genrec.alpharec.zeroshot import build_target
-
     if checkpoint is None:
         result = run_recbole_genrec(model="AlphaRec", dataset=dataset_name, config_file_list=config_files,
                                     config_dict=config_dict, saved=True)

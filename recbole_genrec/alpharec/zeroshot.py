@@ -28,6 +28,15 @@ copied to the target config so that the weights fit and the LM space is the same
 import logging
 
 import torch
+from recbole.data import data_preparation
+from recbole.model.general_recommender import Pop
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+
+from recbole_genrec.config import Config
+from recbole_genrec.data import create_dataset
+from recbole_genrec.model.general_recommender.alpharec import AlphaRec
+from recbole_genrec.quick_start import run_recbole_genrec
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +46,6 @@ ARCH_KEYS = ("embedding_size", "alpharec_hidden_size", "alpharec_mapping", "n_la
 
 def train_source(source, config_files=None, config_dict=None):
     """Train AlphaRec on ``source``; returns the result dict of ``run_recbole_genrec`` (with ``checkpoint``)."""
-    from recbole_genrec.quick_start import run_recbole_genrec
-
     return run_recbole_genrec(model="AlphaRec", dataset=source, config_file_list=config_files,
                               config_dict=config_dict, saved=True)
 
@@ -50,13 +57,6 @@ def _load_checkpoint(path):
 def build_target(target, checkpoint, config_files=None, config_dict=None):
     """``(config, model, train_data, valid_data, test_data)``: an AlphaRec on ``target`` carrying the
     source mapping weights of ``checkpoint`` (a path or a loaded RecBole checkpoint dict)."""
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_genrec.config import Config
-    from recbole_genrec.model.general_recommender.alpharec import AlphaRec
-    from recbole_genrec.data import create_dataset
-
     ckpt = _load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
     source_config = ckpt["config"]
     target_dict = {}
@@ -89,8 +89,6 @@ def popularity_model(config, train_data):
     at the number of batches and their order becomes arbitrary; a weakened baseline. The counts are set here
     from the training split itself.
     """
-    from recbole.model.general_recommender import Pop
-
     dataset = train_data.dataset
     pop = Pop(config, dataset).to(config["device"])
     items = dataset.inter_feat[dataset.iid_field]  # [n_train_interactions]
@@ -102,8 +100,6 @@ def popularity_model(config, train_data):
 
 
 def evaluate_model(config, model, test_data):
-    from recbole.trainer import Trainer
-
     trainer = Trainer(config, model)
     return dict(trainer.evaluate(test_data, load_best_model=False, show_progress=False))
 

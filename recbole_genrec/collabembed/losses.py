@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(anchor, positive, positive_items, tau, anchor_items=None, hard=None, hard_valid=None):
+def masked_info_nce(anchor, positive, positive_items, tau, anchor_items=None, hard=None, hard_valid=None):
     r"""InfoNCE of ``anchor[b]`` against ``positive[b]`` with the other rows' positives as negatives.
 
     Args:

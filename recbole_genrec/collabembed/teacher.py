@@ -11,16 +11,19 @@ import copy
 import logging
 import os
 
+import recbole
 import torch
 import yaml
+from recbole.utils import set_color
+from tqdm import tqdm
+
+from recbole_genrec.utils import get_model
 
 logger = logging.getLogger(__name__)
 
 
 def _defaults_of(config, model_name):
     """RecBole's own ``properties/model/<model_name>.yaml`` as a dict ({} if there is none)."""
-    import recbole
-
     path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
     if not os.path.isfile(path):
         return {}
@@ -61,8 +64,6 @@ def _check_teacher(teacher, name):
 
 def build_teacher(config, dataset, model_name, params):
     """A freshly initialised teacher ``model_name`` for ``dataset`` (the training dataset)."""
-    from recbole_genrec.utils import get_model
-
     model = get_model(model_name)(teacher_config(config, model_name, params), dataset)
     return _check_teacher(model, model_name)
 
@@ -74,8 +75,6 @@ def load_teacher(config, dataset, checkpoint_path):
     this dataset has items, i.e. the checkpoint must come from the same dataset and filtering (same
     RecBole item ids). Returns ``(teacher, model name)``.
     """
-    from recbole_genrec.utils import get_model
-
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     saved_config = checkpoint["config"]
     name = saved_config["model"]
@@ -98,9 +97,6 @@ def train_teacher(teacher, train_data, epochs, learning_rate, show_progress=Fals
     ``train_data`` is RecBole's training dataloader: no validation or test interaction is seen (no
     early stopping either; the epoch count is fixed). Returns the mean loss of each epoch.
     """
-    from recbole.utils import set_color
-    from tqdm import tqdm
-
     params = [p for p in teacher.parameters()]
     for p in params:
         p.requires_grad_(True)

@@ -10,6 +10,8 @@ The models read those features through :mod:`recbole_genrec.preprocess.features`
 import os
 from logging import getLogger
 
+import recbole
+
 from recbole.data import create_dataset as recbole_create_dataset
 
 
@@ -20,11 +22,8 @@ def resolve_data_path(config):
     and ``shared/data`` next to the working directory, and the datasets shipped inside the
     recbole wheel (ml-100k). Raises ``FileNotFoundError`` listing every path searched.
     """
-    import recbole
-
     dataset = config["dataset"]
     configured = config["data_path"]
-    parent = os.path.dirname(os.path.normpath(configured))
     candidates = [configured]
     roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
              os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
@@ -47,6 +46,7 @@ def create_dataset(config):
     """Resolve the data path, run the preprocessing hook if the model needs text embeddings
     or semantic IDs, then build RecBole's dataset (which reads the registered features)."""
     resolve_data_path(config)
+    # here, not at module level: `import recbole_genrec` stays light (the hook loads pandas, faiss, the encoders)
     from recbole_genrec.preprocess.hook import prepare_features
 
     prepare_features(config)

@@ -112,18 +112,6 @@ class CodeTable(nn.Module):
             self.max_children.append(int(counts.max()) if counts.numel() else 0)
 
     @property
-    def pad_token_id(self) -> int:
-        return PAD_TOKEN_ID
-
-    @property
-    def eos_token_id(self) -> int:
-        return EOS_TOKEN_ID
-
-    @property
-    def decoder_start_token_id(self) -> int:
-        return DECODER_START_TOKEN_ID
-
-    @property
     def n_real_items(self) -> int:
         """Number of items that own a semantic ID (i.e. can be generated)."""
         return int(self.item_of_leaf.numel())
@@ -227,23 +215,6 @@ class CodeTable(nn.Module):
         codes = keys_table[child_ids.clamp(max=keys_table.numel() - 1)] - first_key.unsqueeze(1)  # [N, C]
         minus_one = torch.full_like(child_ids, -1)
         return torch.where(valid, child_ids, minus_one), torch.where(valid, codes, minus_one), valid
-
-    def allowed_next(self, level: int, prefix_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        r"""Dense form of :meth:`child_codes`, e.g. to mask logits over the codes of one level.
-
-        Args:
-            level (`int`): code level being decoded.
-            prefix_ids (`torch.LongTensor` of shape `(N,)`): prefix ids as in :meth:`child_codes`.
-        Returns:
-            allowed (`torch.BoolTensor` of shape `(N, K_level)`): whether code ``c`` may follow the prefix.
-            child_ids (`torch.LongTensor` of shape `(N, K_level)`): id of the extended prefix where allowed, else -1.
-        """
-        size = self.codebook_sizes[level]
-        child_ids, codes, valid = self.child_codes(level, prefix_ids)  # [N, C] x3
-        dense = torch.full((prefix_ids.size(0), size + 1), -1, dtype=torch.long, device=prefix_ids.device)
-        dense.scatter_(1, torch.where(valid, codes, torch.full_like(codes, size)), child_ids)  # spill column K
-        dense = dense[:, :size]  # [N, K]
-        return dense >= 0, dense
 
     def leaf_items(self, leaf_ids: torch.Tensor) -> torch.Tensor:
         """Item ids of full-length prefix ids (`[*]`); -1 (dead prefix) maps to item 0."""

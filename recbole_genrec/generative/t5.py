@@ -18,15 +18,13 @@ adds what the generative recommenders share:
   pay page faults for fresh memory.
 
 Subclasses change the inputs through two hooks whose default is the shared token embedding:
-``encoder_embeds(input_ids, context)`` and ``decoder_embeds(decoder_input_ids, context)``.  ``decoder_embeds``
-always receives the *full* decoder prefix ``[start, t_0, ..., t_{j}]`` (also during incremental decoding, where
-only its last position is fed to the cached decoder), so a model such as DiscRec can make the embedding of code
-``j`` depend on all earlier codes of the same item.  Per-user side information for these hooks is built once by
-``build_context(input_ids, attention_mask)`` as a dict of tensors with a leading batch dimension; ``beam_search``
-expands it to the beams.
+``encoder_embeds(input_ids)`` and ``decoder_embeds(decoder_input_ids)``.  ``decoder_embeds`` always receives the
+*full* decoder prefix ``[start, t_0, ..., t_{j}]`` (also during incremental decoding, where only its last position
+is fed to the cached decoder), so a model such as DiscRec can make the embedding of code ``j`` depend on all earlier
+codes of the same item.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +35,6 @@ from transformers.cache_utils import EncoderDecoderCache
 from .code_table import DECODER_START_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from .decoding import constrained_beam_search
 from . import incremental
-
-Context = Dict[str, torch.Tensor]
-
 
 class T5Backbone(nn.Module):
     r"""T5 encoder-decoder over semantic-ID tokens.
@@ -94,15 +89,11 @@ class T5Backbone(nn.Module):
     def d_model(self) -> int:
         return self.config.d_model
 
-    def build_context(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Context:
-        r"""Per-user side information for the embedding hooks: dict of tensors shaped `(B, ...)`. Default: empty."""
-        return {}
-
-    def encoder_embeds(self, input_ids: torch.Tensor, context: Optional[Context] = None) -> torch.Tensor:
+    def encoder_embeds(self, input_ids: torch.Tensor) -> torch.Tensor:
         r"""Encoder input embeddings: `(B, S)` token ids -> `(B, S, d_model)`."""
         return self.shared(input_ids)
 
-    def decoder_embeds(self, decoder_input_ids: torch.Tensor, context: Optional[Context] = None) -> torch.Tensor:
+    def decoder_embeds(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         r"""Decoder input embeddings: full prefix `(B, t)` (starting with the decoder start token) -> `(B, t, d_model)`.
 
         Position ``j`` must only depend on positions ``<= j`` (the decoder is causal and, during beam search, only the
@@ -122,11 +113,10 @@ class T5Backbone(nn.Module):
         input_ids: Optional[torch.Tensor],
         attention_mask: torch.Tensor,
         inputs_embeds: Optional[torch.Tensor] = None,
-        context: Optional[Context] = None,
     ) -> torch.Tensor:
         r"""Runs the encoder: `(B, S)` ids or `(B, S, d)` embeddings -> last hidden state `(B, S, d)`."""
         if inputs_embeds is None:
-            inputs_embeds = self.encoder_embeds(input_ids, context)
+            inputs_embeds = self.encoder_embeds(input_ids)
         return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
     def length_groups(
@@ -157,7 +147,7 @@ class T5Backbone(nn.Module):
         return order, groups
 
     def encode_groups(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context: Context, groups: List[Tuple[int, int, int]]
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: List[Tuple[int, int, int]]
     ) -> List[torch.Tensor]:
         r"""Encoder outputs of contiguous user groups without their leading padding columns.
 
@@ -166,8 +156,7 @@ class T5Backbone(nn.Module):
         T5's relative position bias depends only on distances between tokens and padded keys are masked.
         """
         return [
-            self.encode(input_ids[begin:end, start:], attention_mask[begin:end, start:],
-                        context={name: value[begin:end] for name, value in context.items()})
+            self.encode(input_ids[begin:end, start:], attention_mask[begin:end, start:])
             for begin, end, start in groups
         ]
 
@@ -214,11 +203,10 @@ class T5Backbone(nn.Module):
         Returns:
             loss (scalar float32), logits `(B, L, V)`, encoder last hidden `(B, S, d)`, decoder last hidden `(B, L, d)`.
         """
-        context = self.build_context(input_ids, attention_mask) if input_ids is not None else {}
-        encoder_hidden = self.encode(input_ids, attention_mask, inputs_embeds, context)  # [B, S, d]
+        encoder_hidden = self.encode(input_ids, attention_mask, inputs_embeds)  # [B, S, d]
         if decoder_inputs_embeds is None:
             decoder_input_ids = self.shift_right(target_tokens.clamp(min=0))  # [B, L]
-            decoder_inputs_embeds = self.decoder_embeds(decoder_input_ids, context)  # [B, L, d]
+            decoder_inputs_embeds = self.decoder_embeds(decoder_input_ids)  # [B, L, d]
         decoder_hidden = self.decode(decoder_inputs_embeds, encoder_hidden, attention_mask)  # [B, L, d]
         logits = self.lm_logits(decoder_hidden)  # [B, L, V]
         loss = F.cross_entropy(
@@ -256,10 +244,9 @@ class T5Backbone(nn.Module):
         # users sorted by history length, encoded and cross-attended in groups without their shared padding
         order, groups = self.length_groups(attention_mask)
         input_ids, attention_mask = input_ids[order], attention_mask[order]
-        context = self.build_context(input_ids, attention_mask)
-        encoder_parts = self.encode_groups(input_ids, attention_mask, context, groups)  # [b_g, S_g, d] per group
+        encoder_parts = self.encode_groups(input_ids, attention_mask, groups)  # [b_g, S_g, d] per group
         masks = [attention_mask[begin:end, start:] for begin, end, start in groups]  # [b_g, S_g] per group
-        decoder = _IncrementalDecoder(self, encoder_parts, masks, context, beam_size, code_table.n_levels)
+        decoder = _BeamSearchState(self, encoder_parts, masks, beam_size, code_table.n_levels)
         try:
             item_ids, scores = constrained_beam_search(
                 decoder.step, code_table, batch_size, beam_size, device=input_ids.device, reorder_fn=decoder.reorder
@@ -271,13 +258,13 @@ class T5Backbone(nn.Module):
         return item_ids[inverse], scores[inverse]
 
 
-class _IncrementalDecoder:
+class _BeamSearchState:
     """Decoder state of a running beam search: full prefix tokens for ``decoder_embeds`` + the incremental decoder
     (:class:`~recbole_genrec.generative.incremental.IncrementalT5Decoder`: self-attention cache per beam,
     cross-attention keys/values once per user).
 
     Row ``b * beam + k`` is beam ``k`` of user ``b``.  All beams of a user share the empty prefix, so the first step
-    runs on the ``B`` users only; the prefix and context are then expanded to the ``B * beam`` rows.
+    runs on the ``B`` users only; the prefix is then expanded to the ``B * beam`` rows.
     """
 
     def __init__(
@@ -285,13 +272,11 @@ class _IncrementalDecoder:
         backbone: T5Backbone,
         encoder_hidden: incremental.Tensors,
         encoder_mask: incremental.Tensors,
-        context: Context,
         beam_size: int,
         max_length: int,
     ):
         self.backbone = backbone
         self.beam_size = beam_size
-        self.context = context
         self.decoder = incremental.IncrementalT5Decoder(
             backbone.t5.decoder, encoder_hidden, encoder_mask, beam_size, max_length
         )
@@ -303,12 +288,11 @@ class _IncrementalDecoder:
         if first:  # identical start token for all beams of a user
             last_tokens = last_tokens[:: self.beam_size]  # [B]
         self.prefix = torch.cat([self.prefix, last_tokens.unsqueeze(1)], dim=1)  # [rows, t]
-        embeds = self.backbone.decoder_embeds(self.prefix, self.context)[:, -1]  # [rows, d]
+        embeds = self.backbone.decoder_embeds(self.prefix)[:, -1]  # [rows, d]
         hidden = self.decoder.step(embeds)  # [rows, d]
         log_probs = torch.log_softmax(self.backbone.lm_logits(hidden).float(), dim=-1)  # [rows, V]
         if first:
             beam = self.beam_size
-            self.context = {name: value.repeat_interleave(beam, dim=0) for name, value in self.context.items()}
             self.prefix = self.prefix.repeat_interleave(beam, dim=0)  # [B*beam, 1]
             log_probs = log_probs.repeat_interleave(beam, dim=0)  # [B*beam, V]
         return log_probs

@@ -1,6 +1,6 @@
 """Cache of preprocessing artifacts: the dataset's store folder, content keys, atomic writes, locking.
 
-Each dataset has one store folder ``<cache_root>/<dataset>/`` (:func:`overlay_dir`); which file
+Each dataset has one store folder ``<cache_root>/<dataset>/`` (:func:`store_dir`); which file
 lives where inside it (keyed artifacts, feature files, per-setting views) is described in
 :mod:`recbole_genrec.preprocess.layout`. Every artifact ``<artifact>`` has a sidecar
 ``<artifact>.meta.json`` holding ``key`` (hash of the inputs) and ``sha256`` (of the bytes); the
@@ -35,11 +35,9 @@ def cache_root(config):
     return os.path.abspath(os.path.expanduser(str(root)))
 
 
-def overlay_dir(config):
-    """The dataset's store folder ``<cache_root>/<dataset>/`` (created).
-
-    (Named for its former role: RecBole now reads a view folder inside it, see :mod:`.layout`.)
-    """
+def store_dir(config):
+    """The dataset's store folder ``<cache_root>/<dataset>/`` (created); RecBole reads a view folder inside it (see
+    :mod:`.layout`)."""
     path = os.path.join(cache_root(config), config["dataset"])
     os.makedirs(path, exist_ok=True)
     return path
@@ -250,7 +248,7 @@ def save_item_embeddings(config, source_name, item_tokens, matrix, key_extra=Non
         raise ValueError(f"matrix shape {matrix.shape} does not match {len(tokens)} item tokens")
     if "[PAD]" in tokens:
         raise ValueError("item_tokens must not contain '[PAD]'; drop row 0 of RecBole-indexed matrices")
-    store = overlay_dir(config)
+    store = store_dir(config)
     path = embeddings_path(store, source_name)
     key = embeddings_key(source_name, tokens, key_extra)
     with locked(store):

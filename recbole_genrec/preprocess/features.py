@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from recbole_genrec.preprocess.fields import EMB_ID, SID_ID
+from recbole_genrec.preprocess.text import DEFAULT_FIELD_CANDIDATES, read_item_table
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def code_lookup(dataset):
 
 def _titles(dataset, tokens):
     """Title of each token, read from the original ``.item`` file (``""`` when unavailable)."""
-    from recbole_genrec.preprocess.text import DEFAULT_FIELD_CANDIDATES, read_item_table
-
     config = dataset.config
     try:
         table, field_types = read_item_table(config, config["genrec_source_data_path"] or config["data_path"])

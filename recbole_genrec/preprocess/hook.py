@@ -32,9 +32,11 @@ import time
 
 import numpy as np
 import pandas as pd
+from recbole.data.dataset import Dataset
 
 from recbole_genrec.preprocess import cache, layout, text, text_encoder
 from recbole_genrec.preprocess.fields import EMB_FIELD, EMB_ID, EMB_SUFFIX, FEATURES, SID_FIELD, SID_ID, SID_SUFFIX
+from recbole_genrec import tokenizers
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def prepare_features(config, plot=False):
     if not features:
         return None
     source_dir = config["genrec_source_data_path"] or config["data_path"]
-    store = cache.overlay_dir(config)
+    store = cache.store_dir(config)
     summary = {"overlay": None, "store": store, "codes_path": None, "features": features, "cache": {}, "timings": {}}
     with cache.locked(store):
         tokens = surviving_item_tokens(config, source_dir, store, summary)  # [N] external tokens
@@ -96,8 +98,6 @@ def requested_features(config):
 
 # ============================================================================= items RecBole keeps
 def _probe_class():
-    from recbole.data.dataset import Dataset
-
     class _FilterProbe(Dataset):
         """RecBole's Dataset stopped right after loading + filtering (no remapping)."""
 
@@ -301,11 +301,9 @@ def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
 
 
 def _fit_codes(config, inputs, emb, tokens, summary):
-    from recbole_genrec.tokenizers import generate_semantic_ids
-
     _check_finite(emb, tokens, "item embeddings")
     start = time.perf_counter()
-    codes, info = generate_semantic_ids(
+    codes, info = tokenizers.generate_semantic_ids(
         emb, method=inputs["method"], n_levels=inputs["levels"], codebook_size=inputs["codebook_size"],
         collision=inputs["collision"], seed=inputs["seed"], device=_device(config),
         show_progress=bool(config["show_progress"]), **inputs["params"],
@@ -354,13 +352,11 @@ def log_diagnostics(diagnostics):
 
 def write_plot(store, sid_key, codes, codebook_sizes):
     """``<store>/code_usage-<sid16>.png`` (written atomically)."""
-    from recbole_genrec.tokenizers.diagnostics import plot_code_usage
-
     path = layout.plot_path(store, sid_key)
     fd, tmp = tempfile.mkstemp(prefix=".code_usage.", suffix=".png", dir=store)
     os.close(fd)
     try:
-        plot_code_usage(codes, codebook_sizes, tmp)
+        tokenizers.plot_code_usage(codes, codebook_sizes, tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -1,6 +1,6 @@
 """Where the preprocessing hook keeps its files: one store per dataset, keyed artifacts, per-setting views.
 
-Layout of the store ``<cache_root>/<dataset>/`` (:func:`recbole_genrec.preprocess.cache.overlay_dir`)::
+Layout of the store ``<cache_root>/<dataset>/`` (:func:`recbole_genrec.preprocess.cache.store_dir`)::
 
     items.json                          item tokens that survive RecBole's filtering
     embeddings-<source>.npy             item embeddings (source ``text``, or e.g. ``collab`` from a model)

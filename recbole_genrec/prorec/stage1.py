@@ -50,8 +50,9 @@ from tqdm import tqdm
 from recbole_genrec.prorec.adapter import AdaLNAdapter, popularity_buckets
 from recbole_genrec.prorec.data import item_counts, sequences_hash, user_sequences, windows
 from recbole_genrec.prorec.encoder import CollabSequenceEncoder
-from recbole_genrec.prorec.losses import info_nce, next_item_loss, sampled_next_item_loss
+from recbole_genrec.prorec.losses import next_item_loss, paired_info_nce, sampled_next_item_loss
 from recbole_genrec.preprocess import cache
+from recbole_genrec import tokenizers
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
             else:
                 loss_ce = next_item_loss(encoder.scores(hidden[real]), targets[real])
             items = (torch.randperm(n_items - 1, generator=generator)[:n_align] + 1).to(device)  # [n_align]
-            loss_align = info_nce(encoder.item_embedding(items), adapter(text_emb[items], buckets[items]), tau)
+            loss_align = paired_info_nce(encoder.item_embedding(items), adapter(text_emb[items], buckets[items]), tau)
             loss = loss_ce + lam * loss_align
             optimizer.zero_grad()
             loss.backward()
@@ -210,9 +211,7 @@ def source_embeddings(id_emb, adapted, text_emb):
 
 def quantise(emb, params, seed, show_progress=False):
     r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag)``."""
-    from recbole_genrec.tokenizers import generate_semantic_ids
-
-    codes, info = generate_semantic_ids(
+    codes, info = tokenizers.generate_semantic_ids(
         np.ascontiguousarray(emb, dtype=np.float32), method="hkmeans", n_levels=int(params["prorec_code_levels"]),
         codebook_size=params["prorec_codebook_size"], collision=str(params["prorec_collision"]), seed=int(seed),
         device="cpu", show_progress=show_progress, **params["prorec_code_params"],
@@ -223,14 +222,12 @@ def quantise(emb, params, seed, show_progress=False):
 
 def nmi_report(codes):
     r"""NMI between the first code level of every source and of the ``text`` / ``id`` codes (rows 1..)."""
-    from recbole_genrec.tokenizers.diagnostics import normalized_mutual_info
-
     first = {source: c[1:, 0] for source, c in codes.items()}
     report = {}
     for source in ("aligned", "concat"):
         for reference in ("text", "id"):
-            report[f"{source}~{reference}"] = normalized_mutual_info(first[source], first[reference])
-    report["text~id"] = normalized_mutual_info(first["text"], first["id"])
+            report[f"{source}~{reference}"] = tokenizers.normalized_mutual_info(first[source], first[reference])
+    report["text~id"] = tokenizers.normalized_mutual_info(first["text"], first["id"])
     return report
 
 
@@ -351,7 +348,7 @@ def run_stage1(config, dataset, text_emb):
     seed = int(config["seed"])
     text = np.asarray(torch.as_tensor(text_emb, dtype=torch.float32).cpu().numpy())
     key = stage1_key(dataset, user_sequences(dataset), text, params, seed)
-    root = os.path.join(cache.overlay_dir(config), "prorec")
+    root = os.path.join(cache.store_dir(config), "prorec")
     folder = os.path.join(root, key[:16])
     with cache.locked(root):
         result, status = _load(folder, key)

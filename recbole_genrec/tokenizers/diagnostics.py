@@ -88,7 +88,7 @@ def code_diagnostics(codes, codebook_sizes, recon_error=None):
 
 def plot_code_usage(codes, codebook_sizes, path):
     """Write a PNG with one histogram (items per code) per level; returns ``path``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only when a plot is asked for
     from matplotlib.figure import Figure
 
     codes = np.asarray(codes, dtype=np.int64)

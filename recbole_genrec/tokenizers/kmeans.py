@@ -268,9 +268,6 @@ class BaseTokenizer(abc.ABC):
     def reconstruction_error(self, emb):
         """Implemented by every tokenizer."""
 
-    def fit_encode(self, emb):
-        return self.fit(emb).encode(emb)
-
     def fit_transform(self, emb):
         """Fit on emb [N, D]; returns (codes [N, L] int64, reconstruction error float)."""
         self.fit(emb)

@@ -68,6 +68,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_genrec.preprocess.features import item_embeddings
+
 
 def build_user_init(inter_csr, item_lm):
     """``[n_users, D]``: row ``u`` = mean of ``item_lm`` over the items of ``inter_csr[u]``.
@@ -111,8 +113,6 @@ class AlphaRec(GeneralRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.config = config  # read by recbole_genrec.alpharec (intention, zeroshot) (text encoder, hyperparameters)
-        from recbole_genrec.preprocess.features import item_embeddings
-
         self.embedding_size = int(config["embedding_size"])
         self.hidden_size = int(config["alpharec_hidden_size"])
         self.mapping_type = str(config["alpharec_mapping"]).lower()

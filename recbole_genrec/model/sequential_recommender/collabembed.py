@@ -70,6 +70,8 @@ from recbole.utils import InputType
 
 from recbole_genrec.collabembed import losses
 from recbole_genrec.collabembed.teacher import build_teacher, load_teacher, train_teacher
+from recbole_genrec.preprocess.cache import save_item_embeddings
+from recbole_genrec.preprocess.features import item_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ class CollabEmbed(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        from recbole_genrec.preprocess.features import item_embeddings
-
         self.config = config
         source = str(config["item_embedding_source"])
         if source == EXPORT_SOURCE:
@@ -209,18 +209,18 @@ class CollabEmbed(SequentialRecommender):
         if self.seq_weight > 0:
             anchor = self.teacher_history(item_seq, item_seq_len)  # [B, d]
             neg, valid = hard_negatives(anchor, exclude if hard else None)
-            terms["seq"] = self.seq_weight * losses.info_nce(anchor, z_target, target, self.tau, hard=neg,
+            terms["seq"] = self.seq_weight * losses.masked_info_nce(anchor, z_target, target, self.tau, hard=neg,
                                                              hard_valid=valid)
         if self.id_weight > 0:
             anchor = self.teacher_items(target)  # [B, d]
             neg, valid = hard_negatives(anchor, exclude if hard else None)
-            terms["id"] = self.id_weight * losses.info_nce(anchor, z_target, target, self.tau, hard=neg,
+            terms["id"] = self.id_weight * losses.masked_info_nce(anchor, z_target, target, self.tau, hard=neg,
                                                            hard_valid=valid)
         if self.hist_weight > 0:
             positive_items = losses.window_positives(item_seq, item_seq_len, self.window)  # [B]
             z_positive = all_vectors[positive_items] if hard else self.encode(positive_items)  # [B, d]
             neg, valid = hard_negatives(z_target, exclude if hard else None)
-            terms["hist"] = self.hist_weight * losses.info_nce(z_target, z_positive, positive_items, self.tau,
+            terms["hist"] = self.hist_weight * losses.masked_info_nce(z_target, z_positive, positive_items, self.tau,
                                                                anchor_items=target, hard=neg, hard_valid=valid)
         return terms
 
@@ -256,8 +256,6 @@ class CollabEmbed(SequentialRecommender):
         Returns the path of ``embeddings-collab.npy``. The key records the text embeddings, the teacher,
         the loss weights and a hash of the tower weights.
         """
-        from recbole_genrec.preprocess.cache import save_item_embeddings
-
         matrix = self.enhanced_embeddings()
         digest = hashlib.sha256()
         for name, tensor in sorted(self.tower.state_dict().items()):

@@ -70,12 +70,12 @@ class DiscRecBackbone(T5Backbone):
         r"""`(B, S)` encoder tokens -> level indices `(B, S)` and item-local mask `(B, S, S)`."""
         return encoder_item_layout(input_ids, self.n_levels, self.code_vocab_size, self.eos_attends_last_item)
 
-    def encoder_embeds(self, input_ids: torch.Tensor, context=None) -> torch.Tensor:
+    def encoder_embeds(self, input_ids: torch.Tensor) -> torch.Tensor:
         r"""`(B, S)` encoder tokens -> `(B, S, d_model)` gated semantic/collaborative embeddings."""
         levels, allowed = self.encoder_layout(input_ids)  # [B, S], [B, S, S]
         return self.encoder_branch(self.shared(input_ids), levels, allowed)[0]
 
-    def decoder_embeds(self, decoder_input_ids: torch.Tensor, context=None) -> torch.Tensor:
+    def decoder_embeds(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         r"""Full prefix `(B, t)` ``[BOS, t_0, ..]`` -> `(B, t, d_model)`; position ``j`` sees ``<= j`` only."""
         levels, allowed = decoder_item_layout(decoder_input_ids, self.n_levels)  # [B, t], [B, t, t]
         return self.decoder_branch(self.shared(decoder_input_ids), levels, allowed)[0]

@@ -69,7 +69,7 @@ class TIGER(SequentialRecommender):
     * ``_build_code_table(config, dataset) -> CodeTable``: override to generate other codes than the hook's
       semantic IDs (PRORec's stage-I unified codes).
     * ``_build_backbone(config, vocab_size) -> T5Backbone``: override to return a :class:`T5Backbone` subclass
-      whose ``build_context`` / ``encoder_embeds`` / ``decoder_embeds`` hooks change the token embeddings (DiscRec).
+      whose ``encoder_embeds`` / ``decoder_embeds`` hooks change the token embeddings (DiscRec).
       ``vocab_size`` already includes the user-token block.
     * ``forward(interaction) -> TIGEROutput``: one teacher-forced pass with the loss and the encoder/decoder hidden
       states; ``calculate_loss`` returns ``forward(...).loss``, so a subclass adds auxiliary losses with
