@@ -243,3 +243,14 @@ def test_protocol_4_checkpoints_of_recbole_1_2_1_load_as_data(tmp_path):
     hostile = str(tmp_path / "hostile4.pth")
     torch.save({"config": _Touch(str(marker)), "state_dict": {}}, hostile, pickle_protocol=4)
     assert_refused(lambda: load_checkpoint(hostile), marker)
+
+
+def test_alpharec_cli_refusal_is_one_line_exit_2(hostile, capsys, monkeypatch):
+    from recbole_genrec.alpharec import cli
+
+    path, marker = hostile
+    monkeypatch.setattr(sys, "argv", ["cli"])
+    assert cli.main(["intention", "--dataset=tiny", f"--checkpoint={path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trust-checkpoint" in err[0] and "Traceback" not in err[0]
+    assert not marker.exists()

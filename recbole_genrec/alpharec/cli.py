@@ -80,11 +80,21 @@ COMMANDS = {"zeroshot": zeroshot_main, "intention": intention_main}
 
 
 def main(argv=None):
+    """Errors are one line with exit code 2 (as in ``run_recbole_genrec.py``); ``--debug`` adds the traceback."""
+    from recbole_genrec.cli import EXPECTED, UsageError, _fail, _one_line
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m recbole_genrec.alpharec.cli {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
-    COMMANDS[argv[0]](argv[1:])
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except UsageError as err:
+        return _fail(err.code, debug)
+    except EXPECTED as err:
+        return _fail(_one_line(err), debug)
     return 0
 
 
