@@ -184,7 +184,7 @@ def is_plain(checkpoint):
 
 
 def _allowed_names():
-    """``{"module.Name": object}`` that a checkpoint may reference: torch's ``weights_only`` globals + :data:`ALLOW_LIST`."""
+    """``{"module.Name": object}`` a checkpoint may reference: torch's ``weights_only`` globals + :data:`ALLOW_LIST`."""
     from torch import _weights_only_unpickler
 
     allowed = dict(_weights_only_unpickler._get_allowed_globals())
@@ -258,7 +258,8 @@ def load_checkpoint(path, trust_checkpoint=False, map_location="cpu"):
         if not trust_checkpoint:
             raise UnsafeCheckpointError(
                 f"checkpoint {path} is not plain data: it needs {refused}, which is not on the allow-list of "
-                f"recbole_genrec.checkpoint, and loading it would run code from the file. If you trust it, {TRUST_HINT}."
+                f"recbole_genrec.checkpoint, and loading it would run code from the file. "
+                f"If you trust it, {TRUST_HINT}."
             )
         message = (f"trust_checkpoint: loading {path} with weights_only=False; this executes any code the file "
                    f"contains (it needs {refused})")

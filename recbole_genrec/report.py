@@ -15,7 +15,7 @@ def _valid_metric(result):
 
 
 def _rows(results):
-    """Flatten result dicts into rows ``{model, params, epochs, s/epoch, train s, best valid <metric>, test *, valid *}``."""
+    """Result dicts as rows ``{model, params, epochs, s/epoch, train s, best valid <metric>, test *, valid *}``."""
     rows = []
     for r in results:
         row = {

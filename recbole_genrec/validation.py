@@ -273,7 +273,7 @@ def check_atomic_files(config):
             where = (f"is not a column of {inter_path}" if time_field not in names
                      else f"is a column of {inter_path} but load_col does not load it (load_col: {config['load_col']})")
             need = (f"{config['model']} is a sequential model: it reads each user's history in time order"
-                    if sequential else f"eval_args order 'TO' sorts each user's interactions by time")
+                    if sequential else "eval_args order 'TO' sorts each user's interactions by time")
             fix_load = (f" Add '{time_field}' to load_col ({{inter: [{', '.join(loaded + [str(time_field)])}]}})."
                         if time_field in names else "")
             raise DataError(
@@ -306,9 +306,10 @@ def check_atomic_files(config):
             duplicated = ids[ids.duplicated(keep=False)]
             report["duplicate_item_ids"] = int(duplicated.nunique())
             if len(duplicated):
+                extra = len(duplicated) - duplicated.nunique()
                 message = (f"{duplicated.nunique()} item ids appear more than once in {item_path} "
-                           f"({len(duplicated) - duplicated.nunique()} extra rows, e.g. {list(duplicated.unique()[:3])});"
-                           f" RecBole and the text encoder keep the first row of each")
+                           f"({extra} extra rows, e.g. {list(duplicated.unique()[:3])}); "
+                           f"RecBole and the text encoder keep the first row of each")
                 logger.warning(message)
                 warnings.warn(message, UserWarning, stacklevel=2)
     features = config["genrec_features"] or []

@@ -3,7 +3,6 @@ are validated before any work, reloads are self-contained, and side-by-side rows
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 

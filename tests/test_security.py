@@ -15,7 +15,8 @@ import sys
 import pytest
 import torch
 
-from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny, recbole_argv, tiny_settings
+from conftest import (DATA_ROOT, LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny, recbole_argv,
+                      tiny_settings)
 from recbole_genrec.checkpoint import (
     FORMAT,
     RestoredConfig,
@@ -217,7 +218,7 @@ def test_fresh_interpreter_stock_flow_loads_recbole_checkpoint(tmp_path):
     code = (
         "import recbole_genrec, torch, os\n"
         "from recbole.config import Config\n"
-        f"c = Config(model='BPR', dataset='tiny', config_dict={{'data_path': {os.path.join(ROOT, 'tests', 'data')!r}}})\n"
+        f"c = Config(model='BPR', dataset='tiny', config_dict={{'data_path': {DATA_ROOT!r}}})\n"
         f"p = {str(tmp_path / 'c.pth')!r}\n"
         "torch.save({'config': c, 'state_dict': {}}, p)\n"
         "assert torch.load(p)['config']['model'] == 'BPR'\n"
