@@ -69,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    load_before = load_average()
+    load_before, new_commit = load_average(), git_commit()  # the code as it was when the runs started
     samples = {(tree, name): [] for tree in ("old", "new") for name in COMMANDS}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"old": export_commit(args.old_commit, tmp), "new": ROOT}
@@ -90,7 +90,7 @@ def main(argv=None):
         rows.append({"command": name, "old": o, "new": n, "speedup": round(o["median_s"] / n["median_s"], 1)})
     stamp = f"{datetime.datetime.now():%Y-%m-%d_%H%M}"
     meta = {"date": stamp, "command": " ".join(["python", "benchmarks/startup_bench.py"] + (argv or sys.argv[1:])),
-            "old_commit": args.old_commit, "new_commit": git_commit(), "cpu": cpu_name(), "cpus": os.cpu_count(),
+            "old_commit": args.old_commit, "new_commit": new_commit, "cpu": cpu_name(), "cpus": os.cpu_count(),
             "load_average_before": load_before, "load_average_after": load_average(), "python": sys.version.split()[0]}
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"startup-{stamp}")
