@@ -1,8 +1,13 @@
 """recbole-genrec: generative and language-based recommenders as a RecBole 1.2.1 plugin.
 
 Importing the package applies the compatibility shims in :mod:`recbole_genrec.compat`, so
-stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81.
+stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81. The shims that
+need RecBole run the moment RecBole is imported, and the public names below are imported on first
+use, so ``import recbole_genrec`` itself (and ``run_recbole_genrec.py --help``) loads neither torch
+nor RecBole.
 """
+
+import importlib
 
 from recbole_genrec import compat as _compat
 
@@ -10,28 +15,35 @@ _compat.apply()
 
 __version__ = "0.1.0"
 
-from recbole_genrec.config import Config  # noqa: E402
-from recbole_genrec.data import create_dataset  # noqa: E402
-from recbole_genrec.utils import get_model, get_trainer, list_models  # noqa: E402
-from recbole_genrec.quick_start import (  # noqa: E402
-    load_data_and_model,
-    objective_function,
-    run,
-    run_recbole_genrec,
-    run_side_by_side,
-)
-from recbole_genrec.plugin import patch  # noqa: E402
+_API = {
+    "Config": "recbole_genrec.config",
+    "create_dataset": "recbole_genrec.data",
+    "get_model": "recbole_genrec.utils",
+    "get_trainer": "recbole_genrec.utils",
+    "list_models": "recbole_genrec.utils",
+    "load_data_and_model": "recbole_genrec.quick_start",
+    "objective_function": "recbole_genrec.quick_start",
+    "run": "recbole_genrec.quick_start",
+    "run_recbole_genrec": "recbole_genrec.quick_start",
+    "run_side_by_side": "recbole_genrec.quick_start",
+    "patch": "recbole_genrec.plugin",
+}
 
-__all__ = [
-    "Config",
-    "create_dataset",
-    "get_model",
-    "get_trainer",
-    "list_models",
-    "load_data_and_model",
-    "objective_function",
-    "patch",
-    "run",
-    "run_recbole_genrec",
-    "run_side_by_side",
-]
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

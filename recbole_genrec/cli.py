@@ -1,68 +1,74 @@
 """Command line of ``run_recbole_genrec.py`` (same flags as RecBole's ``run_recbole.py``).
 
-Extra: ``--list-models`` and a comma-separated ``--model=SASRec,BPR,NGCF`` that trains each
-model in turn on one dataset/split and prints one comparison table. Any ``--key=value`` is a
-config override, read by RecBole's ``Config`` from the command line as usual; lists and dicts may
-be written in Python (``--metrics="['Recall','NDCG']"``) or YAML (``--metrics=[Recall,NDCG]``).
+Extra: ``--list-models``, a comma-separated ``--model=SASRec,BPR,NGCF`` that trains each model in turn on one
+dataset/split under one shared protocol and prints one comparison table, ``--trust-checkpoint`` (see
+:mod:`recbole_genrec.checkpoint`) and ``--debug`` (tracebacks). Any ``--key=value`` is a config override, parsed
+here, never ``eval``'d: a Python literal (``--metrics="['Recall','NDCG']"``, ``--learning_rate=1e-3``) or YAML
+(``--metrics=[Recall,NDCG]``); anything else stays a string. The overrides reach RecBole as a config dict, with
+``sys.argv`` emptied so that RecBole's own command-line parser (which ``eval``s) reads nothing.
+
+``--help``, ``--list-models`` and argument errors answer before torch or RecBole is imported. Errors are one
+line (what is wrong and the fix) with exit code 2; ``--debug`` adds the traceback.
 """
 
 import argparse
+import ast
+import difflib
+import logging
 import sys
+
+PROG = "run_recbole_genrec.py"
+EXPECTED = (ValueError, FileNotFoundError, KeyError, NotImplementedError)
+
+
+class UsageError(SystemExit):
+    """A command-line argument that cannot be used (its message says which and how to fix it)."""
+
+
+def parse_value(text):
+    """``--key=value`` text -> a Python literal, else a YAML value, else the string itself (never ``eval``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def parse_config_overrides(extra):
-    """``["--key=value", ...]`` -> ``{key: value}`` with YAML values (``--topk=[10,20]``,
-    ``--metrics=[Recall,NDCG]``), for the stand-alone entry points (zero-shot, intention); anything
-    else is rejected with the expected form."""
-    import yaml
-
+    """``["--key=value", ...]`` -> ``{key: value}`` (values by :func:`parse_value`: ``--topk=[10,20]``,
+    ``--metrics=[Recall,NDCG]``); anything else raises :class:`UsageError` with the expected form."""
     out = {}
     for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"unrecognised argument {arg!r} (use --key=value for config keys)")
+        if not arg.startswith("--") or "=" not in arg or not arg[2:].split("=", 1)[0]:
+            raise UsageError(f"unrecognised argument {arg!r} (use --key=value for config keys; see --help)")
         key, value = arg[2:].split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def python_literal_overrides(argv):
-    """RecBole reads ``--key=value`` from ``sys.argv`` and evaluates the value as Python, so the YAML
-    spelling of a list (``--metrics=[Recall,NDCG]``) fails there and silently stays a string. Such
-    values (a list or dict in YAML that is no Python literal) are rewritten as Python literals
-    (``--metrics=['Recall', 'NDCG']``); everything else is passed through unchanged."""
-    import ast
-
-    import yaml
-
-    out = []
-    for arg in argv:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            if value.strip()[:1] in ("[", "{"):
-                try:
-                    ast.literal_eval(value)
-                except (ValueError, SyntaxError):
-                    try:
-                        parsed = yaml.safe_load(value)
-                    except yaml.YAMLError:
-                        parsed = None
-                    if isinstance(parsed, (list, dict)):
-                        arg = f"--{key}={parsed!r}"
-        out.append(arg)
+        if key in out and out[key] != parse_value(value):
+            raise UsageError(f"--{key} is given twice with different values; keep one")
+        out[key] = parse_value(value)
     return out
 
 
 def _print_models():
-    from recbole_genrec.utils import list_models
+    from recbole_genrec.model_index import static_list_models
 
-    for package, groups in list_models().items():
+    for package, groups in static_list_models().items():
         print(f"{package}:")
         for group, names in groups.items():
             print(f"  {group}: {', '.join(names)}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="run_recbole_genrec.py", description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model", "-m", type=str, default="BPR", help="model name, or several separated by commas")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
@@ -73,34 +79,92 @@ def build_parser():
     parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
     parser.add_argument("--group_offset", type=int, default=0, help="the global rank offset of this group")
     parser.add_argument("--results_dir", type=str, default=None, help="folder for side-by-side tables")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load checkpoints that are not plain data (runs code from the file; only for your own)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args, _ = build_parser().parse_known_args(argv)
+def check_model_names(models):
+    """Raise ``ValueError`` for a model name that neither package has (from the file scan: no imports)."""
+    from recbole_genrec.model_index import model_names
+
+    known = model_names()
+    for name in models:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"Unknown model '{name}' (names are case-sensitive); {hint}"
+                             f"see `python {PROG} --list-models`")
+
+
+def _one_line(err):
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return " ".join(str(message).split())
+
+
+def _prepare(argv):
+    """Everything that needs no torch/RecBole: ``(args, models, config_dict)`` or an exit code."""
+    args, extra = build_parser().parse_known_args(argv)
     if args.list_models:
         _print_models()
-        return 0
+        return None
+    from recbole_genrec.validation import check_value
+
+    config_dict = parse_config_overrides(extra)
+    for key, value in config_dict.items():
+        check_value(key, value)
+    if args.trust_checkpoint:
+        config_dict["trust_checkpoint"] = True
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models:
+        raise UsageError("--model is empty; pass --model=<Name> (see --list-models)")
+    check_model_names(models)
+    if len(models) > 1 and (args.nproc > 1 or args.world_size > 0):
+        raise UsageError("side-by-side runs (--model=A,B) are single-process; drop --nproc / --world_size")
+    return args, models, config_dict
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        prepared = _prepare(argv)
+        if prepared is None:
+            return 0
+        args, models, config_dict = prepared
+        return _run(args, models, config_dict)
+    except UsageError as err:
+        if err.code in (0, None):  # --help
+            return 0
+        return _fail(err.code, debug)
+    except EXPECTED as err:
+        return _fail(_one_line(err), debug)
+
+
+def _fail(message, debug):
+    import traceback
+
+    if debug or logging.getLogger().isEnabledFor(logging.DEBUG):
+        traceback.print_exc()
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(args, models, config_dict):
     import recbole_genrec  # noqa: F401  (applies the compat shims before RecBole is used)
     from recbole_genrec.quick_start import run, run_side_by_side
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    models = [m.strip() for m in args.model.split(",") if m.strip()]
     saved_argv = sys.argv
-    sys.argv = sys.argv[:1] + python_literal_overrides(argv)  # RecBole's Config reads the overrides from here
+    sys.argv = sys.argv[:1]  # parsed above; RecBole's Config must not read (and eval) them again
     try:
         if len(models) > 1:
-            if args.nproc > 1 or args.world_size > 0:
-                raise ValueError("side-by-side runs (--model=A,B) are single-process; drop --nproc")
-            run_side_by_side(models, args.dataset, config_file_list, results_dir=args.results_dir)
+            run_side_by_side(models, args.dataset, config_file_list, config_dict, results_dir=args.results_dir)
         else:
-            run(models[0], args.dataset, config_file_list=config_file_list, nproc=args.nproc,
-                world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"run_recbole_genrec.py: error: {message}", file=sys.stderr)
-        return 2
+            run(models[0], args.dataset, config_file_list=config_file_list, config_dict=config_dict,
+                nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                group_offset=args.group_offset)
     finally:
         sys.argv = saved_argv
     return 0

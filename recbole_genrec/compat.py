@@ -3,12 +3,16 @@
 RecBole 1.2.1 was released against numpy 1.x, torch < 2.6, scipy < 1.15 and setuptools
 with ``pkg_resources``. Each shim below repairs exactly one upstream break, is idempotent
 (``apply()`` may be called any number of times) and leaves behaviour unchanged on stacks
-where the break does not exist. ``apply()`` runs on ``import recbole_genrec``.
+where the break does not exist. ``apply()`` runs on ``import recbole_genrec``; the shims
+that need RecBole run when RecBole is imported (so the package imports fast for ``--help``).
 
 ``pandas>=3`` is not shimmed: it is excluded by the pin in ``pyproject.toml``.
 """
 
+import contextlib
+import importlib.abc
 import importlib.metadata
+import importlib.util
 import sys
 import types
 
@@ -83,45 +87,54 @@ def shim_numpy_aliases():
             setattr(np, name, target)
 
 
-class _TorchWithTrustedLoad(types.ModuleType):
-    """``torch`` as RecBole's trainer sees it, with the pre-2.6 ``torch.load`` default.
+def _save_with_protocol_2():
+    """RecBole's ``Trainer._save_checkpoint`` with pickle protocol 2 instead of 4: torch's ``weights_only``
+    unpickler parses protocols <= 2 only, so RecBole could not reload its own checkpoints safely."""
+    import torch
+    from recbole.trainer.trainer import Trainer
+    from recbole.utils import set_color
 
-    RecBole's checkpoints pickle its own ``Config`` object, which torch>=2.6 refuses to load
-    with ``weights_only=True``. Only RecBole's modules see this proxy; the global ``torch``
-    keeps its safe default.
-    """
+    if getattr(Trainer._save_checkpoint, "_genrec_protocol_2", False):
+        return
 
-    def __init__(self, torch_module):
-        super().__init__("torch")
-        self._torch = torch_module
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        torch.save(state, saved_model_file, pickle_protocol=2)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
-    def __getattr__(self, name):
-        return getattr(self._torch, name)
-
-    def load(self, *args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return self._torch.load(*args, **kwargs)
+    _save_checkpoint._genrec_protocol_2 = True
+    Trainer._save_checkpoint = _save_checkpoint
 
 
 @_once
-def shim_torch_load():
-    """torch>=2.6 defaults ``torch.load(weights_only=True)``, breaking
-    ``trainer.evaluate(load_best_model=True)``, ``resume_checkpoint`` and ``load_data_and_model``."""
-    import torch
+def shim_checkpoint_allowlist():
+    """torch>=2.6 loads with ``weights_only=True``, which refuses RecBole's checkpoints: they pickle RecBole's
+    ``Config``, its enums, numpy scalars and the model class. Instead of switching RecBole back to
+    ``weights_only=False`` (which runs any code a checkpoint holds), the names those checkpoints need are put on
+    torch's allow-list, mapped to inert stand-ins (:data:`recbole_genrec.checkpoint.ALLOW_LIST`: ``Config`` ->
+    ``RestoredConfig``, whose ``__init__`` refuses to run; every RecBole model class -> ``ModelClassRef``). RecBole's
+    own ``torch.load`` calls (``evaluate(load_best_model=True)``, ``resume_checkpoint``, ``load_data_and_model``)
+    then load RecBole checkpoints as data, and refuse anything else. RecBole's trainer writes them with pickle
+    protocol 2 (:func:`_save_with_protocol_2`), the highest that ``weights_only`` parses."""
+    _save_with_protocol_2()
+    module = sys.modules.get("recbole_genrec.checkpoint")
+    if module is not None and not hasattr(module, "register_allow_list"):
+        return  # recbole_genrec.checkpoint is being imported (it imported RecBole): it registers at its end
+    from recbole_genrec.checkpoint import register_allow_list
 
-    import recbole.trainer.trainer as trainer
-
-    modules = [trainer]
-    try:
-        import recbole.quick_start.quick_start as quick_start
-
-        modules.append(quick_start)
-    except (ImportError, AttributeError):  # ray not importable yet: nothing there to patch
-        pass
-    proxy = _TorchWithTrustedLoad(torch)
-    for module in modules:
-        if getattr(module, "torch", None) is torch:
-            module.torch = proxy
+    register_allow_list()
 
 
 @_once
@@ -170,11 +183,47 @@ def shim_item_metrics():
     Collector.get_data_struct = get_data_struct
 
 
+LIGHT_SHIMS = (shim_pkg_resources, shim_numpy_aliases)
+RECBOLE_SHIMS = (shim_checkpoint_allowlist, shim_dok_update, shim_item_metrics)
+
+
+def apply_recbole_shims():
+    """The shims that need torch/scipy/RecBole (idempotent)."""
+    for shim in RECBOLE_SHIMS:
+        shim()
+
+
+class _AfterRecBoleImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`apply_recbole_shims` right after ``import recbole`` (the package's ``__init__``) has run.
+
+    ``import recbole_genrec`` thus stays light (no torch, no RecBole) until RecBole itself is imported, by the
+    plugin or by the user, and RecBole is never used without its shims.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "recbole":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_shim(module):
+            exec_module(module)
+            apply_recbole_shims()
+
+        spec.loader.exec_module = exec_then_shim
+        return spec
+
+
 def apply():
-    """Apply every shim (idempotent). Order matters: ``pkg_resources`` and numpy aliases must
-    exist before ``recbole.quick_start`` (which imports ray) is imported."""
-    shim_pkg_resources()
-    shim_numpy_aliases()
-    shim_torch_load()
-    shim_dok_update()
-    shim_item_metrics()
+    """Apply every shim (idempotent): ``pkg_resources`` and the numpy aliases now (they must exist before
+    ``recbole.quick_start`` imports ray), the others now if RecBole is already imported, else right after it is."""
+    for shim in LIGHT_SHIMS:
+        shim()
+    if "recbole" in sys.modules:
+        apply_recbole_shims()
+    elif not any(isinstance(finder, _AfterRecBoleImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterRecBoleImport())

@@ -13,6 +13,7 @@ before everything the user passes (config files, config dict, command line), in 
 5. ``properties/quick_start/<Model>-<dataset>.yaml``  a preset for one model on one dataset
 """
 
+import ast
 import os
 
 from recbole.config import Config as RecBoleConfig
@@ -35,6 +36,21 @@ def model_yaml_chain(model, model_class):
 
 
 class Config(RecBoleConfig):
+    def _convert_config_dict(self, config_dict):
+        """RecBole ``eval``s every string of a config dict and of ``--key=value``; here only Python literals are
+        read (``ast.literal_eval``: ``'[1, 2]'``, ``'1e-3'``, ``'True'``), so no setting can run code."""
+        for key, param in config_dict.items():
+            if not isinstance(param, str):
+                continue
+            try:
+                value = ast.literal_eval(param)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                value = {"true": True, "false": False}.get(param.lower(), param)
+            if value is not None and not isinstance(value, (str, int, float, list, tuple, dict, bool)):
+                value = param  # a set, bytes or complex literal stays the text it was
+            config_dict[key] = value
+        return config_dict
+
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
             model = self.external_config_dict.get("model")
@@ -75,6 +91,11 @@ class Config(RecBoleConfig):
                     self.parameters["Dataset"] += [
                         key for key in config_dict if key not in self.parameters["Dataset"]
                     ]
+        if "text_fields" in self.external_config_dict and "text_template" not in self.external_config_dict:
+            self.internal_config_dict["text_template"] = None  # the user's text_fields beat a yaml's template
+        from recbole_genrec.validation import warn_unknown_keys
+
+        warn_unknown_keys(self.external_config_dict, extra_known=self.internal_config_dict)
         loss = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if sequential and not user_sets_sampling and loss not in (None, "CE"):
             # A sequential model trained with BPR needs RecBole's uniform sampler back.

@@ -2,8 +2,10 @@
 
 ``run_recbole_genrec`` trains and tests one model; ``run`` adds RecBole's multi-process path;
 ``run_side_by_side`` trains several models on one dataset/split and writes one comparison
-table; ``objective_function`` serves RecBole's ``HyperTuning``; ``load_data_and_model``
-rebuilds a saved run (generative checkpoints carry their code table).
+table under one shared protocol; ``objective_function`` serves RecBole's ``HyperTuning``;
+``load_data_and_model`` rebuilds a saved run from the checkpoint alone (generative checkpoints carry their
+code table). Every trainer here writes plain-data checkpoints and reads checkpoints as data
+(:mod:`recbole_genrec.checkpoint`).
 """
 
 import logging
@@ -17,10 +19,27 @@ from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
+from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
 from recbole_genrec.data import create_dataset
 from recbole_genrec.utils import get_model, get_trainer
+from recbole_genrec.validation import check_config
+
+# What a side-by-side run shares between its rows: the split, the history length and the evaluation.
+PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "load_col", "seed")
+
+
+def item_tokens(dataset):
+    """The item vocabulary in RecBole's id order (``[PAD]`` first), stored with the weights."""
+    return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+
+
+def _trainer(config, model, group=None):
+    trainer_class = plain_checkpoint_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))
+    if group is not None:
+        trainer_class = group.trainer_class(trainer_class)
+    return trainer_class(config, model)
 
 
 def _timed_epochs(trainer):
@@ -57,6 +76,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                         config_dict=group.config_dict)
         group.adopt(config)
+        check_config(config)
+        if model_file is not None:  # refuse a checkpoint that is not data before any work
+            load_checkpoint(model_file, bool(config["trust_checkpoint"]))
         init_seed(config["seed"], config["reproducibility"])
         # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
         for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
@@ -80,7 +102,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             flops = get_flops(model, dataset, config["device"], logger, transform)
             logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
-        trainer = group.trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+        trainer = _trainer(config, model, group)
+        trainer.genrec_item_tokens = item_tokens(dataset)
         group.share_checkpoint(trainer)
         _timed_epochs(trainer)
         start = time.perf_counter()
@@ -119,6 +142,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             "train_seconds_per_epoch": sum(epochs) / max(len(epochs), 1),
             "checkpoint": model_file if model_file is not None else (trainer.saved_model_file if saved else None),
             "world_size": group.world_size,
+            "protocol": {key: config[key] for key in PROTOCOL_KEYS},
         }
     if group.is_main and queue is not None:
         queue.put(result)
@@ -155,20 +179,36 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     return None if queue.empty() else queue.get()
 
 
+def shared_protocol(models, dataset, config_file_list=None, config_dict=None):
+    """The protocol every row of a side-by-side run uses: :data:`PROTOCOL_KEYS` of the first model's config.
+
+    That config holds the user's settings (config files, ``config_dict``), a protocol file, the first model's
+    preset and the dataset's yaml, so every other model gets the same split, history length, metrics, topk
+    and valid metric instead of its own defaults; only model hyperparameters differ between rows.
+    """
+    config = Config(models[0], dataset, config_file_list, config_dict)
+    return {key: config[key] for key in PROTOCOL_KEYS if config[key] is not None}, config
+
+
 def run_side_by_side(models, dataset, config_file_list=None, config_dict=None, saved=True, results_dir=None):
     """Train each model in turn on one dataset and split; print and write one comparison table.
 
-    Returns ``(results, paths)``: the per-model result dicts and the written CSV/JSON/Markdown files.
+    Every row shares the protocol of :func:`shared_protocol` (listed under the table). Returns
+    ``(results, paths)``: the per-model result dicts and the written CSV/JSON/Markdown files.
     """
     from recbole_genrec.report import comparison_table, write_comparison
 
+    protocol, first = shared_protocol(models, dataset, config_file_list, config_dict)
+    getLogger().info(f"side-by-side protocol shared by {', '.join(models)}: {protocol}")
     results = []
     for name in models:
-        results.append(run_recbole_genrec(name, dataset, config_file_list, config_dict, saved))
-    table = comparison_table(results)
+        run_dict = dict(config_dict or {})
+        run_dict.update(protocol)
+        results.append(run_recbole_genrec(name, dataset, config_file_list, run_dict, saved))
+    table = comparison_table(results, protocol)
     print(table)
-    folder = results_dir or Config(models[0], dataset, config_file_list, config_dict)["results_dir"]
-    paths = write_comparison(results, folder, dataset)
+    folder = results_dir or first["results_dir"]
+    paths = write_comparison(results, folder, dataset, protocol)
     getLogger().info(f"comparison written to {', '.join(paths)}")
     return results, paths
 
@@ -176,6 +216,7 @@ def run_side_by_side(models, dataset, config_file_list=None, config_dict=None, s
 def objective_function(config_dict=None, config_file_list=None, saved=True):
     """The objective for RecBole's ``HyperTuning`` (same contract as RecBole's)."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    check_config(config)
     init_seed(config["seed"], config["reproducibility"])
     logging.basicConfig(level=logging.ERROR)
     dataset = create_dataset(config)
@@ -183,7 +224,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     init_seed(config["seed"], config["reproducibility"])
     model_name = config["model"]
     model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer = _trainer(config, model)
+    trainer.genrec_item_tokens = item_tokens(dataset)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
     return {
@@ -195,20 +237,72 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     }
 
 
-def load_data_and_model(model_file):
+def _changed_items(saved, current):
+    """``(added, removed)`` item tokens between a checkpoint's vocabulary and the dataset's (no ``[PAD]``)."""
+    saved_set, current_set = set(saved), set(current)
+    return [t for t in current if t not in saved_set], [t for t in saved if t not in current_set]
+
+
+def check_items(model_file, config, saved_tokens, current_tokens, source):
+    """Raise ``ValueError`` saying what changed when the dataset's items differ from the checkpoint's."""
+    saved, current = [t for t in saved_tokens if t != "[PAD]"], [t for t in current_tokens if t != "[PAD]"]
+    if saved == current:
+        return
+    added, removed = _changed_items(saved, current)
+    change = (f"{len(added)} items added (e.g. {added[:3]}) and {len(removed)} removed (e.g. {removed[:3]})"
+              if added or removed else "the same items in another id order")
+    raise ValueError(
+        f"checkpoint {model_file} was trained on {len(saved)} items of '{config['dataset']}', but {source} now has "
+        f"{len(current)}: {change}. Its item table (and code table) no longer matches the data. Rebuild: retrain "
+        f"on the current files (python run_recbole_genrec.py --model={config['model']} --dataset={config['dataset']}),"
+        f" or restore the atomic files the checkpoint was trained on."
+    )
+
+
+def _items_before_building(config):
+    """The items the preprocessing hook would keep (RecBole's filter pass, cached), without building features."""
+    from recbole_genrec.data import resolve_data_path
+    from recbole_genrec.preprocess import cache, hook
+
+    if not hook.requested_features(config):
+        return None, None
+    source = config["genrec_source_data_path"] or config["data_path"]
+    if not os.path.isdir(source):
+        config["data_path"] = source
+        resolve_data_path(config)
+        source = config["data_path"]
+    store = cache.overlay_dir(config)
+    with cache.locked(store):
+        tokens = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
+    return tokens, source
+
+
+def load_data_and_model(model_file, trust_checkpoint=False):
     """Rebuild ``(config, model, dataset, train_data, valid_data, test_data)`` from a checkpoint.
 
-    Mirrors ``recbole.quick_start.load_data_and_model``; the config stored in the checkpoint
-    already points at the preprocessing cache, so no text is re-encoded when it is intact.
+    Mirrors ``recbole.quick_start.load_data_and_model``. The checkpoint is read as data
+    (:func:`recbole_genrec.checkpoint.load_checkpoint`; ``trust_checkpoint=True`` is the opt-in for files that
+    are not, which runs their code). Its config already points at the preprocessing cache, so no text is
+    re-encoded when that is intact; the weights, and with them a generative model's code table, come from the
+    checkpoint. When the dataset's items no longer match the checkpoint's vocabulary, a ``ValueError`` says
+    how many were added and removed, before any feature is rebuilt.
     """
-    checkpoint = torch.load(model_file, weights_only=False, map_location="cpu")
+    checkpoint = load_checkpoint(model_file, trust_checkpoint)
     config = checkpoint["config"]
     # A checkpoint of a multi-process run is reloaded in this single process.
     config["single_spec"], config["local_rank"] = True, 0
     config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+    config["trust_checkpoint"] = bool(trust_checkpoint)
+    saved_tokens = checkpoint.get("item_tokens")
+    if saved_tokens is not None:
+        tokens, source = _items_before_building(config)
+        if tokens is not None:
+            check_items(model_file, config, saved_tokens, tokens, f"{source}/{config['dataset']}.*")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
+    if saved_tokens is not None:
+        check_items(model_file, config, saved_tokens, item_tokens(dataset), f"the dataset '{config['dataset']}'")
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])

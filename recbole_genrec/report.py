@@ -1,4 +1,8 @@
-"""Comparison tables for side-by-side runs: one row per model, every metric, cost columns."""
+"""Comparison tables for side-by-side runs: one row per model, every metric, cost columns.
+
+Every metric column names its metric (``best valid NDCG@10``, ``test recall@10``), and the settings the rows
+share (split, history length, metrics, topk, valid metric) are listed under the table.
+"""
 
 import csv
 import json
@@ -6,8 +10,12 @@ import os
 import time
 
 
+def _valid_metric(result):
+    return (result.get("protocol") or {}).get("valid_metric") or "valid metric"
+
+
 def _rows(results):
-    """Flatten result dicts into rows ``{model, params, epochs, s/epoch, train s, valid:*, test:*}``."""
+    """Result dicts as rows ``{model, params, epochs, s/epoch, train s, best valid <metric>, test *, valid *}``."""
     rows = []
     for r in results:
         row = {
@@ -16,7 +24,7 @@ def _rows(results):
             "epochs": r.get("epochs"),
             "s/epoch": round(r.get("train_seconds_per_epoch") or 0.0, 3),
             "train s": round(r.get("train_seconds") or 0.0, 1),
-            "best valid": round(float(r["best_valid_score"]), 4),
+            f"best valid {_valid_metric(r)}": round(float(r["best_valid_score"]), 4),
         }
         for metric, value in (r.get("test_result") or {}).items():
             row[f"test {metric}"] = round(float(value), 4)
@@ -33,17 +41,25 @@ def _columns(rows):
     return columns
 
 
-def comparison_table(results):
-    """A Markdown table (test metrics first, then cost) covering every model in ``results``."""
+def protocol_lines(protocol):
+    """Markdown lines naming the settings every row shares."""
+    if not protocol:
+        return []
+    return ["", "Shared by every row: " + "; ".join(f"`{k}` = `{v}`" for k, v in protocol.items()) + "."]
+
+
+def comparison_table(results, protocol=None):
+    """A Markdown table (test metrics first, then cost) covering every model in ``results``,
+    followed by the shared settings when ``protocol`` is given."""
     rows = _rows(results)
     columns = [c for c in _columns(rows) if not c.startswith("valid ")]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + protocol_lines(protocol))
 
 
-def write_comparison(results, folder, dataset):
+def write_comparison(results, folder, dataset, protocol=None):
     """Write ``<folder>/<dataset>-<timestamp>.{csv,json,md}``; returns the three paths."""
     os.makedirs(folder, exist_ok=True)
     stem = os.path.join(folder, f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -54,7 +70,7 @@ def write_comparison(results, folder, dataset):
         writer.writeheader()
         writer.writerows(rows)
     with open(stem + ".json", "w") as f:
-        json.dump({"dataset": dataset, "rows": rows}, f, indent=2, default=str)
+        json.dump({"dataset": dataset, "protocol": protocol or {}, "rows": rows}, f, indent=2, default=str)
     with open(stem + ".md", "w") as f:
-        f.write(f"# {dataset}\n\n" + comparison_table(results) + "\n")
+        f.write(f"# {dataset}\n\n" + comparison_table(results, protocol) + "\n")
     return [stem + ".csv", stem + ".json", stem + ".md"]

@@ -1,6 +1,8 @@
 """Each compat shim repairs a real break: the scenario fails without that shim and passes with it.
 
-Every scenario runs in a fresh interpreter that applies all shims except the one under test.
+Every scenario runs in a fresh interpreter that applies all shims except the one under test. The package's
+``__init__`` (which would apply them all) is kept out with a bare package module, so the shims' own imports of
+``recbole_genrec`` submodules work without it.
 """
 
 import os
@@ -15,7 +17,10 @@ DATA = os.path.join(ROOT, "tests", "data")
 
 PRELUDE = textwrap.dedent(
     """
-    import importlib.util, sys
+    import importlib.util, sys, types
+    package = types.ModuleType("recbole_genrec")
+    package.__path__ = [{package!r}]
+    sys.modules["recbole_genrec"] = package
     skip = {skip!r}
     if skip == "shim_pkg_resources":
         # Simulate setuptools>=81, which no longer ships pkg_resources.
@@ -23,7 +28,7 @@ PRELUDE = textwrap.dedent(
     spec = importlib.util.spec_from_file_location("genrec_compat", {compat!r})
     compat = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compat)
-    for name in ["shim_pkg_resources", "shim_numpy_aliases", "shim_torch_load", "shim_dok_update",
+    for name in ["shim_pkg_resources", "shim_numpy_aliases", "shim_checkpoint_allowlist", "shim_dok_update",
                  "shim_item_metrics"]:
         if name != skip:
             getattr(compat, name)()
@@ -40,7 +45,7 @@ SCENARIOS = {
         f"Config(model='BPR', dataset='tiny', config_dict={{'data_path': {DATA!r}}})\nprint('OK')",
         "float_",
     ),
-    "shim_torch_load": (
+    "shim_checkpoint_allowlist": (
         textwrap.dedent(
             """
             import tempfile, os, torch
@@ -48,10 +53,13 @@ SCENARIOS = {
             import recbole.trainer.trainer as trainer_module
             config = Config(model='BPR', dataset='tiny', config_dict={'data_path': %r})
             path = os.path.join(tempfile.mkdtemp(), 'ckpt.pth')
-            torch.save({'config': config, 'state_dict': {}}, path)
-            # RecBole's trainer loads its checkpoints (which pickle the Config) through this name.
+            torch.save({'config': config, 'state_dict': {}, 'best_valid_score': __import__('numpy').float64(0.5)},
+                       path)
+            # RecBole's trainer loads its checkpoints (which pickle the Config) with torch's safe default.
+            assert trainer_module.torch is torch
             checkpoint = trainer_module.torch.load(path, map_location='cpu')
-            assert checkpoint['config']['model'] == 'BPR'
+            assert checkpoint['config']['model'] == 'BPR' and checkpoint['best_valid_score'] == 0.5
+            assert isinstance(checkpoint['config'], Config)  # a RestoredConfig: Config's __init__ never ran
             print('OK')
             """
             % DATA
@@ -82,7 +90,8 @@ SCENARIOS = {
 
 
 def _run(skip, body):
-    code = PRELUDE.format(skip=skip, compat=os.path.join(ROOT, "recbole_genrec", "compat.py")) + body
+    code = PRELUDE.format(skip=skip, compat=os.path.join(ROOT, "recbole_genrec", "compat.py"),
+                          package=os.path.join(ROOT, "recbole_genrec")) + body
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -110,7 +119,10 @@ def test_apply_is_idempotent():
     first = sp.dok_matrix._update
     compat.apply()
     assert sp.dok_matrix._update is first
+    import torch
+
     import recbole.trainer.trainer as trainer_module
 
-    assert isinstance(trainer_module.torch, compat._TorchWithTrustedLoad)
-    assert not isinstance(trainer_module.torch._torch, compat._TorchWithTrustedLoad)
+    assert trainer_module.torch is torch  # no patched torch.load: RecBole loads with weights_only=True
+    allowed = torch.serialization.get_safe_globals()
+    assert len(allowed) == len({id(g) if not isinstance(g, tuple) else g[1] for g in allowed})  # registered once

@@ -163,15 +163,16 @@ def test_stand_alone_entry_points_parse_yaml_overrides():
 
 
 def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
-    """run_recbole_genrec.py --metrics=[Recall,NDCG]: RecBole's eval-based parser would keep the YAML list as a string."""
-    from recbole_genrec.cli import python_literal_overrides
+    """run_recbole_genrec.py --metrics=[Recall,NDCG]: the plugin parses YAML and Python values itself and hands
+    RecBole a config dict (RecBole's eval-based parser would keep the YAML list as a string)."""
+    from recbole_genrec.cli import parse_config_overrides
 
-    argv = python_literal_overrides(["--metrics=[Recall,NDCG]", "--topk=[5,10]", "--eval_args={'mode': 'full'}",
-                                     "--epochs=2", "--model=Pop", "--note=[unclosed"])
-    assert argv == ["--metrics=['Recall', 'NDCG']", "--topk=[5,10]", "--eval_args={'mode': 'full'}", "--epochs=2",
-                    "--model=Pop", "--note=[unclosed"]
-    monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"] + argv[:4])
-    config = Config(model="Pop", dataset="tiny", config_dict={"data_path": DATA_ROOT})
+    parsed = parse_config_overrides(["--metrics=[Recall,NDCG]", "--topk=[5,10]", "--eval_args={'mode': 'full'}",
+                                     "--epochs=2", "--learning_rate=1e-3", "--note=[unclosed"])
+    assert parsed == {"metrics": ["Recall", "NDCG"], "topk": [5, 10], "eval_args": {"mode": "full"}, "epochs": 2,
+                      "learning_rate": 0.001, "note": "[unclosed"}
+    monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"])
+    config = Config(model="Pop", dataset="tiny", config_dict=dict(parsed, data_path=DATA_ROOT))
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
 
 

@@ -23,11 +23,15 @@ def zeroshot_main(argv=None):
     parser.add_argument("--source", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that is not plain data (runs code from the file)")
     parser.add_argument("--config_files", nargs="*", default=None)
     parser.add_argument("--source_epochs", type=int, default=None)
     parser.add_argument("--target_eval_args", default=None, help="YAML dict for the target's eval_args")
     args, extra = parser.parse_known_args(argv)
     config_dict = parse_config_overrides(extra)
+    if args.trust_checkpoint:
+        config_dict["trust_checkpoint"] = True
     source_dict = {"epochs": args.source_epochs} if args.source_epochs else {}
     target_dict = {"eval_args": yaml.safe_load(args.target_eval_args)} if args.target_eval_args else {}
     sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
@@ -55,9 +59,13 @@ def intention_main(argv=None):
     parser.add_argument("--field", default="class")
     parser.add_argument("--query_template", default="{genre} movies")
     parser.add_argument("--checkpoint", default=None, help="a RecBole checkpoint of AlphaRec (else train one)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that is not plain data (runs code from the file)")
     parser.add_argument("--config_files", nargs="*", default=None)
     args, extra = parser.parse_known_args(argv)
     config_dict = parse_config_overrides(extra)
+    if args.trust_checkpoint:
+        config_dict["trust_checkpoint"] = True
     sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
     from recbole_genrec.alpharec.intention import format_table, genre_share, load_or_train
 
@@ -72,11 +80,21 @@ COMMANDS = {"zeroshot": zeroshot_main, "intention": intention_main}
 
 
 def main(argv=None):
+    """Errors are one line with exit code 2 (as in ``run_recbole_genrec.py``); ``--debug`` adds the traceback."""
+    from recbole_genrec.cli import EXPECTED, UsageError, _fail, _one_line
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m recbole_genrec.alpharec.cli {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
-    COMMANDS[argv[0]](argv[1:])
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except UsageError as err:
+        return _fail(err.code, debug)
+    except EXPECTED as err:
+        return _fail(_one_line(err), debug)
     return 0
 
 

@@ -216,7 +216,9 @@ def load_or_train(dataset_name, checkpoint=None, config_files=None, config_dict=
                                     config_dict=config_dict, saved=True)
         checkpoint = result["checkpoint"]
         logger.info(f"AlphaRec test result on {dataset_name}: {dict(result['test_result'])}")
-    ckpt = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    from recbole_genrec.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, bool((config_dict or {}).get("trust_checkpoint")))  # data only, unless trusted
     same_split = {key: ckpt["config"][key] for key in ("eval_args", "seed", "reproducibility")
                   if key in ckpt["config"]}
     _, model, train_data, _, _ = build_target(dataset_name, ckpt, config_files, {**same_split, **(config_dict or {})})

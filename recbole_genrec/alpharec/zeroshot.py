@@ -50,14 +50,18 @@ def train_source(source, config_files=None, config_dict=None):
                               config_dict=config_dict, saved=True)
 
 
-def _load_checkpoint(path):
-    return torch.load(path, weights_only=False, map_location="cpu")
+def _load_checkpoint(path, config_dict=None):
+    """The checkpoint as data (:func:`recbole_genrec.checkpoint.load_checkpoint`); ``trust_checkpoint`` in
+    ``config_dict`` (``--trust-checkpoint``) is the opt-in for files that are not."""
+    from recbole_genrec.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, bool((config_dict or {}).get("trust_checkpoint")))
 
 
 def build_target(target, checkpoint, config_files=None, config_dict=None):
     """``(config, model, train_data, valid_data, test_data)``: an AlphaRec on ``target`` carrying the
     source mapping weights of ``checkpoint`` (a path or a loaded RecBole checkpoint dict)."""
-    ckpt = _load_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    ckpt = _load_checkpoint(checkpoint, config_dict) if isinstance(checkpoint, str) else checkpoint
     source_config = ckpt["config"]
     target_dict = {}
     for key in ARCH_KEYS:

@@ -17,6 +17,7 @@ import yaml
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_genrec.checkpoint import load_checkpoint
 from recbole_genrec.utils import get_model
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def load_teacher(config, dataset, checkpoint_path):
     this dataset has items, i.e. the checkpoint must come from the same dataset and filtering (same
     RecBole item ids). Returns ``(teacher, model name)``.
     """
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(checkpoint_path, bool(config["trust_checkpoint"]))  # data only, unless trusted
     saved_config = checkpoint["config"]
     name = saved_config["model"]
     teacher_conf = copy.copy(saved_config)

@@ -43,11 +43,15 @@ def resolve_data_path(config):
 
 
 def create_dataset(config):
-    """Resolve the data path, run the preprocessing hook if the model needs text embeddings
-    or semantic IDs, then build RecBole's dataset (which reads the registered features)."""
+    """Resolve the data path, check the atomic files (:func:`recbole_genrec.validation.check_atomic_files`),
+    run the preprocessing hook if the model needs text embeddings or semantic IDs, then build RecBole's
+    dataset (which reads the registered features)."""
     resolve_data_path(config)
     # here, not at module level: `import recbole_genrec` stays light (the hook loads pandas, faiss, the encoders)
     from recbole_genrec.preprocess.hook import prepare_features
+    from recbole_genrec.validation import check_atomic_files
+
+    check_atomic_files(config)  # headers, time field, nan timestamps, duplicate ids, items without text
 
     prepare_features(config)
     return recbole_create_dataset(config)

@@ -88,7 +88,8 @@ class CodeTable(nn.Module):
         if n_leaves != real_items.numel():
             raise ValueError(
                 f"{real_items.numel() - n_leaves} items share their code tuple with another item; semantic IDs must "
-                "be unique (append a collision-resolution level, as TIGER does)"
+                "be unique: set sid_collision to extra_level (TIGER's extra level numbering colliding items) "
+                "or sinkhorn instead of none"
             )
         item_of_leaf = torch.zeros(n_leaves, dtype=torch.long)  # [n_leaves]
         item_of_leaf[prefix_id] = real_items

@@ -8,7 +8,8 @@ store's ``.lock`` is the ``fcntl.flock`` target serialising check + build across
 
 Every artifact is written to a temporary file in the same folder, fsync'ed and moved into place
 with ``os.replace``; its sidecar is removed before and written after, so an interrupted write
-never leaves a file that looks valid.
+never leaves a file that looks valid. Temporary names carry their writer (``.<name>.<host>@<pid>.<random>.tmp``);
+the next run that takes the store's lock removes those whose writer is gone (:func:`remove_orphans`).
 """
 
 import contextlib
@@ -18,7 +19,11 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 
 import numpy as np
 
@@ -91,6 +96,63 @@ def file_sha256(path, chunk=1 << 20):
 
 
 # ----------------------------------------------------------------------------- atomic writes
+ORPHAN_AGE_S = 24 * 3600  # a temp file of another machine (or without a writer in its name) older than this is orphaned
+_OWNED_TEMP = re.compile(r"\.([A-Za-z0-9_-]+)@(\d+)\.[^.]*\.tmp$")
+
+
+def _host():
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def temp_prefix(name):
+    """``.<name>.<host>@<pid>.``: the prefix of a temporary file or folder written by this process."""
+    return f".{name}.{_host()}@{os.getpid()}."
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _orphaned(path, name, now):
+    owned = _OWNED_TEMP.search(name)
+    try:
+        age = now - os.lstat(path).st_mtime
+    except OSError:
+        return False
+    if owned and owned.group(1) == _host():
+        return not _alive(int(owned.group(2))) or age > ORPHAN_AGE_S
+    return age > ORPHAN_AGE_S
+
+
+def remove_orphans(store):
+    """Remove temporary files and folders (``.*.tmp``) of ``store`` and its sub-folders whose writer is gone:
+    a process of this machine that no longer runs, or anything older than :data:`ORPHAN_AGE_S`. Returns them."""
+    now, removed = time.time(), []
+    folders = [store] + [os.path.join(store, d) for d in sorted(os.listdir(store))
+                         if os.path.isdir(os.path.join(store, d)) and not d.startswith(".")]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if not (name.startswith(".") and name.endswith(".tmp")) or not _orphaned(path, name, now):
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                removed.append(path)
+    if removed:
+        logger.info(f"removed {len(removed)} orphaned temporary files of interrupted writes in {store}")
+    return removed
+
+
 def fsync_dir(folder):
     """fsync a folder so that a rename inside it is durable (best effort)."""
     try:
@@ -112,7 +174,7 @@ def atomic_write(path, write_fn, mode="wb"):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(path)), suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         encoding = None if "b" in mode else "utf-8"
@@ -217,11 +279,13 @@ def load_json(path):
 # ----------------------------------------------------------------------------- locking
 @contextlib.contextmanager
 def locked(store):
-    """Exclusive ``fcntl.flock`` on ``<store>/.lock`` (blocks until the holder releases it)."""
+    """Exclusive ``fcntl.flock`` on ``<store>/.lock`` (blocks until the holder releases it); on entry the
+    temporary files of interrupted writes are removed (:func:`remove_orphans`)."""
     os.makedirs(store, exist_ok=True)
     with open(os.path.join(store, ".lock"), "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
+            remove_orphans(store)  # writers hold this lock: a temp file of a dead writer is left over
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

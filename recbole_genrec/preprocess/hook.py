@@ -133,7 +133,7 @@ def surviving_item_tokens(config, source_dir, store, summary):
     """External tokens of the items RecBole keeps after filtering, in RecBole's id order.
 
     Row ``i`` of this list becomes internal item id ``i + 1``. Cached in ``items.json``, keyed by
-    the source files (path, size, mtime) and the loading/filtering config.
+    the source files (path and content hash) and the loading/filtering config.
     """
     if not config["ITEM_ID_FIELD"]:
         raise ValueError("genrec_features need an ITEM_ID_FIELD")
@@ -406,7 +406,7 @@ def feature_view(config, source_dir, store, features, feature_files, hashes, sum
     """The view folder RecBole will read for these settings (reused when it exists); returns its path.
 
     Its key covers the requested features, the feature files' keys and the source files
-    (path, size, mtime), so each combination of settings gets its own, never-changing view.
+    (path, content hash), so each combination of settings gets its own, never-changing view.
     """
     dataset = config["dataset"]
     links = layout.view_links(source_dir, dataset, feature_files, skip_suffixes=(EMB_SUFFIX, SID_SUFFIX))

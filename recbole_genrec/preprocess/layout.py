@@ -59,13 +59,15 @@ def feature_path(store, prefix, suffix, file_key):
 
 # ----------------------------------------------------------------------------- source files
 def source_files_identity(source_dir, dataset):
-    """``[[realpath, size, mtime_ns], ...]`` of the ``<dataset>.*`` files of ``source_dir`` (part of keys)."""
+    """``[[realpath, sha256], ...]`` of the ``<dataset>.*`` files of ``source_dir`` (part of keys).
+
+    The content hash, not size and mtime: a file replaced by one of equal size with its mtime kept is seen.
+    """
     files = []
     for name in sorted(os.listdir(source_dir)):
         path = os.path.join(source_dir, name)
         if name.startswith(dataset + ".") and os.path.isfile(path):
-            stat = os.stat(path)
-            files.append([os.path.realpath(path), stat.st_size, stat.st_mtime_ns])
+            files.append([os.path.realpath(path), cache.file_sha256(path)])
     return files
 
 
@@ -114,7 +116,7 @@ def ensure_view(store, key, links):
         return path, "hit"
     status = "corrupt" if os.path.lexists(path) else "missing"
     os.makedirs(views, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{short(key)}.", suffix=".tmp", dir=views)
+    tmp = tempfile.mkdtemp(prefix=cache.temp_prefix(short(key)), suffix=".tmp", dir=views)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         for name, target in links.items():
@@ -131,7 +133,7 @@ def ensure_view(store, key, links):
 
 def _discard(path, views):
     """Move a broken view out of the way first (a rename is atomic), then delete it."""
-    trash = tempfile.mkdtemp(prefix=".trash.", suffix=".tmp", dir=views)
+    trash = tempfile.mkdtemp(prefix=cache.temp_prefix("trash"), suffix=".tmp", dir=views)
     os.rename(path, os.path.join(trash, "view"))
     with contextlib.suppress(OSError):
         shutil.rmtree(trash)  # removes the links, never what they point at

@@ -15,8 +15,10 @@ import os
 import torch
 from recbole.trainer import Trainer
 
+from recbole_genrec.checkpoint import PlainCheckpoints, load_checkpoint
 
-class CollabEmbedTrainer(Trainer):
+
+class CollabEmbedTrainer(PlainCheckpoints, Trainer):
     def _build_optimizer(self, **kwargs):
         kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
         return super()._build_optimizer(**kwargs)
@@ -31,7 +33,7 @@ class CollabEmbedTrainer(Trainer):
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=callback_fn)
         if saved and os.path.isfile(self.saved_model_file):
-            checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=False)
+            checkpoint = load_checkpoint(self.saved_model_file, bool(self.config["trust_checkpoint"]), self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
         if self.config["collab_export"] and self.config["local_rank"] == 0:  # one writer in multi-process runs

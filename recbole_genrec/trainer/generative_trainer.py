@@ -25,8 +25,9 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
   rows are gathered, repeats dropped, and the metrics computed once over all users, so each user weighs the same
   and the result equals a single-process evaluation (a users-weighted mean of the ranks' metrics is the fallback).
 
-Checkpoints are RecBole's: the model's ``state_dict`` holds the :class:`~recbole_genrec.generative.CodeTable`
-buffers, so ``recbole_genrec.load_data_and_model`` rebuilds a model that recommends identically.
+Checkpoints are plain data (:class:`~recbole_genrec.checkpoint.PlainCheckpoints`: tensors, the config as a dict):
+the model's ``state_dict`` holds the :class:`~recbole_genrec.generative.CodeTable` buffers, so
+``recbole_genrec.load_data_and_model`` rebuilds a model that recommends identically.
 """
 
 import contextlib
@@ -40,6 +41,7 @@ from tqdm import tqdm
 from recbole.trainer import Trainer
 from recbole.utils import get_gpu_usage, set_color
 
+from recbole_genrec.checkpoint import PlainCheckpoints
 from recbole_genrec.distributed import ShardedEvaluation
 
 _SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
@@ -62,7 +64,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min
     return min_ratio + (1.0 - min_ratio) * shape
 
 
-class GenerativeTrainer(ShardedEvaluation, Trainer):
+class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
     r"""RecBole ``Trainer`` with AdamW, warm-up + decay schedule, gradient clipping and bf16/fp16 autocast.
 
     Under DDP, ``evaluate`` and ``_map_reduce`` come from :class:`~recbole_genrec.distributed.ShardedEvaluation`:

@@ -1,0 +1,347 @@
+"""Checks that run before any work: settings (:func:`check_config`, :func:`check_value`), unknown keys
+(:func:`warn_unknown_keys`) and the atomic files (:func:`check_atomic_files`).
+
+Every error names the key (or file and line), the value and what is allowed; data defects that the run can
+live with are warnings with counts, never silent repairs. This module imports neither torch nor RecBole at
+import time, so the command line can check its arguments before loading them.
+"""
+
+import difflib
+import functools
+import glob
+import logging
+import math
+import os
+import re
+import warnings
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work: the message names the key, the value and the allowed range."""
+
+
+class DataError(ValueError):
+    """A defect of the atomic files that the chosen protocol cannot work with."""
+
+
+# ----------------------------------------------------------------------------- single values
+def _int(minimum):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                return f"an integer >= {minimum}"
+        return None if value >= minimum else f"an integer >= {minimum}"
+    return check
+
+
+def _number(low, high=None, low_open=False, high_open=True):
+    def check(value):
+        text = (f"a number {'>' if low_open else '>='} {low}"
+                + ("" if high is None else f" and {'<' if high_open else '<='} {high}"))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return text
+        if value < low or (low_open and value == low):
+            return text
+        if high is not None and (value > high or (high_open and value == high)):
+            return text
+        return None
+    return check
+
+
+def _choice(*options):
+    def check(value):
+        return None if value in options else f"one of {list(options)}"
+    return check
+
+
+def _codebook_size(value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in values):
+        return "an integer >= 2, or a list of them (one per level)"
+    return None
+
+
+def _mapping(value):
+    return None if value is None or isinstance(value, dict) else "a dict, e.g. {epochs: 200, lr: 0.001}"
+
+
+RULES = {
+    "d_model": _int(1), "d_ff": _int(1), "d_kv": _int(1), "num_heads": _int(1),
+    "num_encoder_layers": _int(1), "num_decoder_layers": _int(1),
+    "sid_levels": _int(1), "sid_codebook_size": _codebook_size, "sid_params": _mapping,
+    "sid_method": _choice("rqvae", "rkmeans", "hkmeans"),
+    "sid_collision": _choice("extra_level", "sinkhorn", "none"),
+    "beam_size": _int(1), "beam_batch_size": _int(1), "user_token_buckets": _int(1),
+    "MAX_ITEM_LIST_LENGTH": _int(1), "train_batch_size": _int(1), "eval_batch_size": _int(1),
+    "epochs": _int(0), "eval_step": _int(1), "stopping_step": _int(0), "warmup_steps": _int(0),
+    "text_max_length": _int(1), "text_batch_size": _int(1),
+    "learning_rate": _number(0, low_open=True), "dropout_rate": _number(0, 1), "weight_decay": _number(0),
+}
+
+
+def check_value(key, value):
+    """Raise :class:`ConfigError` when ``value`` is not allowed for ``key`` (keys without a rule pass)."""
+    rule = RULES.get(key)
+    problem = rule(value) if rule is not None and value is not None else None
+    if problem:
+        raise ConfigError(f"{key}={value!r} is not allowed: {key} must be {problem} "
+                          f"(e.g. --{key}=... on the command line or `{key}: ...` in a config file)")
+
+
+def check_config(config):
+    """Every rule of :data:`RULES` on ``config``, then the rules that tie keys together."""
+    for key in RULES:
+        if key in config:
+            check_value(key, config[key])
+    if config["genrec_features"] and "sid" in list(config["genrec_features"] or []):
+        if config["beam_size"] is not None and config["topk"]:
+            top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
+            if config["beam_size"] < top:
+                raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
+                                  f"returns beam_size items per user; set beam_size >= {top} or lower topk")
+        levels, sizes = config["sid_levels"], config["sid_codebook_size"]
+        if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
+            raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
+                              f"give one size per level or a single integer")
+        check_sid_params(config["sid_method"], config["sid_params"])
+
+
+def sid_param_names(method):
+    """Keyword arguments the tokenizer ``method`` accepts in ``sid_params``."""
+    import inspect
+
+    from recbole_genrec.tokenizers import TOKENIZERS
+
+    if method not in TOKENIZERS:
+        raise ConfigError(f"sid_method={method!r} is not allowed: sid_method must be one of {sorted(TOKENIZERS)}")
+    params = inspect.signature(TOKENIZERS[method].__init__).parameters
+    fixed = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
+    return sorted(n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+def check_sid_params(method, params):
+    """Raise :class:`ConfigError` naming unknown keys of ``sid_params`` and the ones ``method`` accepts."""
+    if not params:
+        return
+    check_value("sid_params", params)
+    allowed = sid_param_names(method) + ["max_extra"]
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, allowed, n=1) for k in unknown}
+        hint = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
+        raise ConfigError(f"sid_params has keys that sid_method={method!r} does not accept: {hint}. "
+                          f"Allowed keys: {allowed}")
+
+
+# ----------------------------------------------------------------------------- unknown keys
+def _yaml_keys(pattern):
+    import yaml
+
+    keys = set()
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict):
+            keys.update(str(k) for k in data)
+    return keys
+
+
+_CONFIG_READ = re.compile(r"""config\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]""")
+
+
+def _keys_read_in(folder):
+    keys = set()
+    for path in glob.glob(os.path.join(folder, "**", "*.py"), recursive=True):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            keys.update(_CONFIG_READ.findall(f.read()))
+    return keys
+
+
+@functools.lru_cache(maxsize=1)
+def known_keys():
+    """Keys of every RecBole and plugin yaml, plus every ``config["key"]`` either package reads."""
+    from recbole_genrec.model_index import package_dir
+    from recbole_genrec.utils import properties_dir
+
+    recbole_dir, ours = package_dir("recbole"), package_dir("recbole_genrec")
+    keys = _yaml_keys(os.path.join(recbole_dir, "properties", "**", "*.yaml"))
+    keys |= _yaml_keys(os.path.join(properties_dir(), "**", "*.yaml"))
+    keys |= _keys_read_in(recbole_dir) | _keys_read_in(ours)
+    keys |= {"model", "dataset", "config_files", "nproc", "world_size", "ip", "port", "offset", "local_rank"}
+    return frozenset(keys)
+
+
+def unknown_keys(keys, extra_known=()):
+    known = known_keys() | set(extra_known)
+    return [k for k in keys if k not in known]
+
+
+def warn_unknown_keys(keys, extra_known=()):
+    """Warn once per key that neither RecBole nor the plugin knows, with the closest known key."""
+    known = sorted(known_keys() | set(extra_known))
+    for key in unknown_keys(keys, extra_known):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = f"config key {key!r} is unknown to RecBole and recbole_genrec and has no effect{hint}"
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- atomic files
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+def read_header(path, separator="\t", encoding="utf-8"):
+    """``[(name, type), ...]`` of an atomic file's header; :class:`DataError` naming file, line and form."""
+    with open(path, encoding=encoding or "utf-8") as f:
+        line = f.readline().rstrip("\r\n")
+    fields = []
+    for column, item in enumerate(line.split(separator or "\t"), start=1):
+        name, _, ftype = item.partition(":")
+        if not name or ftype not in FIELD_TYPES:
+            problem = "has no type" if not ftype else f"has type {ftype!r}"
+            raise DataError(f"{path}, line 1, column {column}: header field {item!r} {problem}; every column must "
+                            f"be written name:type with type one of {list(FIELD_TYPES)} (e.g. user_id:token, "
+                            f"timestamp:float), separated by the field_separator {separator!r}")
+        fields.append((name, ftype))
+    return fields
+
+
+def _atomic_files(folder, dataset):
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.startswith(dataset + ".") and os.path.isfile(os.path.join(folder, n)) and "." in n[len(dataset):]
+                  and not n.endswith((".json", ".yaml", ".md", ".txt", ".npy", ".zip")))
+
+
+def _loaded(config, suffix, names):
+    load_col = config["load_col"]
+    if load_col is None:
+        wanted = set(names)
+    elif suffix not in load_col:
+        wanted = set()
+    elif load_col[suffix] == "*":
+        wanted = set(names)
+    else:
+        wanted = set(load_col[suffix])
+    unload = set(((config["unload_col"] or {}).get(suffix)) or [])
+    return [n for n in names if n in wanted and n not in unload]
+
+
+def _time_ordered(config):
+    args = config["eval_args"] or {}
+    return str(args.get("order", "RO")).upper() == "TO"
+
+
+def check_atomic_files(config):
+    """Check the dataset's atomic files against the protocol, before anything is built.
+
+    Errors (:class:`DataError`): a header field without a valid type; a time-ordered protocol (``eval_args``
+    order ``TO``, which every sequential model needs) without a loaded time field; ``nan`` timestamps under a
+    time-ordered protocol. Warnings with counts: ``nan`` timestamps otherwise, duplicate item ids in the item
+    file, interactions whose items have no text (for models that encode item text).
+    """
+    import pandas as pd
+
+    from recbole.utils import ModelType
+
+    dataset, folder = config["dataset"], config["data_path"]
+    sep, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    headers = {}
+    for path in _atomic_files(folder, dataset):
+        suffix = os.path.basename(path)[len(dataset) + 1:]  # "inter", or "train.inter" (benchmark_filename)
+        headers[suffix] = (path, read_header(path, sep, encoding))
+    inter = headers.get("inter")
+    if inter is None:
+        return {}
+    inter_path, inter_fields = inter
+    names = [n for n, _ in inter_fields]
+    loaded = _loaded(config, "inter", names)
+    time_field = config["TIME_FIELD"]
+    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    report = {}
+    if sequential or _time_ordered(config):
+        if not time_field or time_field not in loaded:
+            where = (f"is not a column of {inter_path}" if time_field not in names
+                     else f"is a column of {inter_path} but load_col does not load it (load_col: {config['load_col']})")
+            need = (f"{config['model']} is a sequential model: it reads each user's history in time order"
+                    if sequential else "eval_args order 'TO' sorts each user's interactions by time")
+            fix_load = (f" Add '{time_field}' to load_col ({{inter: [{', '.join(loaded + [str(time_field)])}]}})."
+                        if time_field in names else "")
+            raise DataError(
+                f"{need}, but the time field TIME_FIELD={time_field!r} {where} (columns: {names}).{fix_load} "
+                f"Without timestamps, use a general model (e.g. --model=BPR, LightGCN or AlphaRec) with a random "
+                f"split (--config_files=properties/protocol/random-8-1-1.yaml)."
+            )
+    if time_field and time_field in loaded:
+        column = pd.read_csv(inter_path, sep=sep, usecols=[names.index(time_field)], dtype=str, header=0,
+                             keep_default_na=False, encoding=encoding, engine="c").iloc[:, 0]
+        values = pd.to_numeric(column.str.strip().replace("", "nan"), errors="coerce")
+        bad = int(values.isna().sum())
+        report["nan_timestamps"] = bad
+        if bad:
+            message = (f"{bad} of {len(values)} interactions in {inter_path} have no valid timestamp "
+                       f"('{time_field}' empty, nan or not a number); RecBole fills them with the column mean")
+            if _time_ordered(config):
+                raise DataError(message + ", which re-orders the histories and changes the test targets under "
+                                "the time-ordered split (eval_args order 'TO'). Fix or drop those rows.")
+            logger.warning(message + ".")
+            warnings.warn(message + ".", UserWarning, stacklevel=2)
+    item = headers.get("item")
+    iid = config["ITEM_ID_FIELD"]
+    if item is not None and iid:
+        item_path, item_fields = item
+        item_names = [n for n, _ in item_fields]
+        if iid in item_names:
+            ids = pd.read_csv(item_path, sep=sep, usecols=[item_names.index(iid)], dtype=str, header=0,
+                              keep_default_na=False, encoding=encoding, engine="c").iloc[:, 0]
+            duplicated = ids[ids.duplicated(keep=False)]
+            report["duplicate_item_ids"] = int(duplicated.nunique())
+            if len(duplicated):
+                extra = len(duplicated) - duplicated.nunique()
+                message = (f"{duplicated.nunique()} item ids appear more than once in {item_path} "
+                           f"({extra} extra rows, e.g. {list(duplicated.unique()[:3])}); "
+                           f"RecBole and the text encoder keep the first row of each")
+                logger.warning(message)
+                warnings.warn(message, UserWarning, stacklevel=2)
+    features = config["genrec_features"] or []
+    if "text_emb" in list(features) and iid in names and str(config["item_embedding_source"] or "text") == "text":
+        report["interactions_without_text"] = _interactions_without_text(config, inter_path, names, sep, encoding)
+    return report
+
+
+def _interactions_without_text(config, inter_path, names, sep, encoding):
+    import pandas as pd
+
+    from recbole_genrec.preprocess import text
+
+    iid = config["ITEM_ID_FIELD"]
+    try:
+        table, field_types = text.read_item_table(config, config["data_path"])
+    except FileNotFoundError:
+        return None  # the hook reports the missing item file
+    fields, _ = text.resolve_text_spec(config, field_types)
+    if iid not in table.columns:
+        return None
+    table = table.drop_duplicates(subset=iid, keep="first")
+    has_text = table[fields].apply(lambda col: col.str.strip() != "").any(axis=1)
+    with_text = set(table.loc[has_text, iid])
+    items = pd.read_csv(inter_path, sep=sep, usecols=[names.index(iid)], dtype=str, header=0,
+                        keep_default_na=False, encoding=encoding, engine="c").iloc[:, 0]
+    lacking = ~items.isin(with_text)
+    count = int(lacking.sum())
+    if count:
+        message = (f"{count} of {len(items)} interactions in {inter_path} ({items[lacking].nunique()} items) are "
+                   f"on items without text in {fields} (no row in the item file, or empty fields); those items are "
+                   f"encoded from the fallback text 'item <token>'")
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return count
