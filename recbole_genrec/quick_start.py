@@ -271,7 +271,7 @@ def _items_before_building(config):
         config["data_path"] = source
         resolve_data_path(config)
         source = config["data_path"]
-    store = cache.overlay_dir(config)
+    store = cache.store_dir(config)
     with cache.locked(store):
         tokens = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
     return tokens, source

@@ -97,7 +97,7 @@ def check_config(config):
     for key in RULES:
         if key in config:
             check_value(key, config[key])
-    if config["genrec_features"] and "sid" in list(config["genrec_features"] or []):
+    if "sid" in list(config["genrec_features"]):
         if config["beam_size"] is not None and config["topk"]:
             top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
             if config["beam_size"] < top:
@@ -166,7 +166,7 @@ def _keys_read_in(folder):
 
 @functools.lru_cache(maxsize=1)
 def known_keys():
-    """Keys of every RecBole and plugin yaml, plus every ``config["key"]`` either package reads."""
+    """Keys of every RecBole and plugin yaml, plus every key either package reads from a config by name."""
     from recbole_genrec.model_index import package_dir
     from recbole_genrec.utils import properties_dir
 
@@ -237,7 +237,7 @@ def _loaded(config, suffix, names):
 
 
 def _time_ordered(config):
-    args = config["eval_args"] or {}
+    args = config["eval_args"]
     return str(args.get("order", "RO")).upper() == "TO"
 
 
@@ -254,7 +254,7 @@ def check_atomic_files(config):
     from recbole.utils import ModelType
 
     dataset, folder = config["dataset"], config["data_path"]
-    sep, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    sep, encoding = config["field_separator"], config["encoding"] or "utf-8"
     headers = {}
     for path in _atomic_files(folder, dataset):
         suffix = os.path.basename(path)[len(dataset) + 1:]  # "inter", or "train.inter" (benchmark_filename)
@@ -312,8 +312,8 @@ def check_atomic_files(config):
                            f"RecBole and the text encoder keep the first row of each")
                 logger.warning(message)
                 warnings.warn(message, UserWarning, stacklevel=2)
-    features = config["genrec_features"] or []
-    if "text_emb" in list(features) and iid in names and str(config["item_embedding_source"] or "text") == "text":
+    features = config["genrec_features"]
+    if "text_emb" in list(features) and iid in names and str(config["item_embedding_source"]) == "text":
         report["interactions_without_text"] = _interactions_without_text(config, inter_path, names, sep, encoding)
     return report
 
