@@ -18,6 +18,12 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
   trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
   learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
   at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget;
+* ``train_length_buckets`` (default on): training batches of similar history length
+  (:class:`~recbole_genrec.generative.batching.LengthBuckets`, a fresh shuffled order per epoch fixed by ``seed``
+  and the epoch), built by the loader's own ``collate_fn``; the models drop the columns that are padding for the
+  whole batch, so most of the encoder's work on padding disappears (exact: same loss and gradients per sample);
+* ``cpu_bf16`` (default off): bf16 autocast of training on CPUs (matrix products in bf16, losses in float32);
+  evaluation stays in float32;
 * the log line of every epoch carries its wall time (RecBole's) and the current learning rate;
 * multi-process evaluation (:class:`recbole_genrec.distributed.ShardedEvaluation`): each rank runs beam search on
   its shard of the users; instead of RecBole's ``_map_reduce`` (the ranks' mean metrics weighted by their number of
@@ -41,6 +47,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_gpu_usage, set_color
 
 from recbole_genrec.distributed import ShardedEvaluation
+from recbole_genrec.generative.batching import LengthBuckets, bucketed_interactions, sample_lengths
 
 _SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 
@@ -82,6 +89,9 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         if amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {amp_dtype!r}")
         self.use_amp = bool(self.enable_amp) and self.device.type == "cuda"
+        self.cpu_bf16 = bool(config["cpu_bf16"]) and self.device.type == "cpu"
+        self.length_buckets = bool(config["train_length_buckets"])
+        self._buckets = None
         self.amp_dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
@@ -112,8 +122,11 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
 
-    def autocast(self):
-        """Autocast context of training and evaluation (a no-op unless ``enable_amp`` on CUDA)."""
+    def autocast(self, training: bool = False):
+        """Autocast context of training and evaluation (a no-op unless ``enable_amp`` on CUDA, or ``cpu_bf16`` when
+        training on CPU)."""
+        if training and self.cpu_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         if not self.use_amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
@@ -153,17 +166,43 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
             self._fix_budget_epochs(time.perf_counter() - start)
         return loss
 
+    def _bucketed(self, train_data) -> bool:
+        """Whether this loader's batches are length-bucketed (``train_length_buckets`` and a history-length field)."""
+        if not self.length_buckets or not getattr(train_data, "shuffle", False):
+            return False
+        field = self.config["ITEM_LIST_LENGTH_FIELD"]
+        dataset = getattr(train_data, "_dataset", None)
+        return dataset is not None and field in dataset.inter_feat.columns
+
+    def _epoch_batches(self, train_data, epoch_idx):
+        """``(iterable of Interaction, number of batches)`` of one training epoch."""
+        if not self._bucketed(train_data):
+            if not self.config["single_spec"] and train_data.shuffle:
+                train_data.sampler.set_epoch(epoch_idx)
+            return train_data, len(train_data)
+        if self._buckets is None or self._buckets.lengths.size != train_data.sample_size:
+            single = self.config["single_spec"]
+            rank = 0 if single else torch.distributed.get_rank()
+            world = 1 if single else torch.distributed.get_world_size()
+            lengths = sample_lengths(train_data, self.config["ITEM_LIST_LENGTH_FIELD"])
+            self._buckets = LengthBuckets(lengths, train_data.step, seed=int(self.config["seed"] or 0),
+                                          rank=rank, world_size=world)
+            bucketed, uniform = self._buckets.padding_fraction(0)
+            self.logger.info(f"train_length_buckets: {len(self._buckets)} batches of similar history length per "
+                             f"epoch; padding {uniform:.0%} of the history slots with uniform batches, "
+                             f"{bucketed:.0%} bucketed")
+        return bucketed_interactions(train_data, self._buckets, epoch_idx), len(self._buckets)
+
     def _train_one_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
-        self.steps_per_epoch = len(train_data)
+        batches, n_batches = self._epoch_batches(train_data, epoch_idx)
+        self.steps_per_epoch = n_batches
         self.global_step = epoch_idx * self.steps_per_epoch  # resumable: the schedule depends on the step only
-        if not self.config["single_spec"] and train_data.shuffle:
-            train_data.sampler.set_epoch(epoch_idx)
         iter_data = (
-            tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            tqdm(batches, total=n_batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
             if show_progress
-            else train_data
+            else batches
         )
         total_loss = None
         lr = self.learning_rate
@@ -175,7 +214,7 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
             if not self.config["single_spec"]:
                 self.set_reduce_hook()
                 sync_loss = self.sync_grad_loss()
-            with self.autocast():
+            with self.autocast(training=True):
                 losses = loss_func(interaction)
             if isinstance(losses, tuple):
                 loss = sum(losses)
