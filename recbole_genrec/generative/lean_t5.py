@@ -53,7 +53,8 @@ def keep_mask(shape, p: float, device=None, generator: Optional[torch.Generator]
     """
     n = math.prod(shape)
     threshold = int(round((1.0 - p) * _KEEP_LEVELS))
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
+    # the full int64 range: random_() without bounds leaves the sign bit 0, which would bias every fourth draw
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
     draws = words.view(torch.int16)[:n].view(shape)  # [..] uniform on [-2^15, 2^15)
     return draws < (threshold - (1 << 15))
 
