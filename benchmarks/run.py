@@ -360,8 +360,16 @@ def _kill(proc):
         pass
 
 
-def run_rows(rows, datasets, args, preset, on_row=None):
-    """Run the rows (``jobs`` at a time) under the per-row timeout and the preset's total budget."""
+def row_key(row):
+    """Identity of a row across invocations (``--resume``): label, dataset, its users and its config."""
+    return json.dumps([row_label(row) if "label" not in row else row["label"], row["dataset"], row.get("max_users"),
+                       row.get("config")], sort_keys=True, default=str)
+
+
+def run_rows(rows, datasets, args, preset, on_row=None, finished=None):
+    """Run the rows (``jobs`` at a time) under the per-row timeout and the preset's total budget.
+
+    ``finished``: ``{row_key: result}`` of an earlier invocation (``--resume``); those rows are not run again."""
     log_dir = tempfile.mkdtemp(prefix="bench-logs-")
     budget = args.total_budget if args.total_budget is not None else preset.get("total_budget_s")
     start = time.perf_counter()
@@ -374,6 +382,10 @@ def run_rows(rows, datasets, args, preset, on_row=None):
                 "protocol": row["protocol"], "max_users": dataset["max_users"], "config": row["config"]}
         if dataset["error"]:
             return dict(base, status="skipped", error=dataset["error"])
+        previous = (finished or {}).get(row_key(base))
+        if previous is not None:
+            say(f"done  {row_label(row)} on {row['dataset']}: finished in an earlier run (--resume), not rerun")
+            return dict(previous, resumed=True)
         timeout = args.row_timeout or preset["row_timeout_s"]
         if budget:
             left = budget - (time.perf_counter() - start)
@@ -493,8 +505,9 @@ def worker(spec_path, result_path):
                 result = evaluate(eval_data, *a, **k)
                 seconds = time.perf_counter() - start
                 users = getattr(eval_data, "sample_size", None)
-                state["evals"].append({"seconds": seconds, "users": users})
                 ndcg = (result or {}).get("ndcg@10")
+                state["evals"].append({"seconds": seconds, "users": users, "epoch": len(state["trained_epoch_s"]),
+                                       "ndcg@10": float(ndcg) if ndcg is not None else None})
                 say(f"  {label}: evaluated {users} users in {seconds:.1f}s"
                     + (f", NDCG@10 {float(ndcg):.4f}" if ndcg is not None else ""))
                 return result
@@ -517,6 +530,9 @@ def worker(spec_path, result_path):
             "best_valid_result": {k: float(v) for k, v in (result.get("best_valid_result") or {}).items()},
             "params": result.get("params"),
             "epochs": len(state["trained_epoch_s"]),
+            # every validation (the last evaluation is the test): epochs trained so far and NDCG@10
+            "valid_curve": [{"epoch": e["epoch"], "ndcg@10": e["ndcg@10"], "seconds": round(e["seconds"], 1)}
+                            for e in state["evals"][:-1]],
             "train_s_per_epoch": (sum(state["trained_epoch_s"]) / len(state["trained_epoch_s"])
                                   if state["trained_epoch_s"] else None),
             "train_s": result.get("train_seconds"),
@@ -659,10 +675,11 @@ def write_reports(report, out_dir, stem, plot=True):
     if not plot:
         return paths
     try:
-        from plot import plot_quality_vs_time
+        from plot import plot_quality_vs_time, plot_valid_curves
 
         png = os.path.join(out_dir, stem + ".png")
-        if plot_quality_vs_time(report, png):
+        plot_fn = plot_valid_curves if report["meta"].get("plot") == "valid_curves" else plot_quality_vs_time
+        if plot_fn(report, png):
             paths["png"] = png
     except Exception as err:  # the numbers matter more than the picture
         say(f"plot failed: {type(err).__name__}: {err}")
@@ -831,6 +848,11 @@ def parse_args(argv=None):
     p.add_argument("--row-timeout", type=float, default=None, help="seconds per row (default: the preset's)")
     p.add_argument("--total-budget", type=float, default=None, help="seconds for all rows (default: the preset's)")
     p.add_argument("--tag", default=None, help="appended to the output file names")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="JSON",
+                   help="keep the finished rows of an earlier report (default: the newest <out>/<preset>*.json) and "
+                        "run only the others, writing to that report's files; presets with resume=True do this "
+                        "by default")
+    p.add_argument("--fresh", action="store_true", help="start a resumable preset from scratch")
     p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
                    help="move every row's best checkpoint to DIR/<dataset>-<row>.pth (e.g. for "
                         "python -m recbole_genrec.alpharec.cli zeroshot --checkpoint)")
@@ -842,6 +864,17 @@ def parse_args(argv=None):
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="run from a folder made by --make-bundle (its data, cache and precomputed embeddings)")
     return p.parse_args(argv)
+
+
+def _latest_report(out, stem, preset):
+    """``<out>/<stem>.json`` if it exists, else the newest ``<out>/<preset>-*.json``."""
+    exact = os.path.join(out, stem + ".json")
+    if os.path.isfile(exact):
+        return exact
+    if not os.path.isdir(out):
+        return None
+    candidates = [os.path.join(out, f) for f in os.listdir(out) if f.startswith(preset + "-") and f.endswith(".json")]
+    return max(candidates, key=os.path.getmtime) if candidates else None
 
 
 def main(argv=None):
@@ -861,6 +894,10 @@ def main(argv=None):
         return 2
     now = datetime.datetime.now()
     stem = f"{args.preset}-{now:%Y-%m-%d_%H%M}" + (f"-{args.tag}" if args.tag else "")
+    if preset.get("resume") and not args.fresh and args.resume is None:
+        args.resume = "latest"
+    if preset.get("resume"):  # one report that every invocation extends
+        stem = args.preset + (f"-u{args.max_users}" if args.max_users else "") + (f"-{args.tag}" if args.tag else "")
     meta = {
         "preset": args.preset,
         "description": preset["description"],
@@ -872,6 +909,7 @@ def main(argv=None):
         "device": args.device,
         "threads": args.threads,
         "jobs": args.jobs or preset.get("jobs", 1),
+        "plot": preset.get("plot", "quality_vs_time"),
     }
     if args.preset in SCRIPT_PRESETS:
         return run_script_preset(args.preset, args, meta, stem)
@@ -890,13 +928,24 @@ def main(argv=None):
     datasets = resolve_datasets(preset, args)
     meta["datasets"] = datasets
     rows = select_rows(preset, args, datasets)
+    finished = {}
+    if args.resume and not args.fresh:
+        path = args.resume if args.resume != "latest" else _latest_report(args.out, stem, args.preset)
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                earlier = json.load(f)
+            finished = {row_key(r): r for r in earlier.get("rows", []) if r.get("status") == "ok"}
+            stem = os.path.splitext(os.path.basename(path))[0]
+            say(f"resume: {len(finished)} finished row(s) in {path}")
+        elif args.resume != "latest":
+            raise SystemExit(f"--resume {args.resume}: no such report")
     say(f"preset {args.preset}: {len(rows)} rows on {args.device}; writing {os.path.join(args.out, stem)}.*")
     def partial(done):
         meta["wall_s"] = time.perf_counter() - start
         meta["partial"] = f"{len(done)} of {len(rows)} rows"
         write_reports({"meta": meta, "rows": done}, args.out, stem, plot=False)
 
-    results = run_rows(rows, datasets, args, preset, on_row=partial)
+    results = run_rows(rows, datasets, args, preset, on_row=partial, finished=finished)
     meta.pop("partial", None)
     meta["wall_s"] = time.perf_counter() - start
     report = {"meta": meta, "rows": results}

@@ -17,7 +17,9 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * ``train_time_budget_s``: a wall-clock budget for training (e.g. one call on a lent GPU). After the first epoch the
   trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
   learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
-  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget;
+  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget.  Before the first epoch a
+  probe times the forward + backward pass of a few batches (spread over the history lengths; weights and random
+  state restored) and fit fails with the arithmetic when even that lower bound of one epoch exceeds the budget;
 * ``train_length_buckets`` (default on): training batches of similar history length
   (:class:`~recbole_genrec.generative.batching.LengthBuckets`, a fresh shuffled order per epoch fixed by ``seed``
   and the epoch), built by the loader's own ``collate_fn``; the models drop the columns that are padding for the
@@ -152,6 +154,58 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
             self.logger.info(f"train_time_budget_s={self.time_budget:g}: the first epoch took {epoch_seconds:.1f}s, "
                              f"so {fit} of {self.epochs} epochs are trained (learning-rate schedule over {fit}); "
                              f"the others are skipped")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.time_budget and self.start_epoch == 0:
+            self.check_time_budget(train_data)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _probe_batches(self, train_data, n_probe: int):
+        """A few training batches for the timing probe: spread over the history lengths when bucketed."""
+        if self._bucketed(train_data):
+            self._epoch_batches(train_data, 0)  # builds self._buckets
+            lengths = self._buckets.lengths
+            batches = sorted(self._buckets.epoch_batches(0), key=lambda b: int(lengths[b].max()))
+            picks = [batches[int((i + 0.5) / n_probe * len(batches))] for i in range(n_probe)]
+            return [train_data.collate_fn(b.tolist()) for b in picks], len(self._buckets)
+        probe = []
+        for interaction in train_data:
+            probe.append(interaction)
+            if len(probe) == n_probe:
+                break
+        return probe, len(train_data)
+
+    def check_time_budget(self, train_data, n_probe: int = 3) -> float:
+        """Estimated seconds of one epoch (forward + backward of ``n_probe`` batches x batches per epoch, a lower
+        bound: no optimizer step); raises ``ValueError`` with the arithmetic when it exceeds ``train_time_budget_s``.
+        The model's weights, gradients and the random state are left as they were."""
+        rng_state = torch.random.get_rng_state()
+        batches, n_batches = self._probe_batches(train_data, n_probe)
+        self.model.train()
+        seconds = []
+        for interaction in batches:
+            interaction = interaction.to(self.device)
+            start = time.perf_counter()
+            with self.autocast(training=True):
+                losses = self.model.calculate_loss(interaction)
+            loss = sum(losses) if isinstance(losses, tuple) else losses
+            loss.backward()
+            seconds.append(time.perf_counter() - start)
+        self.model.zero_grad(set_to_none=True)
+        torch.random.set_rng_state(rng_state)
+        per_batch = sum(seconds) / max(len(seconds), 1)
+        estimate = per_batch * n_batches
+        if estimate > self.time_budget:
+            raise ValueError(
+                f"train_time_budget_s={self.time_budget:g} is too small for one epoch: {n_batches} batches x "
+                f"{per_batch:.2f} s (forward + backward of {len(seconds)} probe batches, without the optimizer step) "
+                f"= {estimate:.0f} s. Raise train_time_budget_s to at least {math.ceil(estimate * 1.2)} or train a "
+                f"smaller model / fewer samples."
+            )
+        self.logger.info(f"train_time_budget_s={self.time_budget:g}: one epoch >= {n_batches} batches x "
+                         f"{per_batch:.2f} s = {estimate:.0f} s (probe), so at most "
+                         f"{int(self.time_budget // estimate)} epochs fit")
+        return estimate
 
     def skips_epoch(self, epoch_idx: int) -> bool:
         """True for the epochs that ``train_time_budget_s`` leaves out (not trained, not timed)."""
