@@ -649,7 +649,8 @@ def markdown_report(report):
                 lines.append("| " + " | ".join([
                     f"{r['label']} stage I", r["dataset"], _fmt(rep.get("n_items")), _fmt(timings.get("train_s"), 1),
                     _fmt(timings.get("quantise_s"), 1), f"{r['stage1'].get('status')}; {note}",
-                    "hkmeans (aligned)", str((rep.get("codebook_sizes") or {}).get("aligned", "")),
+                    f"{(rep.get('params') or {}).get('prorec_code_method', '')} (aligned)",
+                    str((rep.get("codebook_sizes") or {}).get("aligned", "")),
                     "/".join(f"{u:.2f}" for u in (diag.get("usage") or [])),
                     "/".join(f"{p:.0f}" for p in (diag.get("perplexity") or [])),
                     _fmt(diag.get("collision_rate_before")), ""]) + " |")
