@@ -18,8 +18,9 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
   trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
   learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
   at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget.  Before the first epoch a
-  probe times the forward + backward pass of a few batches (spread over the history lengths; weights and random
-  state restored) and fit fails with the arithmetic when even that lower bound of one epoch exceeds the budget;
+  probe times the forward + backward pass of a few batches (spread over the history lengths, after a warm-up pass;
+  weights and random state restored) and fit fails with the arithmetic when that estimate of one epoch exceeds the
+  budget;
 * ``train_length_buckets`` (default on): training batches of similar history length
   (:class:`~recbole_genrec.generative.batching.LengthBuckets`, a fresh shuffled order per epoch fixed by ``seed``
   and the epoch), built by the loader's own ``collate_fn``; the models drop the columns that are padding for the
@@ -176,21 +177,23 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
         return probe, len(train_data)
 
     def check_time_budget(self, train_data, n_probe: int = 3) -> float:
-        """Estimated seconds of one epoch (forward + backward of ``n_probe`` batches x batches per epoch, a lower
-        bound: no optimizer step); raises ``ValueError`` with the arithmetic when it exceeds ``train_time_budget_s``.
-        The model's weights, gradients and the random state are left as they were."""
+        """Estimated seconds of one epoch: the mean forward + backward time of ``n_probe`` batches (spread over the
+        history lengths, after one untimed warm-up pass; no optimizer step) x batches per epoch.  Raises
+        ``ValueError`` with the arithmetic when it exceeds ``train_time_budget_s``.  The model's weights,
+        gradients and the random state are left as they were."""
         rng_state = torch.random.get_rng_state()
         batches, n_batches = self._probe_batches(train_data, n_probe)
         self.model.train()
         seconds = []
-        for interaction in batches:
+        for i, interaction in enumerate([batches[0]] + batches):  # the first pass warms up, untimed
             interaction = interaction.to(self.device)
             start = time.perf_counter()
             with self.autocast(training=True):
                 losses = self.model.calculate_loss(interaction)
             loss = sum(losses) if isinstance(losses, tuple) else losses
             loss.backward()
-            seconds.append(time.perf_counter() - start)
+            if i > 0:
+                seconds.append(time.perf_counter() - start)
         self.model.zero_grad(set_to_none=True)
         torch.random.set_rng_state(rng_state)
         per_batch = sum(seconds) / max(len(seconds), 1)
@@ -202,7 +205,7 @@ class GenerativeTrainer(ShardedEvaluation, Trainer):
                 f"= {estimate:.0f} s. Raise train_time_budget_s to at least {math.ceil(estimate * 1.2)} or train a "
                 f"smaller model / fewer samples."
             )
-        self.logger.info(f"train_time_budget_s={self.time_budget:g}: one epoch >= {n_batches} batches x "
+        self.logger.info(f"train_time_budget_s={self.time_budget:g}: one epoch ~ {n_batches} batches x "
                          f"{per_batch:.2f} s = {estimate:.0f} s (probe), so at most "
                          f"{int(self.time_budget // estimate)} epochs fit")
         return estimate
