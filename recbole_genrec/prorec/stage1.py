@@ -407,8 +407,11 @@ def log_report(result):
             f"level {u['level']}: {u['distinct']} codes, perplexity {u['perplexity']:.1f} "
             f"({u['conditional_perplexity']:.1f} given the prefix)" for u in usage))
         for problem in level_usage_problems(usage):
-            logger.warning(f"PRORec stage I: a near-constant code level ({problem}); use prorec_code_method: "
-                           f"rkmeans or smaller prorec_codebook_size per level")
+            fix = ("prorec_code_method: rkmeans, " if (result.report.get("params") or {}).get(
+                "prorec_code_method") == "hkmeans" else "")
+            logger.warning(f"PRORec stage I: a near-constant code level ({problem}): the items are already apart "
+                           f"after the previous levels; use {fix}fewer prorec_code_levels or a smaller "
+                           f"prorec_codebook_size per level (e.g. [256, 64, 16]) for this catalogue")
 
 
 def run_stage1(config, dataset, text_emb):
