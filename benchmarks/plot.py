@@ -53,6 +53,39 @@ def plot_quality_vs_time(report, path):
     return True
 
 
+def plot_valid_curves(report, path):
+    """Validation NDCG@10 against trained epochs, one line per row (``valid_curve`` of the run.py rows); one panel per
+    dataset. Returns False when no row has a validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if [p for p in (r.get("valid_curve") or []) if p.get("ndcg@10") is not None]]
+    if not rows:
+        return False
+    datasets = [d for d in report["meta"]["datasets"] if any(r["dataset"] == d for r in rows)]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.0 * len(datasets), 4.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in (r for r in rows if r["dataset"] == dataset):
+            points = [p for p in r["valid_curve"] if p.get("ndcg@10") is not None]
+            test = (r.get("test_result") or {}).get("ndcg@10")
+            label = r["label"] + (f" (test {test:.4f})" if test is not None else "")
+            ax.plot([p["epoch"] for p in points], [p["ndcg@10"] for p in points], marker="o", ms=3, label=label)
+        ax.set_xlabel("epochs trained")
+        ax.set_ylabel("validation NDCG@10")
+        users = report["meta"]["datasets"][dataset].get("max_users")
+        ax.set_title(dataset + (f" (first {users} users)" if users else ""))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    meta = report["meta"]
+    fig.suptitle(f"{meta['preset']} -- {meta['date']} -- {meta['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_decoding(report, path):
     """Users/s of HF ``generate`` and of our search against users per call; returns False without runs."""
     import matplotlib
@@ -98,7 +131,12 @@ def main(argv=None):
         with open(path) as f:
             report = json.load(f)
         png = os.path.splitext(path)[0] + ".png"
-        plot = plot_decoding if "runs" in report else plot_quality_vs_time
+        if "runs" in report:
+            plot = plot_decoding
+        elif (report.get("meta") or {}).get("plot") == "valid_curves":
+            plot = plot_valid_curves
+        else:
+            plot = plot_quality_vs_time
         print(png if plot(report, png) else f"{path}: nothing to plot")
 
 

@@ -9,7 +9,10 @@ A preset is a dict::
      "row_timeout_s": int,              # a row that runs longer is killed and recorded as "timeout"
      "total_budget_s": int | None,      # rows that would start after this are recorded as "skipped"
      "datasets": {name: {"max_users": int | None}},
-     "rows": [{"model", "dataset", "protocol", "config"}, ...]}
+     "rows": [{"model", "dataset", "protocol", "config"}, ...],
+     "resume": bool,                    # optional: one report per preset that every invocation extends, rows
+                                        # finished earlier are kept, not rerun (run.py --resume / --fresh)
+     "plot": "valid_curves"}            # optional: validation NDCG@10 per epoch instead of quality vs time
 
 Protocols (``PROTOCOLS``):
 
@@ -154,6 +157,33 @@ GPU_ABLATIONS = [
 ]
 
 
+# beauty-cpu (issue 15): the paper protocol on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out,
+# history 20, full ranking, Recall/NDCG@5/10), 2 cores, ~150 minutes for the five rows, one row at a time.
+# Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 -- about 1/4.7 of the
+# paper model's multiply-adds per token (its 4+4 layers, d_ff 1024, 6 x 64 heads), so that its ~30-minute training
+# share holds ~10 epochs instead of ~2 (the paper size needs ~16 min per Beauty epoch on 2 cores even after the
+# bucketing of issue 15; see benchmarks/results/training-*.md). Codes: residual k-means 3 x 256 + TIGER's collision
+# level (GRID found it on par with RQ-VAE; seconds instead of an RQ-VAE budget). Training: length-bucketed batches,
+# lean T5 forward, fp32, AdamW lr 0.002 with 500 warm-up steps and a cosine decay over the epochs that fit in
+# train_time_budget_s; validation every 2 epochs (a beam search over 22k users costs about a minute), early stop
+# after 4 validations without improvement.
+BEAUTY_T5 = {
+    "sid_method": "rkmeans", "sid_levels": 3, "sid_codebook_size": 256, "sid_collision": "extra_level",
+    "use_user_token": True, "d_model": 128, "d_ff": 512, "num_encoder_layers": 2, "num_decoder_layers": 2,
+    "num_heads": 4, "d_kv": 32, "dropout_rate": 0.1, "beam_size": 20, "beam_batch_size": 128,
+    "eval_batch_size": 1024, "train_batch_size": 256, "learning_rate": 0.002, "warmup_steps": 500,
+    "lr_scheduler": "cosine", "train_length_buckets": True, "t5_lean_forward": True, "cpu_bf16": False,
+    "epochs": 200, "eval_step": 2, "stopping_step": 4,
+}
+BEAUTY_CPU = {
+    "SASRec": dict(_epochs(100, 1, stopping_step=5, batch=512)),
+    "BERT4Rec": dict(_epochs(100, 2, stopping_step=4, batch=512)),
+    "TIGER": dict(BEAUTY_T5, train_time_budget_s=1800),
+    "DiscRec": dict(BEAUTY_T5, use_user_token=False, discrec_d_ff=512, train_time_budget_s=1800),
+    "PRORec": dict(BEAUTY_T5, prorec_code_levels=3, prorec_stage1_epochs=20, train_time_budget_s=1500),
+}
+
+
 def _rows(models, datasets, schedule, small=False, extra=None):
     """Model-major order (each model on every dataset in turn): a budget cut drops whole models, not a dataset."""
     rows = []
@@ -211,6 +241,15 @@ def build_presets():
             "datasets": {"ml-100k": {"max_users": None}, "amazon-beauty": {"max_users": None}},
             "rows": _rows(["AlphaRec", "NGCF", "LightGCN", "BPR", "Pop"], ["ml-100k", "amazon-beauty"],
                           ALPHAREC_CPU),
+        },
+        "beauty-cpu": {
+            "description": "issue 15: TIGER, DiscRec, PRORec (2+2-layer T5, d_model 128) against SASRec and BERT4Rec "
+                           "on full amazon-beauty, leave-one-out, history 20, full ranking; 2 threads, one row at a "
+                           "time, about 150 minutes; resumable (a second invocation runs only unfinished rows)",
+            "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 50 * 60, "total_budget_s": 150 * 60,
+            "datasets": {"amazon-beauty": {"max_users": None}},
+            "rows": _rows(["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"], ["amazon-beauty"], BEAUTY_CPU),
+            "resume": True, "plot": "valid_curves",
         },
         "gpu": {
             "description": "amazon-beauty on one H100 inside ONE 10-minute call: generative + sequential models with "

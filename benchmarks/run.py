@@ -25,6 +25,7 @@ The parts live in ``benchmarks/harness/`` (datasets, rows, worker, reports, scri
 
 import argparse
 import datetime
+import json
 import os
 import shlex
 import sys
@@ -37,7 +38,7 @@ from benchmarks.harness.bundle import BUNDLE_SOURCE, make_bundle  # noqa: E402
 from benchmarks.harness.common import BENCH_DIR, ROOT, machine_info, say  # noqa: E402
 from benchmarks.harness.datasets import resolve_datasets  # noqa: E402
 from benchmarks.harness.reports import markdown_report, update_readme, write_reports  # noqa: E402
-from benchmarks.harness.rows import run_rows, select_rows  # noqa: E402
+from benchmarks.harness.rows import row_key, run_rows, select_rows  # noqa: E402
 from benchmarks.harness.scripts import run_script_preset  # noqa: E402
 from benchmarks.harness.worker import worker  # noqa: E402
 from benchmarks.machine import git_commit, library_versions  # noqa: E402
@@ -66,6 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--row-timeout", type=float, default=None, help="seconds per row (default: the preset's)")
     p.add_argument("--total-budget", type=float, default=None, help="seconds for all rows (default: the preset's)")
     p.add_argument("--tag", default=None, help="appended to the output file names")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="JSON",
+                   help="keep the finished rows of an earlier report (default: the newest <out>/<preset>*.json) and "
+                        "run only the others, writing to that report's files; presets with resume=True do this "
+                        "by default")
+    p.add_argument("--fresh", action="store_true", help="start a resumable preset from scratch")
     p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
                    help="move every row's best checkpoint to DIR/<dataset>-<row>.pth (e.g. for "
                         "python -m recbole_genrec.alpharec.cli zeroshot --checkpoint)")
@@ -92,6 +98,7 @@ def run_meta(args, preset, now):
         "device": args.device,
         "threads": args.threads,
         "jobs": args.jobs or preset.get("jobs", 1),
+        "plot": preset.get("plot", "quality_vs_time"),
     }
 
 
@@ -102,23 +109,57 @@ def use_bundle(args):
     args.set = [f"item_embedding_source={BUNDLE_SOURCE}"] + list(args.set)
 
 
+def _latest_report(out, stem, preset):
+    """``<out>/<stem>.json`` if it exists, else the newest ``<out>/<preset>-*.json``."""
+    exact = os.path.join(out, stem + ".json")
+    if os.path.isfile(exact):
+        return exact
+    if not os.path.isdir(out):
+        return None
+    candidates = [os.path.join(out, f) for f in os.listdir(out) if f.startswith(preset + "-") and f.endswith(".json")]
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def earlier_rows(args, stem):
+    """``(finished rows of an earlier report, its stem)`` for ``--resume`` (``([], stem)`` without one)."""
+    if not args.resume or args.fresh:
+        return [], stem
+    path = args.resume if args.resume != "latest" else _latest_report(args.out, stem, args.preset)
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+        done = [r for r in earlier.get("rows", []) if r.get("status") == "ok"]
+        say(f"resume: {len(done)} finished row(s) in {path}")
+        return done, os.path.splitext(os.path.basename(path))[0]
+    if args.resume != "latest":
+        raise SystemExit(f"--resume {args.resume}: no such report")
+    return [], stem
+
+
 def run_preset(preset, args, meta, stem):
     """Every row of a model preset; the reports are rewritten after each row (a killed run keeps its rows)."""
     start = time.perf_counter()
     datasets = resolve_datasets(preset, args)
     meta["datasets"] = datasets
     rows = select_rows(preset, args, datasets)
+    earlier, stem = earlier_rows(args, stem)
+    finished = {row_key(r): r for r in earlier}
     say(f"preset {args.preset}: {len(rows)} rows on {args.device}; writing {os.path.join(args.out, stem)}.*")
+
+    def with_earlier(done):
+        """Rows of this invocation after the earlier finished rows it did not select (another --models run)."""
+        keys = {row_key(d) for d in done}
+        return [r for r in earlier if row_key(r) not in keys] + list(done)
 
     def partial(done):
         meta["wall_s"] = time.perf_counter() - start
         meta["partial"] = f"{len(done)} of {len(rows)} rows"
-        write_reports({"meta": meta, "rows": done}, args.out, stem, plot=False)
+        write_reports({"meta": meta, "rows": with_earlier(done)}, args.out, stem, plot=False)
 
-    results = run_rows(rows, datasets, args, preset, on_row=partial)
+    results = run_rows(rows, datasets, args, preset, on_row=partial, finished=finished)
     meta.pop("partial", None)
     meta["wall_s"] = time.perf_counter() - start
-    report = {"meta": meta, "rows": results}
+    report = {"meta": meta, "rows": with_earlier(results)}
     paths = write_reports(report, args.out, stem)
     meta["files"] = [os.path.relpath(p, BENCH_DIR) if p.startswith(BENCH_DIR) else p for p in paths.values()]
     print(markdown_report(report), flush=True)
@@ -145,6 +186,10 @@ def main(argv=None):
         return 2
     now = datetime.datetime.now()
     stem = f"{args.preset}-{now:%Y-%m-%d_%H%M}" + (f"-{args.tag}" if args.tag else "")
+    if preset.get("resume") and not args.fresh and args.resume is None:
+        args.resume = "latest"
+    if preset.get("resume"):  # one report that every invocation extends
+        stem = args.preset + (f"-u{args.max_users}" if args.max_users else "") + (f"-{args.tag}" if args.tag else "")
     meta = run_meta(args, preset, now)
     if args.preset in SCRIPT_PRESETS:
         return run_script_preset(args.preset, args, meta, stem)

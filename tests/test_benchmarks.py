@@ -101,3 +101,48 @@ def test_bundle_with_max_users_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--max-users 300" in err and "drop --bundle" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty():
+    preset = presets.PRESETS["beauty-cpu"]
+    assert preset["datasets"] == {"amazon-beauty": {"max_users": None}} and preset["resume"]
+    assert [r["model"] for r in preset["rows"]] == ["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"]
+    assert all(r["protocol"] == "loo" for r in preset["rows"])
+    assert presets.PROTOCOLS["loo"]["MAX_ITEM_LIST_LENGTH"] == 20
+    assert {5, 10} <= set(presets.TOPK) and {"Recall", "NDCG"} <= set(presets.METRICS)
+    generative = [r for r in preset["rows"] if r["model"] in presets.GENERATIVE]
+    budgets = sum(r["config"]["train_time_budget_s"] for r in generative)
+    assert budgets < preset["total_budget_s"] and all(r["config"]["train_length_buckets"] for r in generative)
+    assert preset["plot"] == "valid_curves"
+
+
+def test_resumable_preset_skips_finished_rows(tmp_path, monkeypatch):
+    """A second invocation of a resumable preset keeps the rows that finished, reruns only the others and writes
+    into the same report; --fresh starts over."""
+    calls = []
+
+    def fake_run_row(row, dataset, args, timeout_s, log_dir):
+        calls.append(row["model"])
+        ok = row["model"] != "BPR" or len(calls) > 2  # BPR fails the first time
+        base = {"model": row["model"], "tag": None, "label": row["model"], "dataset": row["dataset"],
+                "protocol": row["protocol"], "max_users": dataset["max_users"], "config": row["config"]}
+        return dict(base, status="ok" if ok else "error", error=None if ok else "boom",
+                    test_result={"ndcg@10": 0.1}, valid_curve=[{"epoch": 1, "ndcg@10": 0.05, "seconds": 1.0}],
+                    train_s=1.0)
+
+    preset = dict(presets.PRESETS["smoke"], resume=True, plot="valid_curves")
+    monkeypatch.setitem(run.PRESETS, "resumable", preset)
+    monkeypatch.setattr(bench_rows, "run_row", fake_run_row)
+    argv = ["--preset", "resumable", "--out", str(tmp_path), "--data-path", os.path.join(ROOT, "tests", "data")]
+    assert run.main(argv) == 0 and sorted(calls) == ["BPR", "Pop"]  # the preset runs 2 rows at a time
+    assert run.main(argv) == 0 and calls[2:] == ["BPR"]  # Pop finished before: not rerun
+    report = json.load(open(tmp_path / "resumable.json"))
+    assert [(r["model"], r["status"], bool(r.get("resumed"))) for r in report["rows"]] == [
+        ("Pop", "ok", True), ("BPR", "ok", False)]
+    assert os.path.getsize(tmp_path / "resumable.png") > 1000  # the validation curves
+    assert run.main(argv + ["--fresh"]) == 0 and sorted(calls[3:]) == ["BPR", "Pop"]
+    # one model per invocation (--models): the other models' finished rows stay in the report
+    json.dump(dict(report, rows=[r for r in report["rows"] if r["model"] == "Pop"]), open(tmp_path / "resumable.json", "w"))
+    assert run.main(argv + ["--models", "BPR"]) == 0 and calls[5:] == ["BPR"]
+    report = json.load(open(tmp_path / "resumable.json"))
+    assert sorted((r["model"], r["status"]) for r in report["rows"]) == [("BPR", "ok"), ("Pop", "ok")]

@@ -8,6 +8,8 @@ k-means semantic IDs, a one-layer T5 and a preprocessing cache under pytest's tm
 
 import itertools
 
+import math
+
 import pytest
 import torch
 
@@ -164,15 +166,21 @@ def test_decoder_branch_is_causal_and_matches_teacher_forcing(code_table):
         assert torch.allclose(backbone.decoder_embeds(perturbed)[:, :2], teacher[:, :2], atol=1e-6)
 
 
-def test_gate_weights_sum_to_one(code_table, batch):
+@pytest.mark.parametrize("init", ["official", "small"])
+def test_gate_weights_sum_to_one(code_table, batch, init):
     _, _, input_ids, _ = batch
-    backbone = make_backbone(code_table).eval()
+    backbone = make_backbone(code_table, init=init).eval()
     levels, allowed = backbone.encoder_layout(input_ids)
     with torch.no_grad():
         mixed, weights = backbone.encoder_branch(backbone.shared(input_ids), levels, allowed)
     assert weights.shape == (*input_ids.shape, 2)
     assert torch.allclose(weights.sum(-1), torch.ones(input_ids.shape), atol=1e-6)
-    assert ((weights > 0) & (weights < 1)).all()
+    assert ((weights >= 0) & (weights <= 1)).all()
+    spread = (weights[..., 0] - 0.5).abs().mean().item()
+    if init == "small":  # N(0, 0.02) gate vectors: the gate starts at about 0.5 / 0.5
+        assert ((weights > 0) & (weights < 1)).all() and spread < 0.1
+    else:  # official N(0, 1) gate vectors: far from 0.5 / 0.5 for most tokens
+        assert spread > 0.25
     gate = BranchGate(8)
     a, b = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
     mix, w = gate(a, b)
@@ -198,6 +206,54 @@ def test_each_ablation_changes_the_embedding(code_table, batch, switch):
             levels, allowed = full.encoder_layout(input_ids)
             collab = full.encoder_branch.collaborative(tokens, levels, allowed)
             assert torch.allclose(ablated.encoder_embeds(input_ids), tokens + collab, atol=1e-6)
+
+
+def test_defaults_match_the_official_initialisation_statistics():
+    """official layers/DiscRec.py: code_embedding and gated_w are nn.Embedding (N(0, 1)); MultiHeadAttention and
+    FeedForward initialise their weights Xavier-normal with zero biases; DiscRecAttention has no output projection."""
+    torch.manual_seed(0)
+    d_model, d_ff = 128, 1024
+    official = DiscRecEmbedding(d_model, 4, n_heads=2, d_ff=d_ff)  # the defaults
+    level = official.level_embedding.weight
+    assert level.shape == (4 + 4, d_model)
+    assert abs(level.std().item() - 1.0) < 0.05 and abs(level.mean().item()) < 0.05
+    assert abs(official.gate.weight.std().item() - 1.0) < 0.1
+    attention = official.collab_branch.attention
+    assert attention.out is None
+    xavier_dd = math.sqrt(2.0 / (2 * d_model))
+    for block in attention.qkv.weight.detach().chunk(3, dim=0):  # q_proj, k_proj, v_proj: [d, d] each
+        assert abs(block.std().item() - xavier_dd) < 0.05 * xavier_dd and abs(block.mean().item()) < 0.01
+    assert torch.equal(attention.qkv.bias, torch.zeros_like(attention.qkv.bias))
+    ffn_in, ffn_out = official.collab_branch.ffn[0], official.collab_branch.ffn[3]
+    xavier_ff = math.sqrt(2.0 / (d_model + d_ff))
+    for layer in (ffn_in, ffn_out):
+        assert abs(layer.weight.std().item() - xavier_ff) < 0.05 * xavier_ff
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    assert official.collab_branch.ffn_norm_placement == "post"
+    assert official.collab_branch.attn_norm.eps == 1e-8
+
+    small = DiscRecEmbedding(d_model, 4, n_heads=2, d_ff=d_ff, init="small", attn_out_proj=True, ffn_norm="pre")
+    assert abs(small.level_embedding.weight.std().item() - 0.02) < 0.002
+    assert abs(small.gate.weight.std().item() - 0.02) < 0.004
+    assert small.collab_branch.attention.out is not None and small.collab_branch.ffn_norm_placement == "pre"
+    with pytest.raises(ValueError, match="ffn_norm must be one of"):
+        DiscRecEmbedding(d_model, 4, ffn_norm="middle")
+
+
+@pytest.mark.parametrize("ffn_norm", ["post", "pre"])
+def test_collaborative_block_follows_its_norm_placement(ffn_norm):
+    torch.manual_seed(0)
+    branch = DiscRecEmbedding(16, 3, n_heads=2, d_ff=24, dropout=0.0, ffn_norm=ffn_norm).collab_branch.eval()
+    x = torch.randn(2, 7, 16)
+    allowed = torch.eye(7, dtype=torch.bool).expand(2, 7, 7)  # every token attends to itself only
+    h = branch.attn_norm(x)
+    value = torch.nn.functional.linear(h, *(t.chunk(3, 0)[2] for t in (branch.attention.qkv.weight,
+                                                                       branch.attention.qkv.bias)))
+    a = h + value  # attention over one key returns its value; no output projection (official)
+    expected = (branch.ffn_norm(a) + branch.ffn(branch.ffn_norm(a)) if ffn_norm == "post"
+                else a + branch.ffn(branch.ffn_norm(a)))
+    with torch.no_grad():
+        assert torch.allclose(branch(x, allowed), expected, atol=1e-5)
 
 
 def test_branch_modules_follow_the_switches():

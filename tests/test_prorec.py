@@ -211,3 +211,56 @@ def test_length_bucketed_batches_cover_every_window_once():
     assert all(b.numel() <= 8 for b in batches)
     spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
     assert spread < 8  # random batches of 8 lengths in [2, 30) would spread by ~20
+
+
+# ------------------------------------------------------------------------------------------- unified codes
+def clustered_catalogue(n_items=12_000, dim=48, n_clusters=300, seed=0):
+    """A 12k-item catalogue of clustered unit vectors, shaped like amazon-beauty's (unified embeddings are
+    concatenations of two L2-normalised parts, so the scale matches)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim))
+    members = rng.integers(0, n_clusters, n_items)
+    x = centres[members] + 0.35 * rng.normal(size=(n_items, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_default_unified_codes_use_every_level_of_a_12k_catalogue():
+    """The default quantiser (residual k-means, 3 x 256) splits the items at every level; hierarchical k-means with
+    256 children per node (the earlier default) leaves its third level near-constant, and the check names it."""
+    emb = clustered_catalogue()
+    params = dict(_prorec_yaml_defaults(), prorec_code_params={"niter": 10})
+    assert params["prorec_code_method"] == "rkmeans" and params["prorec_codebook_size"] == 256
+    codes, sizes, diagnostics = stage1_module.quantise(emb, params, seed=0)
+    usage = diagnostics["unified_levels"]
+    assert len(usage) == 3 and codes.shape == (12_001, 4)  # 3 levels + TIGER's collision level
+    assert stage1_module.level_usage_problems(usage) == []
+    for level in usage:
+        assert level["distinct"] >= 200 and level["perplexity"] >= 64, level
+    assert min(u["conditional_perplexity"] for u in usage) >= 2.0
+    assert len(np.unique(codes[1:], axis=0)) == 12_000
+
+    tree_codes, _, tree_diag = stage1_module.quantise(emb, dict(params, prorec_code_method="hkmeans"), seed=0)
+    problems = stage1_module.level_usage_problems(tree_diag["unified_levels"])
+    assert problems and problems[-1].startswith("level 3")  # ~47 items per level-1 node: level 3 carries nothing
+
+
+def test_level_usage_counts_the_split_given_the_prefix():
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 0]])
+    usage = stage1_module.level_usage(codes)
+    assert [u["distinct"] for u in usage] == [3, 2]
+    assert usage[0]["perplexity"] == pytest.approx(3.0)
+    # given the prefix, level 2 splits prefixes 0 and 1 two ways and prefix 2 not at all
+    assert usage[1]["conditional_perplexity"] == pytest.approx(np.exp(np.log(2) * 4 / 6))
+
+
+def _prorec_yaml_defaults():
+    """The stage-I keys with their defaults from properties/model/PRORec.yaml (the one source of defaults)."""
+    import os
+
+    import yaml
+
+    from recbole_genrec.utils import properties_dir
+
+    with open(os.path.join(properties_dir(), "model", "PRORec.yaml")) as f:
+        defaults = yaml.safe_load(f)
+    return {key: defaults[key] for key in stage1_module.STAGE1_KEYS}

@@ -191,9 +191,28 @@ def test_run_recbole_genrec_end_to_end(tiny, tmp_path):
     assert os.path.isfile(result["checkpoint"])
 
 
-def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path):
-    """train_time_budget_s shorter than one epoch: one epoch is trained (its schedule spans one epoch), the others
-    are skipped and not timed, and validation / test / checkpoint still happen at the end."""
+def test_time_budget_smaller_than_one_epoch_fails_before_training(tiny):
+    """The probe before the first epoch (forward + backward of a few batches) rejects a budget below one epoch, with
+    the arithmetic, and leaves the weights and the random state as they were."""
+    config = make_config(tiny["cache"], epochs=4, train_time_budget_s=1e-6, warmup_steps=0)
+    model = TIGER(config, tiny["train"].dataset)
+    trainer = GenerativeTrainer(config, model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match=r"too small for one epoch: \d+ batches x .* Raise train_time_budget_s"):
+        trainer.fit(tiny["train"], tiny["valid"], saved=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.random.get_rng_state()) and all(p.grad is None for p in model.parameters())
+    trainer.time_budget = 3600.0
+    n_batches = len(trainer._buckets)
+    assert 0 < trainer.check_time_budget(tiny["train"]) < 3600.0 and n_batches == -(-len(tiny["train"].dataset) // 64)
+
+
+def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path, monkeypatch):
+    """train_time_budget_s shorter than one epoch (the pre-training probe switched off): one epoch is trained (its
+    schedule spans one epoch), the others are skipped and not timed, and validation / test / checkpoint still happen
+    at the end."""
+    monkeypatch.setattr(GenerativeTrainer, "check_time_budget", lambda self, train_data: 0.0)
     with recbole_argv():
         result = run_recbole_genrec(
             model="TIGER", dataset="tiny",

@@ -272,3 +272,63 @@ def test_thread_limit_is_scoped():
     emb, _ = clustered(n=100)
     run(emb, "rqvae", params={"epochs": 1})
     assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+
+
+# ----------------------------------------------------------------------------- budgets and yaml keys
+def test_rqvae_budget_in_steps_or_epochs():
+    emb, _ = clustered(n=300, n_clusters=6, seed=2)
+    params = dict(hidden_dims=(16,), latent_dim=4, batch_size=64, kmeans_niter=5, n_threads=1)
+    by_steps = TOKENIZERS["rqvae"](2, [4, 4], seed=0, show_progress=False, steps=7, **params).fit(emb)
+    assert by_steps.steps_done == 7 and len(by_steps.history) == 2  # 5 batches per pass: one full pass + 2 steps
+    by_epochs = TOKENIZERS["rqvae"](2, [4, 4], seed=0, show_progress=False, epochs=3, **params).fit(emb)
+    assert by_epochs.steps_done == 15 and len(by_epochs.history) == 3
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TOKENIZERS["rqvae"](2, [4, 4], steps=0)
+
+
+def test_tokenizer_yaml_keys_are_the_ones_used():
+    """Every sid_* key of the model yaml files is read by the preprocessing hook, and every sid_params entry (of the
+    yaml files and of the benchmark presets) is an argument of the tokenizer it is passed to."""
+    import os
+
+    import yaml
+
+    from recbole_genrec.preprocess.hook import sid_inputs
+    from recbole_genrec.tokenizers import tokenizer_params
+
+    class Recorder(dict):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.read = set()
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return self.get(key)
+
+    from benchmarks.presets import PRESETS
+    from recbole_genrec.config import model_yaml_chain
+    from recbole_genrec.utils import get_model, properties_dir
+
+    configs = []
+    for name in ("TIGER", "DiscRec", "PRORec"):  # each model's yaml over its ancestors' (as Config layers them)
+        layered = {}
+        for part in model_yaml_chain(name, get_model(name)):
+            with open(os.path.join(properties_dir(), "model", f"{part}.yaml")) as f:
+                layered.update(yaml.safe_load(f) or {})
+        configs.append((name, layered))
+
+    configs += [(f"{p}:{r['model']}", r["config"]) for p, preset in PRESETS.items() for r in preset["rows"]]
+    read_any = set()
+    for name, config in configs:
+        recorder = Recorder({"item_embedding_source": "text", "seed": 0, **configs[0][1], **config})  # over TIGER's
+        sid_inputs(recorder, "key")
+        read_any |= recorder.read
+        method = str(recorder.get("sid_method"))
+        unknown = set(recorder.get("sid_params") or {}) - set(tokenizer_params(method))
+        assert not unknown, (name, method, unknown)
+    sid_keys = {k for _, c in configs for k in c if k.startswith("sid_")}
+    assert sid_keys and sid_keys <= read_any, sid_keys - read_any
+    assert {"epochs", "steps"} <= set(tokenizer_params("rqvae"))
+    emb, _ = clustered(n=60)
+    with pytest.raises(ValueError, match=r"sid_params \['epochs'\] are not arguments of the rkmeans tokenizer"):
+        generate_semantic_ids(emb, method="rkmeans", show_progress=False, epochs=5)

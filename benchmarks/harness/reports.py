@@ -4,7 +4,7 @@ import json
 import os
 
 from benchmarks.harness.common import BENCH_DIR, jsonable, say
-from benchmarks.plot import plot_quality_vs_time
+from benchmarks.plot import plot_quality_vs_time, plot_valid_curves
 from benchmarks.presets import PROTOCOL_NAMES
 
 SUMMARY_METRICS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10", "hit@10",
@@ -92,7 +92,8 @@ def markdown_report(report):
                 lines.append("| " + " | ".join([
                     f"{r['label']} stage I", r["dataset"], _fmt(rep.get("n_items")), _fmt(timings.get("train_s"), 1),
                     _fmt(timings.get("quantise_s"), 1), f"{r['stage1'].get('status')}; {note}",
-                    "hkmeans (aligned)", str((rep.get("codebook_sizes") or {}).get("aligned", "")),
+                    f"{(rep.get('params') or {}).get('prorec_code_method', '')} (aligned)",
+                    str((rep.get("codebook_sizes") or {}).get("aligned", "")),
                     "/".join(f"{u:.2f}" for u in (diag.get("usage") or [])),
                     "/".join(f"{p:.0f}" for p in (diag.get("perplexity") or [])),
                     _fmt(diag.get("collision_rate_before")), ""]) + " |")
@@ -119,7 +120,8 @@ def write_reports(report, out_dir, stem, plot=True):
         return paths
     try:
         png = os.path.join(out_dir, stem + ".png")
-        if plot_quality_vs_time(report, png):
+        plot_fn = plot_valid_curves if report["meta"].get("plot") == "valid_curves" else plot_quality_vs_time
+        if plot_fn(report, png):
             paths["png"] = png
     except Exception as err:  # the numbers matter more than the picture
         say(f"plot failed: {type(err).__name__}: {err}")

@@ -163,8 +163,16 @@ def _kill(proc):
         pass
 
 
-def run_rows(rows, datasets, args, preset, on_row=None):
-    """Run the rows (``jobs`` at a time) under the per-row timeout and the preset's total budget."""
+def row_key(row):
+    """Identity of a row across invocations (``--resume``): label, dataset, its users and its config."""
+    return json.dumps([row_label(row) if "label" not in row else row["label"], row["dataset"], row.get("max_users"),
+                       row.get("config")], sort_keys=True, default=str)
+
+
+def run_rows(rows, datasets, args, preset, on_row=None, finished=None):
+    """Run the rows (``jobs`` at a time) under the per-row timeout and the preset's total budget.
+
+    ``finished``: ``{row_key: result}`` of an earlier invocation (``--resume``); those rows are not run again."""
     log_dir = tempfile.mkdtemp(prefix="bench-logs-")
     budget = args.total_budget if args.total_budget is not None else preset.get("total_budget_s")
     start = time.perf_counter()
@@ -177,6 +185,10 @@ def run_rows(rows, datasets, args, preset, on_row=None):
                 "protocol": row["protocol"], "max_users": dataset["max_users"], "config": row["config"]}
         if dataset["error"]:
             return dict(base, status="skipped", error=dataset["error"])
+        previous = (finished or {}).get(row_key(base))
+        if previous is not None:
+            say(f"done  {row_label(row)} on {row['dataset']}: finished in an earlier run (--resume), not rerun")
+            return dict(previous, resumed=True)
         timeout = args.row_timeout or preset["row_timeout_s"]
         if budget:
             left = budget - (time.perf_counter() - start)

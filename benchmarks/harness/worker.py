@@ -107,8 +107,9 @@ def _timed_evaluate(evaluate, state, label):
         result = evaluate(eval_data, *a, **k)
         seconds = time.perf_counter() - start
         users = getattr(eval_data, "sample_size", None)
-        state["evals"].append({"seconds": seconds, "users": users})
         ndcg = (result or {}).get("ndcg@10")
+        state["evals"].append({"seconds": seconds, "users": users, "epoch": len(state["trained_epoch_s"]),
+                               "ndcg@10": float(ndcg) if ndcg is not None else None})
         say(f"  {label}: evaluated {users} users in {seconds:.1f}s"
             + (f", NDCG@10 {float(ndcg):.4f}" if ndcg is not None else ""))
         return result
@@ -140,6 +141,9 @@ def _record(out, result, state):
         "best_valid_result": {k: float(v) for k, v in (result.get("best_valid_result") or {}).items()},
         "params": result.get("params"),
         "epochs": len(epoch_s),
+        # every validation (the last evaluation is the test): epochs trained so far and NDCG@10
+        "valid_curve": [{"epoch": e["epoch"], "ndcg@10": e["ndcg@10"], "seconds": round(e["seconds"], 1)}
+                        for e in state["evals"][:-1]],
         "train_s_per_epoch": sum(epoch_s) / len(epoch_s) if epoch_s else None,
         "train_s": result.get("train_seconds"),
         "setup_s": state.get("setup_s"),

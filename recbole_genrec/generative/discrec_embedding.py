@@ -46,10 +46,21 @@ Choices where the official code was kept or changed on purpose:
 * **Decoder levels.** The official decoder is run without key/value cache so it always sees the full prefix; our
   ``T5Backbone.decoder_embeds`` hook also receives the full prefix during cached beam search, and the branch is
   recomputed over it (``L <= 4`` tokens), so level indices and the causal item mask are exact at every step.
-* **Feed-forward.** Pre-LayerNorm residual block ``h + Dropout(W_2 ReLU(W_1 LN(h)))``.  The attention layer has an
-  output projection, no dropout on its probabilities (as official) and dropout on its output; the official
-  ``DiscRecAttention`` adds its unprojected output to the normalised input, and the official ``FeedForward`` helper
-  is not in the public repository.
+* **Collaborative block** (defaults = the official ``layers/DiscRec.py`` + ``layers/FeedForward.py``):
+  ``h = LN(x)``; ``a = h + Attn(h)`` where ``Attn`` projects q/k/v (with biases) and has **no output projection and
+  no dropout** (official ``DiscRecAttention`` returns ``softmax(QK^T / sqrt(d_h)) V + q``); then **post-norm** feed-
+  forward ``n = LN(a)``, ``out = n + Drop(W_2 Drop(ReLU(W_1 n)))`` (official ``collaborate_ffn_norm`` followed by
+  ``FeedForward``, whose residual is its normalised input).  Options that restore this package's earlier choices:
+  ``attn_out_proj=True`` (``discrec_attn_out_proj``: output projection + dropout on the attention output) and
+  ``ffn_norm="pre"`` (``discrec_ffn_norm``: ``out = a + Drop(FFN(LN(a)))``).
+* **Initialisation** (``init``, config ``discrec_init``): ``"official"`` (default) leaves the level embedding and the
+  gate vectors at PyTorch's ``nn.Embedding`` default N(0, 1) as the official code does (its ``post_init`` only
+  re-initialises T5's own modules), and initialises the branch's q/k/v and feed-forward weights Xavier-normal with
+  zero biases (official ``MultiHeadAttention`` / ``FeedForward`` ``_init_weights``).  With N(0, 1) gate vectors the
+  gate starts far from 0.5/0.5 for most tokens.  ``"small"`` is the earlier choice: level embedding and gate
+  N(0, 0.02) (gate starts at 0.5/0.5), PyTorch's default ``nn.Linear`` init.
+* **LayerNorm.** ``nn.LayerNorm`` with the official ``eps=1e-8``; the official ``LayerNorm`` divides by
+  ``std + eps`` instead of ``sqrt(var + eps)`` (identical up to ``eps``).
 * **Ablations** (the paper's): ``use_level_embedding=False`` drops ``e_level``; ``use_collab_branch=False`` returns
   the semantic branch alone (plain TIGER embedding); ``use_gate=False`` sums the two branches.
 """
@@ -135,32 +146,55 @@ def decoder_item_layout(decoder_input_ids: torch.Tensor, n_levels: int) -> Tuple
 
 
 # ----------------------------------------------------------------------------------------------- modules
-class LevelEmbedding(nn.Embedding):
-    r"""Item-level position embedding: `(B, S)` level indices (see :func:`n_level_indices`) -> `(B, S, d)`."""
+INITS = ("official", "small")
+FFN_NORMS = ("post", "pre")
 
-    def __init__(self, n_levels: int, d_model: int):
-        super().__init__(n_level_indices(n_levels), d_model)
-        nn.init.normal_(self.weight, std=0.02)
+
+def _check_choice(value, allowed, name):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+class LevelEmbedding(nn.Embedding):
+    r"""Item-level position embedding: `(B, S)` level indices (see :func:`n_level_indices`) -> `(B, S, d)`.
+
+    ``init="official"``: N(0, 1) (``nn.Embedding``'s default, as the official ``code_embedding``); ``"small"``: N(0, 0.02).
+    """
+
+    def __init__(self, n_levels: int, d_model: int, init: str = "official"):
+        super().__init__(n_level_indices(n_levels), d_model)  # N(0, 1)
+        if _check_choice(init, INITS, "init") == "small":
+            nn.init.normal_(self.weight, std=0.02)
 
 
 class ItemLocalAttention(nn.Module):
     r"""Multi-head self-attention restricted by a boolean mask (``True`` = may attend).
 
-    No dropout on the attention probabilities (as in the official ``DiscRecAttention``); the caller drops out the
-    output.
+    No dropout on the attention probabilities (as in the official ``DiscRecAttention``).
 
     Args:
         d_model (`int`): hidden size (divisible by ``n_heads``).
         n_heads (`int`): attention heads (official: 2).
+        out_proj (`bool`): an output projection after the heads (official: none; the heads are concatenated).
+        init (`str`): ``"official"`` = Xavier-normal q/k/v (each ``d x d`` block on its own) and projection weights,
+            zero biases; ``"small"`` = PyTorch's ``nn.Linear`` default.
     """
 
-    def __init__(self, d_model: int, n_heads: int = 2):
+    def __init__(self, d_model: int, n_heads: int = 2, out_proj: bool = False, init: str = "official"):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model) if out_proj else None
+        if _check_choice(init, INITS, "init") == "official":
+            for block in self.qkv.weight.data.chunk(3, dim=0):  # q, k, v: [d, d] each, as official q/k/v_proj
+                nn.init.xavier_normal_(block)
+            nn.init.zeros_(self.qkv.bias)
+            if self.out is not None:
+                nn.init.xavier_normal_(self.out.weight)
+                nn.init.zeros_(self.out.bias)
 
     def forward(self, hidden: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         r"""`(B, S, d)` states and `(B, S, S)` mask (every row must allow at least one key) -> `(B, S, d)`."""
@@ -169,30 +203,48 @@ class ItemLocalAttention(nn.Module):
         qkv = self.qkv(hidden).reshape(batch_size, seq_len, 3, self.n_heads, head_dim)  # [B, S, 3, h, d/h]
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, h, S, d/h]
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed.unsqueeze(1))  # [B, h, S, d/h]
-        return self.out(context.transpose(1, 2).reshape(batch_size, seq_len, d_model))  # [B, S, d]
+        context = context.transpose(1, 2).reshape(batch_size, seq_len, d_model)  # [B, S, d]
+        return context if self.out is None else self.out(context)
 
 
 class CollaborativeBranch(nn.Module):
-    r"""``h = LN(x); h = h + Drop(Attn(h)); h = h + Drop(FFN(LN(h)))`` with item-local attention.
+    r"""Item-local attention block of the collaborative branch.
+
+    Official form (defaults): ``h = LN(x); a = h + Attn(h); n = LN(a); out = n + Drop(FFN(n))`` (``ffn_norm="post"``,
+    no attention output projection / dropout).  ``ffn_norm="pre"``: ``out = a + Drop(FFN(LN(a)))``;
+    ``attn_out_proj=True``: ``a = h + Drop(W_o Attn(h))``.
 
     Args:
         d_model, n_heads, d_ff, dropout: sizes (official: 2 heads, ``d_ff = 1024``, dropout 0.1).
         layer_norm_eps (`float`): official ``1e-8``.
+        attn_out_proj (`bool`), ffn_norm (`str`), init (`str`): see above and :class:`ItemLocalAttention`.
     """
 
     def __init__(self, d_model: int, n_heads: int = 2, d_ff: int = 1024, dropout: float = 0.1,
-                 layer_norm_eps: float = 1e-8):
+                 layer_norm_eps: float = 1e-8, attn_out_proj: bool = False, ffn_norm: str = "post",
+                 init: str = "official"):
         super().__init__()
+        self.ffn_norm_placement = _check_choice(ffn_norm, FFN_NORMS, "ffn_norm")
         self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.attention = ItemLocalAttention(d_model, n_heads)
+        self.attention = ItemLocalAttention(d_model, n_heads, out_proj=attn_out_proj, init=init)
         self.ffn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
+        if init == "official":  # official FeedForward: Xavier-normal 1x1 convolutions, zero biases
+            for layer in (self.ffn[0], self.ffn[3]):
+                nn.init.xavier_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, inputs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         r"""`(B, S, d)` token (+ level) embeddings, `(B, S, S)` mask -> `(B, S, d)` collaborative embeddings."""
         hidden = self.attn_norm(inputs)  # [B, S, d]
-        hidden = hidden + self.dropout(self.attention(hidden, allowed))  # [B, S, d]
+        attended = self.attention(hidden, allowed)  # [B, S, d]
+        if self.attention.out is not None:
+            attended = self.dropout(attended)
+        hidden = hidden + attended  # [B, S, d]
+        if self.ffn_norm_placement == "post":
+            normed = self.ffn_norm(hidden)
+            return normed + self.dropout(self.ffn(normed))  # [B, S, d]
         return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)))  # [B, S, d]
 
 
@@ -200,12 +252,13 @@ class BranchGate(nn.Module):
     r"""Per-token softmax over two branch scores ``s_k = <h_k, w_k>`` (official code's gate).
 
     Returns the mix ``sum_k g_k h_k`` `(B, S, d)` and the weights ``g`` `(B, S, 2)` (semantic, collaborative).
+    ``init="official"``: the vectors start N(0, 1) (official ``nn.Embedding(2, d)``); ``"small"``: N(0, 0.02).
     """
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, init: str = "official"):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(2, d_model))
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=1.0 if _check_choice(init, INITS, "init") == "official" else 0.02)
 
     def forward(self, semantic: torch.Tensor, collaborative: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         branches = torch.stack([semantic, collaborative], dim=-2)  # [B, S, 2, d]
@@ -223,6 +276,8 @@ class DiscRecEmbedding(nn.Module):
         use_level_embedding (`bool`): add the item-level position embedding to the collaborative branch input.
         use_collab_branch (`bool`): with ``False`` the output is the semantic branch (plain token embedding).
         use_gate (`bool`): softmax gate (``True``) or plain sum (``False``) of the two branches.
+        attn_out_proj, ffn_norm, init: the collaborative block's form and initialisation (defaults: official; see
+            :class:`CollaborativeBranch`, :class:`LevelEmbedding`, :class:`BranchGate`).
     """
 
     def __init__(
@@ -236,15 +291,21 @@ class DiscRecEmbedding(nn.Module):
         use_level_embedding: bool = True,
         use_collab_branch: bool = True,
         use_gate: bool = True,
+        attn_out_proj: bool = False,
+        ffn_norm: str = "post",
+        init: str = "official",
     ):
         super().__init__()
         self.n_levels = n_levels
         self.use_collab_branch = use_collab_branch
-        self.level_embedding = LevelEmbedding(n_levels, d_model) if use_level_embedding and use_collab_branch else None
-        self.collab_branch = (
-            CollaborativeBranch(d_model, n_heads, d_ff, dropout, layer_norm_eps) if use_collab_branch else None
+        self.level_embedding = (
+            LevelEmbedding(n_levels, d_model, init) if use_level_embedding and use_collab_branch else None
         )
-        self.gate = BranchGate(d_model) if use_gate and use_collab_branch else None
+        self.collab_branch = (
+            CollaborativeBranch(d_model, n_heads, d_ff, dropout, layer_norm_eps, attn_out_proj, ffn_norm, init)
+            if use_collab_branch else None
+        )
+        self.gate = BranchGate(d_model, init) if use_gate and use_collab_branch else None
 
     def collaborative(self, token_embeds: torch.Tensor, levels: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         r"""Collaborative branch: `(B, S, d)` token embeddings, `(B, S)` levels, `(B, S, S)` mask -> `(B, S, d)`."""
@@ -274,6 +335,8 @@ class DiscRecEmbedding(nn.Module):
 __all__ = [
     "BranchGate",
     "CollaborativeBranch",
+    "FFN_NORMS",
+    "INITS",
     "DiscRecEmbedding",
     "ItemLocalAttention",
     "LevelEmbedding",

@@ -35,6 +35,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from .code_table import DECODER_START_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from .decoding import constrained_beam_search
 from . import incremental
+from .lean_t5 import t5_stack_forward
 
 class T5Backbone(nn.Module):
     r"""T5 encoder-decoder over semantic-ID tokens.
@@ -76,6 +77,9 @@ class T5Backbone(nn.Module):
             **config_kwargs,
         )
         self.t5 = T5ForConditionalGeneration(self.config)
+        # full-sequence passes (training, scoring, encoding) through the lean forward of the same weights
+        # (recbole_genrec.generative.lean_t5); False = Hugging Face's T5Stack.forward
+        self.lean_forward = True
 
     # ------------------------------------------------------------------------------------------------- hooks
     trim_multiple = 1  # length_groups trims leading padding in multiples of this (DiscRec: tokens per item)
@@ -117,6 +121,8 @@ class T5Backbone(nn.Module):
         r"""Runs the encoder: `(B, S)` ids or `(B, S, d)` embeddings -> last hidden state `(B, S, d)`."""
         if inputs_embeds is None:
             inputs_embeds = self.encoder_embeds(input_ids)
+        if self.lean_forward:
+            return t5_stack_forward(self.t5.encoder, inputs_embeds, attention_mask)  # [B, S, d]
         return self.t5.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
     def length_groups(
@@ -174,6 +180,8 @@ class T5Backbone(nn.Module):
         cache: Optional[EncoderDecoderCache] = None,
     ) -> torch.Tensor:
         r"""Runs the decoder: `(B, t, d)` embeddings -> last hidden state `(B, t, d)` (``cache`` updated in place)."""
+        if cache is None and self.lean_forward:
+            return t5_stack_forward(self.t5.decoder, decoder_inputs_embeds, None, encoder_hidden, attention_mask)
         outputs = self.t5.decoder(
             inputs_embeds=decoder_inputs_embeds,
             encoder_hidden_states=encoder_hidden,

@@ -133,21 +133,25 @@ def encode_texts(texts, encoder="all-MiniLM-L6-v2", pooling="auto", max_length=1
                  device="cpu", show_progress=True):
     """Embed ``texts`` -> float32 array [len(texts), D].
 
-    Texts are batched by length (less padding) and returned in input order.
+    All texts are tokenised once (truncated to ``max_length`` tokens), sorted by their *token* count and encoded in
+    batches of ``batch_size`` padded only to the longest text of the batch, so almost no position is padding (a
+    character-length order leaves whole padded columns where characters and tokens disagree).  Returned in input
+    order; padded positions are masked, so the embeddings do not depend on the batching (up to float round-off).
     """
     device = torch.device(device)
     path = resolve_encoder_path(encoder)
     mode, normalize = pooling_spec(path, pooling)
     tokenizer, model = load_encoder(path, device)
     left_padded = getattr(tokenizer, "padding_side", "right") == "left"
-    order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first
+    encoded = tokenizer(list(texts), truncation=True, max_length=int(max_length))["input_ids"] if len(texts) else []
+    order = np.argsort([-len(ids) for ids in encoded], kind="stable")  # most tokens first
     chunks = []
     batch_size = max(1, int(batch_size))
     steps = range(0, len(texts), batch_size)
     with torch.inference_mode():
         for start in tqdm(steps, desc="encoding item texts", disable=not show_progress, unit="batch"):
-            batch = [texts[i] for i in order[start:start + batch_size]]
-            inputs = tokenizer(batch, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+            batch = [{"input_ids": encoded[i]} for i in order[start:start + batch_size]]
+            inputs = tokenizer.pad(batch, padding=True, return_tensors="pt")
             inputs = {k: v.to(device) for k, v in inputs.items()}
             hidden = model(**inputs).last_hidden_state  # [B, T, H]
             vectors = pool(hidden, inputs["attention_mask"], mode, left_padded).float()  # [B, H]

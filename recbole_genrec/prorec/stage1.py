@@ -21,8 +21,14 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    batch items, so that tail items are aligned too).
 4. **Unified embedding** (``prorec_code_source: aligned``): :math:`[\hat E^{id}_i ; \widehat{A(E^{text}_i)}]`, the
    concatenation of the two aligned modalities, each L2-normalised so that neither dominates. Quantised with
-   hierarchical k-means (``generate_semantic_ids(method='hkmeans')``, ``prorec_code_levels`` x
-   ``prorec_codebook_size``) and made unique with ``prorec_collision`` (default: TIGER's extra level).
+   ``prorec_code_method`` (default ``rkmeans``: residual k-means, every level a codebook of its own over the
+   residuals of the previous levels, so every level splits all items; ``hkmeans``: hierarchical k-means, children
+   per node), ``prorec_code_levels`` x ``prorec_codebook_size`` (an int, or one size per level), and made unique
+   with ``prorec_collision`` (default: TIGER's extra level).  Hierarchical k-means with 256 children per node on a
+   12k-item catalogue leaves ~47 items per level-1 node, so level 2 already isolates almost every item and level 3
+   is near-constant (measured: 256 / 256 / 7 / 1 distinct codes, 99.4 % of items unique after two levels); the
+   per-level usage and perplexity of every source are in ``stage1.json`` (``diagnostics``) and in the log, and
+   :func:`level_usage_problems` names the levels that carry almost no information.
    Baselines (``prorec_code_source``): ``text`` = raw :math:`E^{text}`, ``id`` = raw :math:`E^{id}` of the same
    encoder (set ``prorec_lambda: 0`` for a purely collaborative ID embedding), ``concat`` = raw
    :math:`[E^{id}; E^{text}]` without alignment (the paper's "semantic domination" case).
@@ -63,7 +69,8 @@ STAGE1_KEYS = (
     "prorec_hidden_size", "prorec_n_layers", "prorec_n_heads", "prorec_inner_size", "prorec_dropout", "prorec_max_len",
     "prorec_stage1_epochs", "prorec_stage1_batch_size", "prorec_stage1_lr", "prorec_stage1_weight_decay",
     "prorec_stage1_negatives", "prorec_lambda", "prorec_tau", "prorec_align_items", "prorec_adapter_hidden",
-    "prorec_adaln_cond", "prorec_adaln_buckets", "prorec_code_levels", "prorec_codebook_size", "prorec_collision",
+    "prorec_adaln_cond", "prorec_adaln_buckets", "prorec_code_method", "prorec_code_levels", "prorec_codebook_size",
+    "prorec_collision",
     "prorec_code_params",
 )
 
@@ -212,12 +219,52 @@ def source_embeddings(id_emb, adapted, text_emb):
 def quantise(emb, params, seed, show_progress=False):
     r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag)``."""
     codes, info = tokenizers.generate_semantic_ids(
-        np.ascontiguousarray(emb, dtype=np.float32), method="hkmeans", n_levels=int(params["prorec_code_levels"]),
+        np.ascontiguousarray(emb, dtype=np.float32), method=str(params["prorec_code_method"]),
+        n_levels=int(params["prorec_code_levels"]),
         codebook_size=params["prorec_codebook_size"], collision=str(params["prorec_collision"]), seed=int(seed),
         device="cpu", show_progress=show_progress, **params["prorec_code_params"],
     )
     padded = np.concatenate([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes], axis=0)
-    return padded, [int(k) for k in info["codebook_sizes"]], info["diagnostics"]
+    diagnostics = dict(info["diagnostics"])
+    levels = int(params["prorec_code_levels"])
+    diagnostics["unified_levels"] = level_usage(codes[:, :levels])  # the quantiser's levels, before collisions
+    return padded, [int(k) for k in info["codebook_sizes"]], diagnostics
+
+
+def level_usage(codes):
+    r"""Per level of `(N, L)` codes: distinct codes, perplexity of the marginal code distribution, and the
+    perplexity *given the previous levels' prefix* (how many ways a level splits the items that share a prefix:
+    1.0 = the level adds nothing)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    out = []
+    for level in range(codes.shape[1]):
+        _, counts = np.unique(codes[:, level], return_counts=True)
+        marginal = float(np.exp(_entropy(counts)))
+        if level == 0:
+            conditional = marginal
+        else:
+            _, prefix_ids = np.unique(codes[:, :level], axis=0, return_inverse=True)
+            _, joint_ids = np.unique(codes[:, : level + 1], axis=0, return_inverse=True)
+            h_joint = _entropy(np.bincount(joint_ids.reshape(-1)))
+            h_prefix = _entropy(np.bincount(prefix_ids.reshape(-1)))
+            conditional = float(np.exp(h_joint - h_prefix))
+        out.append({"level": level + 1, "distinct": int(counts.size), "perplexity": marginal,
+                    "conditional_perplexity": conditional})
+    return out
+
+
+def _entropy(counts):
+    p = np.asarray(counts, dtype=np.float64)
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def level_usage_problems(usage, min_conditional_perplexity=2.0):
+    r"""Levels of a :func:`level_usage` list that are near-constant (given their prefix the level splits the items
+    fewer than ``min_conditional_perplexity`` ways): a list of readable strings, empty when every level is used."""
+    return [f"level {u['level']}: {u['distinct']} distinct codes, perplexity {u['perplexity']:.1f}, "
+            f"{u['conditional_perplexity']:.2f} given the previous levels"
+            for u in usage if u["conditional_perplexity"] < min_conditional_perplexity]
 
 
 def nmi_report(codes):
@@ -332,6 +379,17 @@ def log_report(result):
         result.status, nmi["aligned~text"], nmi["aligned~id"], nmi["concat~text"], nmi["concat~id"], nmi["text~id"],
         align["matched"], align["unmatched"], result.codebook_sizes, result.report["timings"],
     )
+    usage = (result.report.get("diagnostics") or {}).get("aligned", {}).get("unified_levels")
+    if usage:
+        logger.info("PRORec stage I aligned codes per level: " + "; ".join(
+            f"level {u['level']}: {u['distinct']} codes, perplexity {u['perplexity']:.1f} "
+            f"({u['conditional_perplexity']:.1f} given the prefix)" for u in usage))
+        for problem in level_usage_problems(usage):
+            fix = ("prorec_code_method: rkmeans, " if (result.report.get("params") or {}).get(
+                "prorec_code_method") == "hkmeans" else "")
+            logger.warning(f"PRORec stage I: a near-constant code level ({problem}): the items are already apart "
+                           f"after the previous levels; use {fix}fewer prorec_code_levels or a smaller "
+                           f"prorec_codebook_size per level (e.g. [256, 64, 16]) for this catalogue")
 
 
 def run_stage1(config, dataset, text_emb):

@@ -41,7 +41,7 @@ TOKENIZERS = {
 }
 
 __all__ = [
-    "TOKENIZERS", "generate_semantic_ids", "code_diagnostics", "plot_code_usage",
+    "TOKENIZERS", "generate_semantic_ids", "tokenizer_params", "code_diagnostics", "plot_code_usage",
     "normalized_mutual_info", "validate_embeddings", "RQVAETokenizer",
     "ResidualKMeansTokenizer", "HierarchicalKMeansTokenizer",
 ]
@@ -60,6 +60,21 @@ def _check_options(method, collision, n_items, sizes, max_extra):
                        hint="increase codebook_size, n_levels or max_extra")
 
 
+def tokenizer_params(method):
+    """The arguments ``sid_params`` may set for tokenizer ``method`` (its constructor's, minus the common ones)."""
+    import inspect
+
+    common = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
+    return sorted(set(inspect.signature(TOKENIZERS[method].__init__).parameters) - common)
+
+
+def _check_params(method, params):
+    unknown = sorted(set(params) - set(tokenizer_params(method)))
+    if unknown:
+        raise ValueError(f"sid_params {unknown} are not arguments of the {method} tokenizer; it accepts "
+                         f"{tokenizer_params(method)} (sid_params are per method: drop them when switching method)")
+
+
 def generate_semantic_ids(emb, method="rqvae", n_levels=3, codebook_size=256,
                           collision="extra_level", seed=2020, device="cpu", show_progress=True,
                           max_extra=None, **method_params):
@@ -75,6 +90,7 @@ def generate_semantic_ids(emb, method="rqvae", n_levels=3, codebook_size=256,
     x = validate_embeddings(emb)  # [N, D] float32, finite
     sizes = normalize_codebook_sizes(codebook_size, n_levels)
     _check_options(method, collision, x.shape[0], sizes, max_extra)
+    _check_params(method, method_params)
     tokenizer = TOKENIZERS[method](n_levels=n_levels, codebook_sizes=sizes, seed=seed,
                                    device=device, show_progress=show_progress, **method_params)
     raw_codes, recon = tokenizer.fit_transform(x)  # codes [N, L], float

@@ -129,7 +129,11 @@ class RQVAE(nn.Module):
 class RQVAETokenizer(BaseTokenizer):
     """Train an RQ-VAE on item embeddings and use its code tuples as semantic IDs.
 
-    Parameters (beyond the common ones): ``epochs`` (default 100), ``lr`` (1e-3),
+    Training budget: ``epochs`` (default 100) passes over the items, or ``steps`` optimizer steps when set (then
+    ``epochs`` is ignored and the last pass stops mid-way). The TIGER paper and the official DiscRec code train
+    20,000 epochs (``{epochs: 20000}``: about 240k steps of 1024 items on amazon-beauty's 12k items).
+
+    Parameters (beyond the common ones): ``epochs`` (default 100), ``steps`` (None), ``lr`` (1e-3),
     ``batch_size`` (1024), ``hidden_dims`` ((512, 256, 128)), ``latent_dim`` (32),
     ``beta`` (commitment weight, 0.25), ``weight_decay`` (0.0), ``optimizer``
     ("adam" | "adamw"), ``kmeans_init`` (True), ``kmeans_niter`` (20),
@@ -142,13 +146,16 @@ class RQVAETokenizer(BaseTokenizer):
     name = "rqvae"
 
     def __init__(self, n_levels=3, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
-                 epochs=100, lr=1e-3, batch_size=1024, hidden_dims=(512, 256, 128), latent_dim=32,
+                 epochs=100, steps=None, lr=1e-3, batch_size=1024, hidden_dims=(512, 256, 128), latent_dim=32,
                  beta=0.25, weight_decay=0.0, optimizer="adam", kmeans_init=True, kmeans_niter=20,
                  dead_code_restart=True, restart_sample=4096, n_threads=None):
         super().__init__(n_levels, codebook_sizes, seed, device, show_progress, n_threads)
         if optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
         self.epochs = int(epochs)
+        self.steps = None if steps is None else int(steps)
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"rqvae steps must be >= 1 (or None to train `epochs` passes), got {steps}")
         self.lr = float(lr)
         self.batch_size = int(batch_size)
         self.hidden_dims = [int(h) for h in hidden_dims]
@@ -206,11 +213,15 @@ class RQVAETokenizer(BaseTokenizer):
         optimizer = self._make_optimizer()
         n = x.shape[0]
         gen = torch.Generator().manual_seed(self.seed)
-        bar = tqdm(range(self.epochs), desc="rqvae epochs", disable=not self.show_progress)
+        per_epoch = -(-n // self.batch_size)
+        epochs = self.epochs if self.steps is None else -(-self.steps // per_epoch)
+        self.steps_done = 0
+        bar = tqdm(range(epochs), desc="rqvae epochs", disable=not self.show_progress)
         for epoch in bar:
             self.model.train()
-            stats = self._train_epoch(x, optimizer, torch.randperm(n, generator=gen))
-            if self.dead_code_restart:
+            limit = None if self.steps is None else self.steps - self.steps_done
+            stats = self._train_epoch(x, optimizer, torch.randperm(n, generator=gen), max_steps=limit)
+            if self.dead_code_restart and (limit is None or limit >= per_epoch):  # not after a cut last pass
                 stats["restarted"] = self._restart_dead_codes(x, stats.pop("counts"), gen)
             else:
                 stats.pop("counts")
@@ -218,13 +229,19 @@ class RQVAETokenizer(BaseTokenizer):
             bar.set_postfix(loss=f"{stats['loss']:.4f}", recon=f"{stats['recon']:.4f}")
             logger.debug("rqvae epoch %d: %s", epoch + 1, stats)
 
-    def _train_epoch(self, x, optimizer, perm):
-        """One pass over ``x`` [N, D] in the order ``perm`` [N]; returns mean losses + code counts."""
+    def _train_epoch(self, x, optimizer, perm, max_steps=None):
+        """One pass over ``x`` [N, D] in the order ``perm`` [N] (at most ``max_steps`` batches); returns mean losses +
+        code counts."""
         counts = [torch.zeros(cb.shape[0], dtype=torch.long, device=x.device)
                   for cb in self.model.quantizer.codebooks]
         totals = np.zeros(3)
-        for start in range(0, x.shape[0], self.batch_size):
+        seen = 0
+        for step, start in enumerate(range(0, x.shape[0], self.batch_size)):
+            if max_steps is not None and step >= max_steps:
+                break
             batch = x[perm[start:start + self.batch_size].to(x.device)]  # [B, D]
+            seen += batch.shape[0]
+            self.steps_done += 1
             _, codes, recon, q_loss, _ = self.model(batch)
             loss = recon + q_loss
             optimizer.zero_grad(set_to_none=True)
@@ -233,7 +250,7 @@ class RQVAETokenizer(BaseTokenizer):
             for level, cnt in enumerate(counts):
                 cnt += torch.bincount(codes[:, level], minlength=cnt.shape[0])
             totals += np.array([loss.item(), recon.item(), q_loss.item()]) * batch.shape[0]
-        totals /= x.shape[0]
+        totals /= max(seen, 1)
         return {"loss": totals[0], "recon": totals[1], "quant": totals[2], "counts": counts}
 
     @torch.no_grad()

@@ -17,7 +17,16 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * ``train_time_budget_s``: a wall-clock budget for training (e.g. one call on a lent GPU). After the first epoch the
   trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
   learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
-  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget;
+  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget.  Before the first epoch a
+  probe times the forward + backward pass of a few batches (spread over the history lengths, after a warm-up pass;
+  weights and random state restored) and fit fails with the arithmetic when that estimate of one epoch exceeds the
+  budget;
+* ``train_length_buckets`` (default on): training batches of similar history length
+  (:class:`~recbole_genrec.generative.batching.LengthBuckets`, a fresh shuffled order per epoch fixed by ``seed``
+  and the epoch), built by the loader's own ``collate_fn``; the models drop the columns that are padding for the
+  whole batch, so most of the encoder's work on padding disappears (exact: same loss and gradients per sample);
+* ``cpu_bf16`` (default off): bf16 autocast of training on CPUs (matrix products in bf16, losses in float32);
+  evaluation stays in float32;
 * the log line of every epoch carries its wall time (RecBole's) and the current learning rate;
 * multi-process evaluation (:class:`recbole_genrec.distributed.ShardedEvaluation`): each rank runs beam search on
   its shard of the users; instead of RecBole's ``_map_reduce`` (the ranks' mean metrics weighted by their number of
@@ -43,6 +52,7 @@ from recbole.utils import get_gpu_usage, set_color
 
 from recbole_genrec.checkpoint import PlainCheckpoints
 from recbole_genrec.distributed import ShardedEvaluation
+from recbole_genrec.generative.batching import LengthBuckets, bucketed_interactions, sample_lengths
 
 _SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 
@@ -84,6 +94,9 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         if amp_dtype not in ("bfloat16", "float16"):
             raise ValueError(f"amp_dtype must be bfloat16 or float16, got {amp_dtype!r}")
         self.use_amp = bool(self.enable_amp) and self.device.type == "cuda"
+        self.cpu_bf16 = bool(config["cpu_bf16"]) and self.device.type == "cpu"
+        self.length_buckets = bool(config["train_length_buckets"])
+        self._buckets = None
         self.amp_dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
@@ -114,8 +127,11 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
 
-    def autocast(self):
-        """Autocast context of training and evaluation (a no-op unless ``enable_amp`` on CUDA)."""
+    def autocast(self, training: bool = False):
+        """Autocast context of training and evaluation (a no-op unless ``enable_amp`` on CUDA, or ``cpu_bf16`` when
+        training on CPU)."""
+        if training and self.cpu_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         if not self.use_amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
@@ -142,6 +158,60 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
                              f"so {fit} of {self.epochs} epochs are trained (learning-rate schedule over {fit}); "
                              f"the others are skipped")
 
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.time_budget and self.start_epoch == 0:
+            self.check_time_budget(train_data)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _probe_batches(self, train_data, n_probe: int):
+        """A few training batches for the timing probe: spread over the history lengths when bucketed."""
+        if self._bucketed(train_data):
+            self._epoch_batches(train_data, 0)  # builds self._buckets
+            lengths = self._buckets.lengths
+            batches = sorted(self._buckets.epoch_batches(0), key=lambda b: int(lengths[b].max()))
+            picks = [batches[int((i + 0.5) / n_probe * len(batches))] for i in range(n_probe)]
+            return [train_data.collate_fn(b.tolist()) for b in picks], len(self._buckets)
+        probe = []
+        for interaction in train_data:
+            probe.append(interaction)
+            if len(probe) == n_probe:
+                break
+        return probe, len(train_data)
+
+    def check_time_budget(self, train_data, n_probe: int = 3) -> float:
+        """Estimated seconds of one epoch: the mean forward + backward time of ``n_probe`` batches (spread over the
+        history lengths, after one untimed warm-up pass; no optimizer step) x batches per epoch.  Raises
+        ``ValueError`` with the arithmetic when it exceeds ``train_time_budget_s``.  The model's weights,
+        gradients and the random state are left as they were."""
+        rng_state = torch.random.get_rng_state()
+        batches, n_batches = self._probe_batches(train_data, n_probe)
+        self.model.train()
+        seconds = []
+        for i, interaction in enumerate([batches[0]] + batches):  # the first pass warms up, untimed
+            interaction = interaction.to(self.device)
+            start = time.perf_counter()
+            with self.autocast(training=True):
+                losses = self.model.calculate_loss(interaction)
+            loss = sum(losses) if isinstance(losses, tuple) else losses
+            loss.backward()
+            if i > 0:
+                seconds.append(time.perf_counter() - start)
+        self.model.zero_grad(set_to_none=True)
+        torch.random.set_rng_state(rng_state)
+        per_batch = sum(seconds) / max(len(seconds), 1)
+        estimate = per_batch * n_batches
+        if estimate > self.time_budget:
+            raise ValueError(
+                f"train_time_budget_s={self.time_budget:g} is too small for one epoch: {n_batches} batches x "
+                f"{per_batch:.2f} s (forward + backward of {len(seconds)} probe batches, without the optimizer step) "
+                f"= {estimate:.0f} s. Raise train_time_budget_s to at least {math.ceil(estimate * 1.2)} or train a "
+                f"smaller model / fewer samples."
+            )
+        self.logger.info(f"train_time_budget_s={self.time_budget:g}: one epoch ~ {n_batches} batches x "
+                         f"{per_batch:.2f} s = {estimate:.0f} s (probe), so at most "
+                         f"{int(self.time_budget // estimate)} epochs fit")
+        return estimate
+
     def skips_epoch(self, epoch_idx: int) -> bool:
         """True for the epochs that ``train_time_budget_s`` leaves out (not trained, not timed)."""
         return self.budget_epochs is not None and epoch_idx >= self.budget_epochs
@@ -155,17 +225,43 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
             self._fix_budget_epochs(time.perf_counter() - start)
         return loss
 
+    def _bucketed(self, train_data) -> bool:
+        """Whether this loader's batches are length-bucketed (``train_length_buckets`` and a history-length field)."""
+        if not self.length_buckets or not getattr(train_data, "shuffle", False):
+            return False
+        field = self.config["ITEM_LIST_LENGTH_FIELD"]
+        dataset = getattr(train_data, "_dataset", None)
+        return dataset is not None and field in dataset.inter_feat.columns
+
+    def _epoch_batches(self, train_data, epoch_idx):
+        """``(iterable of Interaction, number of batches)`` of one training epoch."""
+        if not self._bucketed(train_data):
+            if not self.config["single_spec"] and train_data.shuffle:
+                train_data.sampler.set_epoch(epoch_idx)
+            return train_data, len(train_data)
+        if self._buckets is None or self._buckets.lengths.size != train_data.sample_size:
+            single = self.config["single_spec"]
+            rank = 0 if single else torch.distributed.get_rank()
+            world = 1 if single else torch.distributed.get_world_size()
+            lengths = sample_lengths(train_data, self.config["ITEM_LIST_LENGTH_FIELD"])
+            self._buckets = LengthBuckets(lengths, train_data.step, seed=int(self.config["seed"]),
+                                          rank=rank, world_size=world)
+            bucketed, uniform = self._buckets.padding_fraction(0)
+            self.logger.info(f"train_length_buckets: {len(self._buckets)} batches of similar history length per "
+                             f"epoch; padding {uniform:.0%} of the history slots with uniform batches, "
+                             f"{bucketed:.0%} bucketed")
+        return bucketed_interactions(train_data, self._buckets, epoch_idx), len(self._buckets)
+
     def _train_one_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
-        self.steps_per_epoch = len(train_data)
+        batches, n_batches = self._epoch_batches(train_data, epoch_idx)
+        self.steps_per_epoch = n_batches
         self.global_step = epoch_idx * self.steps_per_epoch  # resumable: the schedule depends on the step only
-        if not self.config["single_spec"] and train_data.shuffle:
-            train_data.sampler.set_epoch(epoch_idx)
         iter_data = (
-            tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            tqdm(batches, total=n_batches, ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
             if show_progress
-            else train_data
+            else batches
         )
         total_loss = None
         lr = self.learning_rate
@@ -177,7 +273,7 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
             if not self.config["single_spec"]:
                 self.set_reduce_hook()
                 sync_loss = self.sync_grad_loss()
-            with self.autocast():
+            with self.autocast(training=True):
                 losses = loss_func(interaction)
             if isinstance(losses, tuple):
                 loss = sum(losses)

@@ -3,7 +3,8 @@
 
 Reference:
     Liu et al. "DiscRec: Disentangled Semantic-Collaborative Modeling for Generative Recommendation." 2025.
-    Official code: https://github.com/Ten-Mao/DiscRec (``layers/DiscRec.py``).
+    Official code: https://github.com/Ten-Mao/DiscRec (``layers/DiscRec.py``, ``layers/FeedForward.py``,
+    ``layers/MultiHeadAttention.py``).
 
 DiscRec keeps TIGER's T5 encoder-decoder, semantic IDs, loss and constrained retrieval, and replaces the input
 embeddings of *both* stacks by a gated mix of a semantic branch (the shared token embedding) and a collaborative
@@ -11,6 +12,11 @@ branch (token + item-level position embedding -> item-local attention -> feed-fo
 :mod:`recbole_genrec.generative.discrec_embedding`.  As in the official code, the encoder and the decoder each own
 their branch parameters (level table, attention, feed-forward, gate); only the token table is shared (and tied to
 the LM head, as in TIGER).
+
+Faithful by default to the official code: the collaborative block (attention without output projection or
+dropout, post-norm feed-forward on the normalised input) and its initialisation (level embedding and gate N(0, 1),
+Xavier-normal projections with zero biases); the earlier choices of this package are options
+(``discrec_attn_out_proj: True``, ``discrec_ffn_norm: pre``, ``discrec_init: small``).
 
 Deviations from the paper / official code (details in :mod:`~recbole_genrec.generative.discrec_embedding`):
 
@@ -43,7 +49,7 @@ class DiscRecBackbone(T5Backbone):
         n_levels (`int`): ``L``, codes per item.
         code_vocab_size (`int`): ``CodeTable.vocab_size`` (tokens at or above it are not codes).
         branch_kwargs (`dict`): :class:`DiscRecEmbedding` arguments (``n_heads``, ``d_ff``, ``dropout``,
-            ``use_level_embedding``, ``use_collab_branch``, ``use_gate``).
+            ``use_level_embedding``, ``use_collab_branch``, ``use_gate``, ``attn_out_proj``, ``ffn_norm``, ``init``).
         eos_attends_last_item (`bool`): see :func:`encoder_item_layout`.
         **t5_kwargs: :class:`T5Backbone` arguments.
     """
@@ -87,7 +93,8 @@ class DiscRec(TIGER):
     Everything but ``_build_backbone`` is TIGER's (training, ``predict`` = exact log-likelihood, ``full_sort_predict``
     = cached trie-constrained beam search).  Config keys beyond TIGER's (``properties/model/DiscRec.yaml``):
     ``discrec_level_embedding``, ``discrec_collab_branch``, ``discrec_gate`` (ablations), ``discrec_n_heads``,
-    ``discrec_d_ff``, ``discrec_eos_attends_last_item``.
+    ``discrec_d_ff``, ``discrec_eos_attends_last_item``, ``discrec_attn_out_proj``, ``discrec_ffn_norm``,
+    ``discrec_init``.
     """
 
     def _build_backbone(self, config, vocab_size: int) -> DiscRecBackbone:
@@ -98,6 +105,9 @@ class DiscRec(TIGER):
             use_level_embedding=_flag(config["discrec_level_embedding"]),
             use_collab_branch=_flag(config["discrec_collab_branch"]),
             use_gate=_flag(config["discrec_gate"]),
+            attn_out_proj=bool(config["discrec_attn_out_proj"]),
+            ffn_norm=str(config["discrec_ffn_norm"]),
+            init=str(config["discrec_init"]),
         )
         return DiscRecBackbone(
             vocab_size,

@@ -13,7 +13,8 @@ Two stages, both run by one ``run_recbole_genrec.py --model=PRORec`` call:
 from RecBole's *training* dataset, before the vocabulary exists: a SASRec-style collaborative encoder (next-item CE
 over item-ID embeddings) and an AdaLN adapter of the frozen language embedding are trained jointly with an InfoNCE
 alignment (``prorec_tau``, weight ``prorec_lambda``); the concatenated aligned embeddings are quantised by
-hierarchical k-means into one *unified code* per item (``prorec_code_levels`` x ``prorec_codebook_size`` + TIGER's
+``prorec_code_method`` (default residual k-means) into one *unified code* per item (``prorec_code_levels`` x
+``prorec_codebook_size`` + TIGER's
 collision level). The result is cached by content hash (items, training sequences, text embeddings, stage-I
 hyperparameters, seed): a rerun loads it and logs the cache hit. The NMI between the first level of the unified
 code and of text-only / ID-only codes is logged and written to ``stage1.json`` in the cache folder.
@@ -40,7 +41,8 @@ Choices the paper leaves open (all exposed in ``properties/model/PRORec.yaml``):
   ``adapted`` = stage I's adapter output;
 * stage I (see :mod:`recbole_genrec.prorec.stage1`): SASRec encoder (the paper's v3 uses DIN), AdaLN conditioned on
   the item's log-popularity bucket, symmetric InfoNCE over uniformly sampled items, unified embedding = concatenation
-  of the L2-normalised ID and adapted-text embeddings, hierarchical k-means with TIGER's extra collision level.
+  of the L2-normalised ID and adapted-text embeddings, residual k-means (``prorec_code_method``; hierarchical
+  k-means is the option) with TIGER's extra collision level.
 
 Baselines as switches: ``prorec_code_source: aligned | text | id | concat`` (codes of the unified embedding, of the
 text embedding alone, of the ID embedding alone, of the naive ``[E^{id}; E^{text}]`` concatenation -- the "semantic

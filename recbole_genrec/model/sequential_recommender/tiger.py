@@ -35,6 +35,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_genrec.generative import PAD_TOKEN_ID, CodeTable, T5Backbone, scores_to_full
+from recbole_genrec.generative.batching import trim_left_padding
 from recbole_genrec.preprocess.features import codebook_sizes, item_codes
 
 _USER_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio)
@@ -109,6 +110,8 @@ class TIGER(SequentialRecommender):
         self.user_token_offset = self.code_table.vocab_size  # user tokens follow the semantic-ID tokens
         vocab_size = self.code_table.vocab_size + self.user_token_buckets
         self.backbone = self._build_backbone(config, vocab_size)
+        lean = config["t5_lean_forward"]
+        self.backbone.lean_forward = True if lean is None else bool(lean)  # full-sequence passes: lean_t5 or HF
 
     # ------------------------------------------------------------------------------------------------ building
     def _build_code_table(self, config, dataset) -> CodeTable:
@@ -166,8 +169,12 @@ class TIGER(SequentialRecommender):
         return input_ids, attention_mask
 
     def _interaction_inputs(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Encoder inputs of a batch without the leading columns that are padding in every row (exact, see
+        :func:`~recbole_genrec.generative.batching.trim_left_padding`): `(B, S')` ids and mask."""
         user_ids = interaction[self.USER_ID] if self.use_user_token else None
-        return self.encoder_inputs(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], user_ids)
+        input_ids, attention_mask = self.encoder_inputs(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                                        user_ids)
+        return trim_left_padding(input_ids, attention_mask, self.backbone.trim_multiple)
 
     def target_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
         r"""`(B,)` item ids -> `(B, L)` target tokens, ``-100`` (ignored by the loss) for items without codes."""
