@@ -99,3 +99,121 @@ def test_wrong_embedding_dimension_is_named(tmp_path):
     fitted = FittedTokenizer(info["tokenizer"], codes, info["codebook_sizes"], "extra_level")
     with pytest.raises(ValueError, match="dimension 5 .* 8-dimensional"):
         fitted.assign(np.zeros((2, 5), dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- TIGER.add_items
+from conftest import TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny  # noqa: E402
+
+TIGER_SETTINGS = {**TINY_T5, **TINY_TIGER, "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 8,
+                  "epochs": 8, "eval_step": 8}
+
+
+def train_tiny(model_name, cache_dir, **overrides):
+    from recbole.utils import init_seed
+
+    from recbole_genrec.utils import get_model, get_trainer
+
+    tiny = prepare_tiny(make_tiny_config(model_name, cache_dir, TIGER_SETTINGS, **overrides))
+    config = tiny["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, tiny["train"].dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer.fit(tiny["train"], tiny["valid"], saved=False)
+    model.eval()
+    return dict(tiny, model=model)
+
+
+@pytest.fixture(scope="module")
+def tiger(tmp_path_factory):
+    return train_tiny("TIGER", tmp_path_factory.mktemp("tiger_add"))
+
+
+def item_text(tiny, item_id):
+    from recbole_genrec.preprocess.text import item_texts
+
+    config = tiny["config"]
+    token = tiny["dataset"].id2token(tiny["dataset"].iid_field, [item_id])[0]
+    return item_texts(config, [token], config["genrec_source_data_path"])[0][0]
+
+
+def roomy_item_embeddings(tiny, n):
+    """Text embeddings [n, D] of n items from distinct code groups that still have a free extra-level code."""
+    from recbole_genrec.preprocess.features import item_embeddings
+
+    codes = tiny["model"].code_table.codes[1:]  # [N, L]
+    groups, inverse, counts = torch.unique(codes[:, :-1], dim=0, return_inverse=True, return_counts=True)
+    extra = tiny["model"].code_table.codebook_sizes[-1]
+    picked, seen = [], set()
+    for row, group in enumerate(inverse.tolist()):
+        if counts[group] < extra and group not in seen:
+            picked.append(row + 1)
+            seen.add(group)
+    assert len(picked) >= n
+    return item_embeddings(tiny["dataset"])[picked[:n]].numpy()
+
+
+def test_add_items_leaves_existing_scores_unchanged(tiger):
+    model, interaction = tiger["model"], next(iter(tiger["test"]))[0]
+    n_items = model.n_items
+    predict_before = model.predict(interaction)  # [B] log-likelihood of each test target
+    full_before = model.full_sort_predict(interaction)  # [B, n_items]
+    table_before = model.code_table.codes.clone()
+    added = model.add_items(embeddings=roomy_item_embeddings(tiger, 4))
+    try:
+        assert added.item_ids.tolist() == list(range(n_items, n_items + 4)) and not added.skipped.any()
+        assert torch.equal(model.code_table.codes[:n_items], table_before)
+        assert torch.equal(model.predict(interaction), predict_before)  # exact: same tokens, same network
+        full_after = model.full_sort_predict(interaction)
+        assert full_after.shape == (full_before.size(0), n_items + 4)
+        both = torch.isfinite(full_before) & torch.isfinite(full_after[:, :n_items])
+        assert both.any()
+        assert torch.equal(full_after[:, :n_items][both], full_before[both])
+        assert torch.equal(model.code_table.lookup(model.code_table.item_tokens(added.item_ids)), added.item_ids)
+    finally:  # the other tests use the table as trained
+        model.code_table.__init__(table_before, model.code_table.codebook_sizes)
+        model.n_items = n_items
+
+
+def test_new_item_with_a_popular_items_text_is_generated(tiger):
+    model, dataset = tiger["model"], tiger["train"].dataset
+    interaction = next(iter(tiger["test"]))[0]
+    top = model.recommend(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], 1).flatten()  # [B]
+    codes = model.code_table.codes
+    group_size = (codes[:, None, :-1] == codes[None, :, :-1]).all(dim=2).sum(dim=1)  # [n_items]
+    counts = torch.bincount(top[top > 0], minlength=model.n_items)
+    counts[group_size >= model.code_table.codebook_sizes[-1]] = 0  # a copy there would need a new extra code
+    popular = int(counts.argmax())  # the item the model generates most often (among those with room)
+    assert counts[popular] >= 3
+    n_items = model.n_items
+    added = model.add_items(texts=[item_text(tiger, popular)])
+    new_id = int(added.item_ids[0])
+    assert torch.equal(added.codes[0, :-1], model.code_table.codes[popular, :-1])  # same text -> same tuple
+    beams = model.recommend(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], model.beam_size)
+    users = (beams[:, 0] == popular)
+    assert users.any()
+    assert (beams[users] == new_id).any(dim=1).float().mean() > 0.5  # generated for most users who get `popular`
+    model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
+    model.n_items = n_items
+
+
+def test_add_items_rejects_bad_input(tiger):
+    model = tiger["model"]
+    with pytest.raises(ValueError, match="exactly one of"):
+        model.add_items()
+    with pytest.raises(ValueError, match="already have semantic IDs"):
+        model.add_items(embeddings=np.zeros((1, 384), dtype=np.float32), item_ids=torch.tensor([1]))
+    crowded = model.code_table.codes[1:, :-1]
+    groups, counts = torch.unique(crowded, dim=0, return_counts=True)
+    full_group = groups[counts.argmax()]  # its items use every extra-level code
+    row = int(((crowded == full_group).all(dim=1)).nonzero()[0]) + 1
+    from recbole_genrec.preprocess.features import item_embeddings
+
+    emb = item_embeddings(tiger["dataset"])[[row]].numpy()
+    with pytest.raises(ValueError, match="beyond the trained codebook sizes"):
+        model.add_items(embeddings=emb)
+    n_items = model.n_items
+    added = model.add_items(embeddings=emb, on_overflow="skip")
+    assert added.skipped.tolist() == [True] and model.n_items == n_items + 1
+    assert model.code_table.lookup(model.code_table.item_tokens(added.item_ids)).tolist() == [0]
+    model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
+    model.n_items = n_items

@@ -275,3 +275,21 @@ def load_for_config(config):
         raise ValueError("this config has no semantic IDs prepared by the hook (genrec_features lacks 'sid'), so "
                          "there is no stored tokenizer to encode new items with")
     return FittedTokenizer.load(tokenizer_stem(cache.overlay_dir(config), hashes["sid"]), hashes["sid"])
+
+
+def embed_texts(config, texts):
+    """Embed new item texts exactly as the hook embedded the catalogue: `(M, D)` float32."""
+    from recbole_genrec.preprocess import text_encoder
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("no texts given")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(f"texts {empty[:5]} are empty; give every new item a text (title, category, ...)")
+    device = str(config["device"] or "cpu")
+    return text_encoder.encode_texts(
+        texts, encoder=config["text_encoder"], pooling=config["text_pooling"],
+        max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
+        device="cuda" if device.startswith("cuda") else "cpu", show_progress=False,
+    ).astype(np.float32)
