@@ -217,3 +217,78 @@ def test_add_items_rejects_bad_input(tiger):
     assert model.code_table.lookup(model.code_table.item_tokens(added.item_ids)).tolist() == [0]
     model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
     model.n_items = n_items
+
+
+# ----------------------------------------------------------------------------- the protocol
+COLD = {"genrec_coldstart": True, "coldstart_ratio": 0.1}
+
+
+def test_protocol_training_data_holds_no_held_out_item(tmp_path):
+    from recbole.data import data_preparation as recbole_preparation
+
+    from recbole_genrec.data import coldstart, create_dataset
+    from recbole_genrec.preprocess.features import item_codes
+
+    config = make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS, **COLD)
+    dataset = create_dataset(config)
+    train, valid, test, info = coldstart.data_preparation(config, dataset)
+    held = info["held_out"]
+    assert info["n_held_out"] == 4 == held.numel()  # 10% of 40 items
+    coldstart.check_training_free_of(train.dataset, held)
+    coldstart.check_training_free_of(valid.dataset, held)
+    # the tokenizer never saw them either: their rows have no code, the stored tokenizer was fitted on 36 items
+    codes = item_codes(dataset)
+    assert ((codes[held] < 0).all(dim=1)).all() and ((codes[1:] >= 0).all(dim=1)).sum() == 36
+    assert load_for_config(config).codes.shape[0] == 36
+    # only held-out interactions were removed: RecBole's own split, filtered, is what trains
+    plain = recbole_preparation(config, create_dataset(config))[0].dataset.inter_feat
+    iid, seq = dataset.iid_field, dataset.iid_field + config["LIST_SUFFIX"]
+    history_left = ((plain[seq] > 0) & ~torch.isin(plain[seq], held)).any(dim=1)
+    kept = ~torch.isin(plain[iid], held) & history_left
+    assert len(train.dataset.inter_feat) == int(kept.sum()) > 0.7 * len(plain)
+    assert torch.equal(train.dataset.inter_feat[iid], plain[iid][kept])
+    # the test split is RecBole's, held-out targets included
+    assert info["test_targets_held_out"] > 0
+    assert torch.isin(test.dataset.inter_feat[iid], held).sum() == info["test_targets_held_out"]
+    # every model type draws the same items: the general-model dataset (no hook features) agrees
+    general = make_tiny_config("Pop", tmp_path, {"load_col": TIGER_SETTINGS["load_col"]}, **COLD)
+    assert torch.equal(coldstart.held_out_ids(general, create_dataset(general)), held)
+
+
+def test_histories_are_compacted_in_order():
+    from recbole.data.interaction import Interaction
+
+    from recbole_genrec.data.coldstart import _compact_histories
+
+    inter = Interaction({"item_id_list": torch.tensor([[1, 5, 2, 0], [5, 5, 0, 0], [3, 4, 5, 6]]),
+                         "timestamp_list": torch.tensor([[1., 2., 3., 0.], [1., 2., 0., 0.], [1., 2., 3., 4.]]),
+                         "item_length": torch.tensor([3, 2, 4])})
+    lengths = _compact_histories(inter, ["item_id_list", "timestamp_list"], "item_length", torch.tensor([5]))
+    assert lengths.tolist() == [2, 0, 3]
+    assert inter["item_id_list"].tolist() == [[1, 2, 0, 0], [0, 0, 0, 0], [3, 4, 6, 0]]
+    assert inter["timestamp_list"].tolist() == [[1., 3., 0., 0.], [0., 0., 0., 0.], [1., 2., 4., 0.]]
+
+
+def test_protocol_end_to_end_reports_both_groups(tmp_path):
+    from conftest import recbole_argv, tiny_settings
+
+    from recbole_genrec import run_recbole_genrec
+
+    with recbole_argv():
+        result = run_recbole_genrec("TIGER", "tiny", config_dict=tiny_settings(tmp_path, TIGER_SETTINGS, COLD,
+                                                                               epochs=4, eval_step=4), saved=False)
+    report = result["coldstart"]
+    metrics = report["metrics"]
+    assert metrics["held_out"]["targets"] == report["test_targets_held_out"] > 0
+    assert metrics["held_out"]["targets"] + metrics["warm"]["targets"] == report["test_targets"]
+    assert report["add_items"]["added"] + report["add_items"]["skipped"] == report["n_held_out"]
+    assert 0.0 <= metrics["held_out_share@10"] <= 1.0 and metrics["warm"]["Recall@10"] > 0
+
+
+def test_content_knn_scores_rank_by_the_last_items():
+    emb = torch.tensor([[0., 0.], [1., 0.], [0.9, 0.1], [0., 1.], [0.1, 0.9]])  # row 0 = padding
+    from recbole_genrec.data.coldstart import content_knn_scores
+
+    scores = content_knn_scores(emb, torch.tensor([[3, 1, 0], [1, 3, 0]]), torch.tensor([2, 2]), last_n=1)
+    assert scores[0].argmax() == 2 and scores[1].argmax() == 4  # nearest to the last item, history excluded
+    assert torch.isinf(scores[:, [0, 1, 3]]).all()

@@ -225,3 +225,42 @@ def content_knn_scores(item_emb, item_seq, item_seq_len, last_n=1):
     scores = scores.masked_fill(in_history, float("-inf"))
     scores[:, 0] = float("-inf")
     return scores
+
+
+# ============================================================================= after training
+def add_held_out_items(model, dataset, held):
+    """Give a trained model the held-out items it could not know; returns a summary dict.
+
+    Generative models (a ``code_table``) get their codes from the stored tokenizer through ``add_items`` (items whose
+    code would fall outside the trained vocabulary are skipped and counted); every other model scores the rows it
+    already has (AlphaRec maps every item's text; ID-based models have untrained rows for them).
+    """
+    if not hasattr(model, "code_table") or not hasattr(model, "add_items"):
+        return {"added": 0, "skipped": 0, "how": "the model scores its existing rows (no add_items needed)"}
+    from recbole_genrec.preprocess.features import item_embeddings
+
+    held = held.cpu()
+    missing = held[~(model.code_table.codes.cpu()[held] >= 0).all(dim=1)]  # held-out rows still without a code
+    if missing.numel() == 0:
+        return {"added": 0, "skipped": 0, "how": "every held-out item already had a code"}
+    emb = item_embeddings(dataset)[missing].numpy()  # [M, D]
+    added = model.add_items(embeddings=emb, item_ids=missing, on_overflow="skip")
+    n_skipped = int(added.skipped.sum())
+    return {"added": int(missing.numel()) - n_skipped, "skipped": n_skipped,
+            "how": "add_items: codes from the stored tokenizer (fitted without them), collision rule of the fit"}
+
+
+def report(model, dataset, test_data, info, k=10):
+    """Add the held-out items to a trained ``model`` and evaluate it; the dict ``run_recbole_genrec`` returns."""
+    was_training = model.training
+    model.eval()
+    try:
+        added = add_held_out_items(model, dataset, info["held_out"])
+        metrics = evaluate(model.full_sort_predict, test_data, info["held_out"], k=k)
+    finally:
+        model.train(was_training)
+    out = {key: value for key, value in info.items() if key != "held_out"}
+    out.update({"add_items": added, "metrics": metrics})
+    logger.info(f"cold start @{k}: held-out {metrics['held_out']}, warm {metrics['warm']}, "
+                f"held-out share of the top-{k} {metrics[f'held_out_share@{k}']:.4f}; {added}")
+    return out
