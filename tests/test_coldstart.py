@@ -292,3 +292,90 @@ def test_content_knn_scores_rank_by_the_last_items():
     scores = content_knn_scores(emb, torch.tensor([[3, 1, 0], [1, 3, 0]]), torch.tensor([2, 2]), last_n=1)
     assert scores[0].argmax() == 2 and scores[1].argmax() == 4  # nearest to the last item, history excluded
     assert torch.isinf(scores[:, [0, 1, 3]]).all()
+
+
+# ----------------------------------------------------------------------------- AlphaRec.add_items
+def test_alpharec_add_items_keeps_scores_and_scores_new_items_by_text(tmp_path):
+    from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL
+
+    from recbole_genrec.preprocess.features import item_embeddings
+
+    tiny = train_tiny("AlphaRec", tmp_path, eval_args=LOO_EVAL_ARGS, load_col=TINY_LOAD_COL, epochs=3,
+                      alpharec_hidden_size=32, neg_num=8, train_batch_size=256, eval_step=3)
+    model, dataset = tiny["model"], tiny["dataset"]
+    users = torch.arange(1, 9)
+    from recbole.data.interaction import Interaction
+
+    before = model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1)
+    text = item_embeddings(dataset)[[3, 17]]  # copies of two existing items' text
+    ids = model.add_items(embeddings=text)
+    assert ids.tolist() == [dataset.item_num, dataset.item_num + 1]
+    after = model.full_sort_predict(Interaction({model.USER_ID: users})).view(len(users), -1)
+    assert after.shape == (len(users), dataset.item_num + 2)
+    torch.testing.assert_close(after[:, :dataset.item_num], before, rtol=0, atol=1e-6)
+    # an isolated node: its score is the cosine with the mapped text vector, finite for every user
+    user_e, _ = model._cached()
+    expected = user_e[users] @ torch.nn.functional.normalize(model.map_lm(text), dim=-1).t()
+    torch.testing.assert_close(after[:, -2:], expected, rtol=0, atol=1e-5)
+    assert model.sample_negatives(users, 4).max() < model.n_items
+
+
+# ----------------------------------------------------------------------------- recommend
+def plain_checkpoint(tiny, path):
+    """A checkpoint of plain data: the config's values as a dict and the state dict (loads with weights_only)."""
+    values = {k: v for k, v in tiny["config"].final_config_dict.items()
+              if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+    torch.save({"config": values, "state_dict": tiny["model"].state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiger_checkpoint(tiger, tmp_path_factory):
+    return plain_checkpoint(tiger, tmp_path_factory.mktemp("ckpt") / "tiger.pth")
+
+
+def test_recommend_for_a_user_in_raw_ids_and_titles(tiger, tiger_checkpoint):
+    from recbole_genrec.recommend import load_model, recommend
+
+    loaded = load_model(tiger_checkpoint)
+    result = recommend(user="u001", k=5, loaded=loaded)
+    assert [r["rank"] for r in result.rows] == [1, 2, 3, 4, 5]
+    assert all(r["item_id"].startswith("i0") and r["title"] and len(r["code"].split("-")) == 3 for r in result.rows)
+    scores = [r["score"] for r in result.rows]
+    assert scores == sorted(scores, reverse=True)
+    assert not set(r["item_id"] for r in result.rows) & set(result.history)  # history items excluded
+    assert result.history[:2] == ["i015", "i016"]  # oldest first, as in tiny.inter
+    # the same model, scored directly: the loaded checkpoint ranks as the trained model does
+    model, dataset = tiger["model"], tiger["dataset"]
+    ids = dataset.token2id(dataset.iid_field, result.history[-10:])
+    seq = torch.zeros(1, 10, dtype=torch.long)
+    seq[0, :len(ids)] = torch.as_tensor(ids)
+    direct = model.recommend(seq, torch.tensor([len(ids)]), 5 + len(set(result.history)))[0].tolist()
+    direct = [dataset.id2token(dataset.iid_field, [i])[0] for i in direct if i > 0]
+    assert [r["item_id"] for r in result.rows] == [t for t in direct if t not in result.history][:5]
+
+
+def test_recommend_errors_and_cold_users(tiger_checkpoint):
+    from recbole_genrec.recommend import load_model, recommend
+
+    loaded = load_model(tiger_checkpoint)
+    with pytest.raises(ValueError, match="unknown user 'nobody'"):
+        recommend(user="nobody", loaded=loaded)
+    with pytest.raises(ValueError, match=r"unknown items \['i999', 'x'\]"):
+        recommend(history=["i001", "i999", "x"], loaded=loaded)
+    empty = recommend(history=[], k=3, loaded=loaded)
+    assert "no history" in empty.note and "popular" in empty.note and len(empty.rows) == 3
+
+
+def test_recommend_command_with_new_items(tiger, tiger_checkpoint, tmp_path, capsys):
+    from recbole_genrec.recommend import main
+
+    new = tmp_path / "new.tsv"
+    new.write_text("item_id\ttitle\ncoffee-2\tcoffee grinder\n", encoding="utf-8")
+    assert main(["--checkpoint", tiger_checkpoint, "--history", "i017,i018,i019,i021,coffee-2", "--k", "3",
+                 "--new-items", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "given history: 5 history items" in out and "coffee-2" in out  # the new item is usable in a history
+    assert out.count("\n") >= 5 and "code" in out
+    assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost"]) == 2
+    assert "unknown user 'ghost'" in capsys.readouterr().err
