@@ -379,3 +379,35 @@ def test_recommend_command_with_new_items(tiger, tiger_checkpoint, tmp_path, cap
     assert out.count("\n") >= 5 and "code" in out
     assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost"]) == 2
     assert "unknown user 'ghost'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- PRORec.add_items
+def test_prorec_add_items_from_text_alone_keeps_existing_scores(tmp_path):
+    from recbole.utils import init_seed
+
+    from recbole_genrec.model.sequential_recommender.prorec import PRORec
+    from recbole_genrec.preprocess.features import item_embeddings
+    from test_prorec import PROREC_SETTINGS
+
+    settings = dict(PROREC_SETTINGS, prorec_stage1_epochs=5, prorec_codebook_size=8)
+    tiny = prepare_tiny(make_tiny_config("PRORec", tmp_path, settings))
+    init_seed(2020, True)
+    model = PRORec(tiny["config"], tiny["train"].dataset).eval()
+    interaction = next(iter(tiny["test"]))[0]
+    before = model.predict(interaction)
+    text = item_embeddings(tiny["dataset"]).numpy()
+    codes = model.new_item_codes(text[1:])  # every item again, from its text alone (ID half zero)
+    assert codes.shape == (40, model.code_table.n_levels)
+    assert (codes[:, :-1] < np.asarray(model.code_table.codebook_sizes[:-1])).all()
+    # the same codes from the stored artifacts (a model whose stage I came from the cache)
+    init_seed(2020, True)
+    cached = PRORec(tiny["config"], tiny["train"].dataset).eval()
+    assert cached.stage1.status == "hit" and not cached.stage1.tokenizers
+    assert np.array_equal(cached.new_item_codes(text[1:]), codes)
+    added = model.add_items(embeddings=text[1:6], on_overflow="skip")
+    assert added.item_ids.tolist() == list(range(41, 46))
+    assert torch.equal(model.predict(interaction), before)
+    with pytest.raises(ValueError, match="prorec_code_source: id"):
+        init_seed(2020, True)
+        PRORec(make_tiny_config("PRORec", tmp_path, settings, prorec_code_source="id"),
+               tiny["train"].dataset).new_item_codes(text[1:2])

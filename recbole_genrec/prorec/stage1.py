@@ -30,7 +30,8 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    ``text`` and ``id`` codes (all four sources are always quantised), logged and written to ``stage1.json``.
 
 Everything is cached under ``<genrec cache root>/<dataset>/prorec/<key[:16]>/`` (``id_emb.npy``, ``adapted_text.npy``,
-``codes-<source>.npy``, ``stage1.json``), each file with the sidecar checksum of
+``codes-<source>.npy``, ``stage1.json``, and what encodes new items: ``adapter.safetensors`` and
+``tokenizer-<source>.safetensors/.json``, see :mod:`recbole_genrec.tokenizers.artifact`), each file with the sidecar checksum of
 :mod:`recbole_genrec.preprocess.cache`. The key hashes the item tokens, the training sequences, the language
 embeddings, every stage-I hyperparameter and the seed, so a rerun with the same inputs skips stage I entirely.
 Training runs inside ``torch.random.fork_rng`` with its own seed: whether stage I ran or was loaded from the cache,
@@ -109,6 +110,8 @@ class Stage1Result:
     folder: str
     status: str = "built"
     files: dict = field(default_factory=dict)
+    adapter_state: dict = field(default_factory=dict)  # only when built in this process (else read `files`)
+    tokenizers: dict = field(default_factory=dict)  # source -> FittedTokenizer, idem
 
 
 # ============================================================================= training
@@ -228,7 +231,10 @@ def source_embeddings(id_emb, adapted, text_emb):
 
 
 def quantise(emb, params, seed, show_progress=False):
-    r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag)``."""
+    r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag,
+    FittedTokenizer)``."""
+    from recbole_genrec.tokenizers.artifact import FittedTokenizer
+
     from recbole_genrec.tokenizers import generate_semantic_ids
 
     codes, info = generate_semantic_ids(
@@ -237,7 +243,9 @@ def quantise(emb, params, seed, show_progress=False):
         device="cpu", show_progress=show_progress, **params["prorec_code_params"],
     )
     padded = np.concatenate([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes], axis=0)
-    return padded, [int(k) for k in info["codebook_sizes"]], info["diagnostics"]
+    sizes = [int(k) for k in info["codebook_sizes"]]
+    return padded, sizes, info["diagnostics"], FittedTokenizer(info["tokenizer"], codes, sizes,
+                                                               str(params["prorec_collision"]))
 
 
 def nmi_report(codes):
@@ -273,6 +281,11 @@ def _paths(folder):
     paths = {"id_emb": os.path.join(folder, "id_emb.npy"), "adapted_text": os.path.join(folder, "adapted_text.npy"),
              "report": os.path.join(folder, "stage1.json")}
     paths.update({f"codes-{s}": os.path.join(folder, f"codes-{s}.npy") for s in CODE_SOURCES})
+    # what encodes new items (PRORec.add_items): the adapter's weights and each source's fitted tokenizer
+    paths["adapter"] = os.path.join(folder, "adapter.safetensors")
+    for s in CODE_SOURCES:
+        paths[f"tokenizer-{s}"] = os.path.join(folder, f"tokenizer-{s}.safetensors")
+        paths[f"tokenizer-{s}-meta"] = os.path.join(folder, f"tokenizer-{s}.json")
     return paths
 
 
@@ -292,7 +305,13 @@ def _load(folder, key):
 
 
 def _save(result, key):
+    from safetensors.torch import save as st_save
+
     paths = _paths(result.folder)
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in result.adapter_state.items()})
+    cache.write_artifact(paths["adapter"], lambda f: f.write(blob), key, {"what": "PRORec stage-I adapter"})
+    for source, tokenizer in result.tokenizers.items():
+        tokenizer.save(paths[f"tokenizer-{source}"][:-len(".safetensors")], key, {"source": source})
     cache.save_npy(paths["id_emb"], result.id_emb, key, {"what": "PRORec stage-I item-ID embeddings"})
     cache.save_npy(paths["adapted_text"], result.adapted_text, key, {"what": "PRORec stage-I adapted text"})
     for source in CODE_SOURCES:
@@ -322,10 +341,11 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
         adapted = adapted.cpu().numpy().astype(np.float32)  # [n_items, d]
     id_emb[0] = 0.0
     adapted[0] = 0.0
-    codes, sizes, diagnostics = {}, {}, {}
+    codes, sizes, diagnostics, tokenizers = {}, {}, {}, {}
     quant_start = time.perf_counter()
     for source, emb in source_embeddings(id_emb, adapted, text.numpy()).items():
-        codes[source], sizes[source], diagnostics[source] = quantise(emb, params, seed, show_progress)
+        codes[source], sizes[source], diagnostics[source], tokenizers[source] = quantise(emb, params, seed,
+                                                                                          show_progress)
     quant_s = time.perf_counter() - quant_start
     report = {
         "nmi_first_level": nmi_report(codes),
@@ -342,7 +362,8 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
         "seed": int(seed),
     }
     return Stage1Result(codes=codes, codebook_sizes=sizes, id_emb=id_emb, adapted_text=adapted, report=report,
-                        folder=folder or "", status="built")
+                        folder=folder or "", status="built", adapter_state=adapter.cpu().state_dict(),
+                        tokenizers=tokenizers)
 
 
 def log_report(result):
