@@ -14,8 +14,9 @@ held-out items in the top 10. Rows:
 * ``TIGER-all``: TIGER trained without holding anything out, evaluated on the same warm targets (the reference for
   "warm targets within noise").
 
-Rows are appended to ``<out>/coldstart-<dataset>.json`` as they finish; a rerun skips rows already there
-(``--fresh`` starts over), and ``.md`` is rewritten after each row. Run it niced, one thread::
+Rows are added to ``<out>/coldstart-<dataset>.json`` as they finish (under a file lock, so several processes
+with different ``--rows`` can share it); a rerun skips rows already there (``--fresh`` starts over), and ``.md``
+is rewritten after each row. Run it niced, one thread::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/coldstart_bench.py --dataset ml-100k --budget-s 600
 """
@@ -123,7 +124,8 @@ def run_row(row, args):
 
 
 def write_tables(rows, path_md, command):
-    lines = [f"# Cold start on {rows[0]['dataset']}: {rows[0].get('n_held_out', '?')} of {rows[0].get('n_items', '?')}"
+    rows = [r for r in rows if "error" in r or "metrics" in r]
+    lines = [f"# Cold start on {rows[0].get('dataset', '')}: {rows[0].get('n_held_out', '?')} of {rows[0].get('n_items', '?')}"
              " items held out of training", "",
              "Leave-one-out, full ranking over all items, 20-item histories; held-out items removed from training and "
              "validation (targets and histories) and from the tokenizer fit; generative models get them after "
@@ -147,6 +149,29 @@ def write_tables(rows, path_md, command):
         f.write("\n".join(lines) + "\n")
 
 
+def read_rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["rows"]
+
+
+def save_row(path, result):
+    """Add (or replace) one row in the JSON and rewrite the tables; safe for several processes (file lock)."""
+    import fcntl
+
+    with open(path + ".lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        rows = [r for r in read_rows(path) if r["row"] != result["row"]] + [result]
+        rows.sort(key=lambda r: ALL_ROWS.index(r["row"]) if r["row"] in ALL_ROWS else len(ALL_ROWS))
+        commands = sorted({r.get("command", "") for r in rows})
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"commands": commands, "rows": rows}, f, indent=1, default=str)
+        os.replace(tmp, path)
+        write_tables(rows, path.replace(".json", ".md"), " ; ".join(commands))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="ml-100k")
@@ -164,15 +189,15 @@ def main(argv=None):
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"coldstart-{args.dataset}.json")
     command = "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/coldstart_bench.py " + " ".join(sys.argv[1:])
-    rows = []
-    if os.path.exists(path) and not args.fresh:
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)["rows"]
-    done = {r["row"] for r in rows if "error" not in r}
-    rows = [r for r in rows if r["row"] in done]
+    if args.fresh and os.path.exists(path):
+        os.remove(path)
+    done = {r["row"] for r in read_rows(path) if "error" not in r}
     for row in args.rows.split(","):
         if row in done:
             print(f"{row}: already measured, skipped")
@@ -186,10 +211,8 @@ def main(argv=None):
             traceback.print_exc()
             result = {"row": row, "error": f"{type(err).__name__}: {err}"}
         result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        rows.append(result)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({"command": command, "rows": rows}, f, indent=1, default=str)
-        write_tables(rows, path.replace(".json", ".md"), command)
+        result["command"] = command
+        save_row(path, result)
         print(json.dumps(result.get("metrics", result.get("error")), default=str), flush=True)
 
 
