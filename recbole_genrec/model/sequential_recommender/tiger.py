@@ -24,7 +24,12 @@ Deviations from the paper (there is no official code):
   hashes raw user ids into 2000 tokens and prepends them; it does not give the hash);
 * the optimizer and schedule are :class:`~recbole_genrec.trainer.GenerativeTrainer`'s (AdamW, warm-up, cosine or
   inverse-square-root decay) instead of the paper's 200k steps at lr 0.01 with inverse-square-root decay;
-* the tokenizer is configurable (``sid_method: rqvae | rkmeans | hkmeans``); the paper uses RQ-VAE only.
+* the tokenizer is configurable (``sid_method: rqvae | rkmeans | hkmeans``); the paper uses RQ-VAE only;
+* new items (``add_items``, the cold-start protocol of :mod:`recbole_genrec.data.coldstart`) get a full code tuple
+  from the stored tokenizer, the collision level included (one past the largest extra code of their tuple), and
+  compete in the constrained beam like every other item; the paper's cold-start experiment instead retrieves unseen
+  items whose first levels match a generated ID and controls their share of the top K with a parameter
+  (epsilon). A new item whose extra code would exceed the trained extra level cannot be added (``on_overflow``).
 """
 
 from typing import NamedTuple, Optional, Sequence, Tuple
