@@ -7,6 +7,9 @@ through ``add_items`` (codes from the stored tokenizer, which was fitted without
 held-out items in the top 10. Rows:
 
 * ``TIGER``, ``DiscRec`` (CPU presets ``properties/quick_start/<Model>-ml-100k.yaml``; ``train_time_budget_s``),
+  ranked by plain constrained beam search; ``TIGER-eps``, ``DiscRec-eps``: the same training, then new items
+  inherit the beam score of a generated item with the same first ``L - 1`` codes, at most ``--epsilon`` x 10 of them
+  per top 10 (:func:`recbole_genrec.data.coldstart.prefix_match_score_fn`, the paper's cold-start retrieval),
 * ``AlphaRec`` (same leave-one-out split; its text mapping scores the held-out items directly),
 * ``KNN-1``, ``KNN-5``: content k-NN, TIGER's Semantic_KNN (mean text-embedding cosine with the last 1 / 5 history
   items, history items excluded),
@@ -34,7 +37,8 @@ import torch  # noqa: E402
 
 import recbole_genrec  # noqa: E402,F401  (compat shims before RecBole)
 
-ALL_ROWS = ("Pop", "KNN-1", "KNN-5", "SASRec", "TIGER", "AlphaRec", "DiscRec", "TIGER-all")
+ALL_ROWS = ("Pop", "KNN-1", "KNN-5", "SASRec", "TIGER", "TIGER-eps", "AlphaRec", "DiscRec", "DiscRec-eps",
+            "TIGER-all")
 LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
        "MAX_ITEM_LIST_LENGTH": 20, "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
        "show_progress": False, "genrec_count_flops": False, "save_dataloaders": False}
@@ -48,7 +52,7 @@ def row_settings(row, args):
         base["genrec_cache_dir"] = args.cache_dir
     if args.data_path:
         base["data_path"] = args.data_path
-    if row in ("TIGER", "DiscRec", "TIGER-all"):
+    if row in ("TIGER", "DiscRec", "TIGER-all", "TIGER-eps", "DiscRec-eps"):
         return row.split("-")[0], dict(base, epochs=args.gen_epochs, train_time_budget_s=args.budget_s, eval_step=1,
                                        stopping_step=3, topk=[10, 20])
     if row == "SASRec":
@@ -62,6 +66,17 @@ def row_settings(row, args):
     raise ValueError(f"unknown row {row!r}; choose from {ALL_ROWS}")
 
 
+def like_files(name, model_name):
+    """The yaml files RecBole and the plugin load for dataset ``name`` (and the model's preset for it), for a copy
+    of it under another name (e.g. ``ml-100k-u200``, the first 200 users, made by ``benchmarks/run.py``)."""
+    import recbole
+
+    candidates = [os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", f"{name}.yaml"),
+                  os.path.join(ROOT, "properties", "dataset", f"{name}.yaml"),
+                  os.path.join(ROOT, "properties", "quick_start", f"{model_name}-{name}.yaml")]
+    return [c for c in candidates if os.path.isfile(c)]
+
+
 def run_row(row, args):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
@@ -71,9 +86,10 @@ def run_row(row, args):
     from recbole_genrec.utils import get_model, get_trainer
 
     model_name, settings = row_settings(row, args)
+    files = like_files(args.like, model_name) if args.like else None
     saved_argv, sys.argv = sys.argv, [sys.argv[0]]
     try:
-        config = Config(model=model_name, dataset=args.dataset, config_dict=settings)
+        config = Config(model=model_name, dataset=args.dataset, config_file_list=files, config_dict=settings)
     finally:
         sys.argv = saved_argv
     init_seed(config["seed"], config["reproducibility"])
@@ -113,6 +129,11 @@ def run_row(row, args):
         if coldstart.enabled(config):
             report = coldstart.report(model, dataset, test_data, info)
             metrics, out["add_items"] = report["metrics"], report["add_items"]
+            if row.endswith("-eps"):  # the paper's retrieval: new items inherit a generated sibling's score
+                with torch.no_grad():
+                    score_fn = coldstart.prefix_match_score_fn(model, info["held_out"], args.epsilon, 10)
+                    metrics = coldstart.evaluate(score_fn, test_data, info["held_out"])
+                out["metrics_plain_beam"], out["epsilon"] = report["metrics"], args.epsilon
         else:
             with torch.no_grad():
                 metrics = coldstart.evaluate(model.full_sort_predict, test_data, info["held_out"])
@@ -182,7 +203,9 @@ def main(argv=None):
     parser.add_argument("--gen-epochs", type=int, default=1)
     parser.add_argument("--sasrec-epochs", type=int, default=2)
     parser.add_argument("--alpharec-epochs", type=int, default=10)
+    parser.add_argument("--epsilon", type=float, default=0.1, help="-eps rows: max share of new items in the top 10")
     parser.add_argument("--data-path", default=None)
+    parser.add_argument("--like", default=None, help="use the yaml files of this dataset (for a truncated copy)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--work", default=os.path.join(ROOT, "benchmarks", "work-coldstart"))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))

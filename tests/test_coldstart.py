@@ -411,3 +411,28 @@ def test_prorec_add_items_from_text_alone_keeps_existing_scores(tmp_path):
         init_seed(2020, True)
         PRORec(make_tiny_config("PRORec", tmp_path, settings, prorec_code_source="id"),
                tiny["train"].dataset).new_item_codes(text[1:2])
+
+
+def test_prefix_match_gives_new_items_their_generated_siblings_score(tiger):
+    from recbole_genrec.data.coldstart import prefix_match_score_fn
+
+    model = tiger["model"]
+    interaction = next(iter(tiger["test"]))[0]
+    n_items = model.n_items
+    emb = roomy_item_embeddings(tiger, 6)
+    try:
+        added = model.add_items(embeddings=emb)
+        plain = model.full_sort_predict(interaction)  # [B, n_items + 6]
+        scores = prefix_match_score_fn(model, added.item_ids, epsilon=0.2, k=10)(interaction)
+        codes = model.code_table.codes
+        new = added.item_ids
+        changed = scores[:, new] != plain[:, new]  # [B, 6]
+        assert changed.any() and (changed.sum(dim=1) <= 2).all()  # at most epsilon * k = 2 per user
+        for b, j in changed.nonzero().tolist():
+            item = int(new[j])
+            siblings = ((codes[:n_items, :-1] == codes[item, :-1]).all(dim=1)).nonzero().flatten()
+            assert scores[b, item] == plain[b, siblings].max()  # the best generated sibling's beam score
+        assert torch.equal(scores[:, :n_items], plain[:, :n_items])  # existing items untouched
+    finally:
+        model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
+        model.n_items = n_items

@@ -264,3 +264,39 @@ def report(model, dataset, test_data, info, k=10):
     logger.info(f"cold start @{k}: held-out {metrics['held_out']}, warm {metrics['warm']}, "
                 f"held-out share of the top-{k} {metrics[f'held_out_share@{k}']:.4f}; {added}")
     return out
+
+
+def prefix_match_score_fn(model, new_items, epsilon=0.1, k=10):
+    r"""TIGER-paper-style retrieval of new items for a generative ``model`` (Section 4.3): ``interaction -> scores``.
+
+    A new item (``new_items``, ids with codes in ``model.code_table``) whose first ``L - 1`` codes equal those of a
+    generated (beam) item gets that item's beam score, i.e. the collision level is ignored for new items, whose
+    extra code was never a training target. At most ``floor(epsilon * k)`` new items per user keep such a score
+    (the best ones; the paper's epsilon bounds the share of cold-start items in the top K), the others keep their own
+    beam score (``-inf`` outside the beam).
+    """
+    codes = model.code_table.codes.cpu()  # [n_items, L]
+    new_items = torch.as_tensor(new_items, dtype=torch.long).cpu()
+    is_new = torch.zeros(codes.size(0), dtype=torch.bool)
+    is_new[new_items] = True
+    coded = (codes >= 0).all(dim=1)
+    prefix_of = {}
+    for item in ((~is_new) & coded).nonzero().flatten().tolist():
+        prefix_of.setdefault(tuple(codes[item, :-1].tolist()), []).append(item)
+    pairs = [(j, s) for j in new_items.tolist() if coded[j] for s in prefix_of.get(tuple(codes[j, :-1].tolist()), [])]
+    n_keep = int(epsilon * k)
+
+    def score_fn(interaction):
+        scores = model.full_sort_predict(interaction).view(-1, codes.size(0)).float().cpu()  # [B, n_items]
+        if not pairs or n_keep < 1:
+            return scores
+        new_ids = torch.tensor([p[0] for p in pairs])
+        sibling = torch.tensor([p[1] for p in pairs])
+        inherited = torch.full((scores.size(0), codes.size(0)), float("-inf"))
+        inherited.scatter_reduce_(1, new_ids.expand(scores.size(0), -1), scores[:, sibling], reduce="amax")
+        inherited[:, ~is_new] = float("-inf")
+        top_vals, top_idx = torch.topk(inherited, min(n_keep, codes.size(0)), dim=1)  # the best new items per user
+        keep = torch.full_like(inherited, float("-inf")).scatter_(1, top_idx, top_vals)
+        return torch.maximum(scores, keep)
+
+    return score_fn
