@@ -274,7 +274,8 @@ def load_for_config(config):
     if not hashes.get("sid"):
         raise ValueError("this config has no semantic IDs prepared by the hook (genrec_features lacks 'sid'), so "
                          "there is no stored tokenizer to encode new items with")
-    return FittedTokenizer.load(tokenizer_stem(cache.overlay_dir(config), hashes["sid"]), hashes["sid"])
+    store = (getattr(cache, "store_dir", None) or cache.overlay_dir)(config)  # the dataset's store (renamed in #16)
+    return FittedTokenizer.load(tokenizer_stem(store, hashes["sid"]), hashes["sid"])
 
 
 def embed_texts(config, texts):
