@@ -22,7 +22,7 @@ from recbole.utils import calculate_valid_score, get_environment, get_flops, ini
 from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
-from recbole_genrec.data import create_dataset
+from recbole_genrec.data import coldstart, create_dataset
 from recbole_genrec.utils import get_model, get_trainer
 from recbole_genrec.validation import check_config
 
@@ -91,7 +91,10 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         with group.rank_zero_first():  # text embeddings / semantic IDs: built by rank 0, read by the others
             dataset = create_dataset(config)
         logger.info(dataset)
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+        if coldstart.enabled(config):  # items held out of training (recbole_genrec.data.coldstart)
+            train_data, valid_data, test_data, cold_info = coldstart.data_preparation(config, dataset)
+        else:
+            train_data, valid_data, test_data = data_preparation(config, dataset)
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         with group.rank_zero_first():  # caches built in a model's __init__ (PRORec stage I)
@@ -122,6 +125,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         test_result = trainer.evaluate(test_data, load_best_model=load, model_file=model_file,
                                        show_progress=config["show_progress"])
 
+        cold_report = coldstart.report(model, dataset, test_data, cold_info) if coldstart.enabled(config) else None
+
         logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
         logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
         logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -144,6 +149,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             "world_size": group.world_size,
             "protocol": {key: config[key] for key in PROTOCOL_KEYS},
         }
+        if cold_report is not None:
+            result["coldstart"] = cold_report
     if group.is_main and queue is not None:
         queue.put(result)
     return result

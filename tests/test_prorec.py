@@ -230,7 +230,7 @@ def test_default_unified_codes_use_every_level_of_a_12k_catalogue():
     emb = clustered_catalogue()
     params = dict(_prorec_yaml_defaults(), prorec_code_params={"niter": 10})
     assert params["prorec_code_method"] == "rkmeans" and params["prorec_codebook_size"] == 256
-    codes, sizes, diagnostics = stage1_module.quantise(emb, params, seed=0)
+    codes, sizes, diagnostics, _ = stage1_module.quantise(emb, params, seed=0)
     usage = diagnostics["unified_levels"]
     assert len(usage) == 3 and codes.shape == (12_001, 4)  # 3 levels + TIGER's collision level
     assert stage1_module.level_usage_problems(usage) == []
@@ -239,7 +239,7 @@ def test_default_unified_codes_use_every_level_of_a_12k_catalogue():
     assert min(u["conditional_perplexity"] for u in usage) >= 2.0
     assert len(np.unique(codes[1:], axis=0)) == 12_000
 
-    tree_codes, _, tree_diag = stage1_module.quantise(emb, dict(params, prorec_code_method="hkmeans"), seed=0)
+    tree_codes, _, tree_diag, _ = stage1_module.quantise(emb, dict(params, prorec_code_method="hkmeans"), seed=0)
     problems = stage1_module.level_usage_problems(tree_diag["unified_levels"])
     assert problems and problems[-1].startswith("level 3")  # ~47 items per level-1 node: level 3 carries nothing
 

@@ -249,6 +249,58 @@ class CodeTable(nn.Module):
             prefix_ids = torch.where(found, pos, torch.full_like(pos, -1))
         return self.leaf_items(prefix_ids).reshape(lead_shape)
 
+    # ------------------------------------------------------------------------------------------- adding items
+    def add_items(self, codes: torch.Tensor, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        r"""Give items semantic IDs after construction: the trie, ``lookup`` and ``n_items`` follow.
+
+        Existing items keep their codes, so every score the model computes for them is unchanged (the vocabulary
+        and ``codebook_sizes`` are fixed: a code outside them is an error).
+
+        Args:
+            codes (`torch.LongTensor` of shape `(M, L)`): the new items' code tuples; a row of ``-1`` adds an item
+                without a semantic ID (it exists but is never generated).
+            item_ids (`torch.LongTensor` of shape `(M,)`, *optional*): existing rows without a code to fill (e.g.
+                the held-out items of the cold-start protocol); by default the items are appended as ids
+                ``n_items .. n_items + M - 1``.
+        Returns:
+            `torch.LongTensor` of shape `(M,)`: the item ids that now hold ``codes``.
+        """
+        codes = torch.as_tensor(codes).detach().to(device="cpu", dtype=torch.long)
+        if codes.dim() != 2 or codes.size(1) != self.n_levels:
+            raise ValueError(f"`codes` must have shape [M, {self.n_levels}], got {tuple(codes.shape)}")
+        valid = (codes >= 0).all(dim=1)  # [M]
+        too_big = valid & (codes >= self.codebook_sizes_t.cpu()).any(dim=1)
+        if too_big.any():
+            rows = too_big.nonzero().flatten()[:5].tolist()
+            raise ValueError(f"{int(too_big.sum())} new code tuples (rows {rows}, e.g. {codes[rows[0]].tolist()}) "
+                             f"exceed the codebook sizes {self.codebook_sizes} the model was trained with")
+        table = self.codes.cpu().clone()  # [n_items, L]
+        if item_ids is None:
+            item_ids = torch.arange(self.n_items, self.n_items + codes.size(0))
+            table = torch.cat([table, torch.full_like(codes, -1)])
+        else:
+            item_ids = torch.as_tensor(item_ids, dtype=torch.long).cpu().flatten()
+            if item_ids.numel() != codes.size(0):
+                raise ValueError(f"{item_ids.numel()} item_ids for {codes.size(0)} code rows")
+            out = (item_ids < 1) | (item_ids >= self.n_items)
+            if out.any():
+                raise ValueError(f"item ids {item_ids[out][:5].tolist()} are not items of this table (1..{self.n_items - 1})")
+            coded = (table[item_ids] >= 0).all(dim=1)
+            if coded.any():
+                raise ValueError(f"items {item_ids[coded][:5].tolist()} already have semantic IDs; existing codes are "
+                                 "never changed (append new items instead)")
+            if item_ids.unique().numel() != item_ids.numel():
+                raise ValueError("item_ids contains duplicates")
+        table[item_ids] = codes.masked_fill(~valid.unsqueeze(1), -1)
+        device = self.codes.device
+        fresh = CodeTable(table, self.codebook_sizes)  # checks uniqueness against the existing items too
+        for name in [n for n in self._buffers if n.startswith("prefix_keys_")]:
+            del self._buffers[name]
+        for name, buf in fresh._buffers.items():
+            self._buffers[name] = buf.to(device)
+        self._sync_meta()
+        return item_ids
+
     def extra_repr(self) -> str:
         return (
             f"n_items={self.n_items}, n_real_items={self.n_real_items}, codebook_sizes={self.codebook_sizes}, "

@@ -37,6 +37,7 @@ from recbole.data.dataset import Dataset
 from recbole_genrec.preprocess import cache, layout, text, text_encoder
 from recbole_genrec.preprocess.fields import EMB_FIELD, EMB_ID, EMB_SUFFIX, FEATURES, SID_FIELD, SID_ID, SID_SUFFIX
 from recbole_genrec import tokenizers
+from recbole_genrec.tokenizers.artifact import FittedTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -267,18 +268,38 @@ def sid_inputs(config, emb_key):
     }
 
 
+def _held_out_rows(config, tokens, inputs):
+    """Cold-start protocol: boolean [N] of the items the tokenizer must not see (``None`` when off); the
+    held-out set becomes part of the semantic-ID key."""
+    from recbole_genrec.data import coldstart
+
+    if not coldstart.enabled(config):
+        return None
+    held = set(coldstart.held_out_tokens(config, tokens))
+    inputs["held_out"] = cache.strings_hash(sorted(held))
+    return np.array([t in held for t in tokens], dtype=bool)
+
+
 def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
     """``(codes [N, L'] int64, codebook_sizes [L'], key)``, from the cache or freshly fitted.
 
-    Stored as ``codes-<key16>.npy`` + ``diagnostics-<key16>.json``: other settings never overwrite them.
+    Stored as ``codes-<key16>.npy`` + ``diagnostics-<key16>.json`` + the fitted tokenizer
+    ``tokenizer-<key16>.safetensors/.json`` (:mod:`recbole_genrec.tokenizers.artifact`): other settings never
+    overwrite them. Under the cold-start protocol the tokenizer is fitted without the held-out items, whose rows
+    are ``-1`` (no code; models add them after training with ``add_items``).
     """
+    from recbole_genrec.tokenizers.artifact import tokenizer_stem
+
     inputs = sid_inputs(config, emb_key)
+    held = _held_out_rows(config, tokens, inputs)
     key = cache.content_key(inputs)
     codes_path, diag_path = layout.codes_path(store, key), layout.diagnostics_path(store, key)
+    stem = tokenizer_stem(store, key)
     status = cache.check_artifact(codes_path, key)
-    diag_status = cache.check_artifact(diag_path, key)
-    if status == "hit" and diag_status != "hit":
-        status = diag_status
+    for other in (diag_path, stem + ".safetensors", stem + ".json"):
+        other_status = cache.check_artifact(other, key)
+        if status == "hit" and other_status != "hit":
+            status = other_status
     cache.report_status(f"{os.path.basename(codes_path)} + {os.path.basename(diag_path)}", status)
     summary["cache"]["codes"] = status
     summary["codes_path"] = codes_path
@@ -286,13 +307,22 @@ def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
         codes = cache.load_npy(codes_path).astype(np.int64)
         diagnostics = cache.load_json(diag_path)
     else:
-        codes, diagnostics = _fit_codes(config, inputs, emb, tokens, summary)
+        fit_rows = np.flatnonzero(~held) if held is not None else np.arange(len(tokens))
+        fit_codes, diagnostics, fitted = _fit_codes(config, inputs, emb[fit_rows], [tokens[i] for i in fit_rows],
+                                                    summary)
+        codes = np.full((len(tokens), fit_codes.shape[1]), -1, dtype=np.int64)  # held-out rows: no code
+        codes[fit_rows] = fit_codes
+        if held is not None:
+            diagnostics["held_out_items"] = int(held.sum())
         meta = {"codebook_sizes": diagnostics["codebook_sizes"], "n_items": len(tokens), "inputs": inputs}
+        fitted.save(stem, key, {"items": cache.strings_hash([tokens[i] for i in fit_rows])})
         cache.save_npy(codes_path, codes, key, meta)
         cache.save_json(diag_path, diagnostics, key)
+    summary["tokenizer_path"] = stem + ".safetensors"
     if codes.ndim != 2 or codes.shape[0] != len(tokens):
         raise ValueError(f"semantic IDs in {codes_path} have shape {codes.shape}, expected [{len(tokens)}, L]")
-    if inputs["collision"] != "none" and len(np.unique(codes, axis=0)) != len(tokens):
+    n_coded = int((codes >= 0).all(axis=1).sum())
+    if inputs["collision"] != "none" and len(np.unique(codes[(codes >= 0).all(axis=1)], axis=0)) != n_coded:
         raise ValueError(f"semantic IDs in {codes_path} are not unique per item (collision={inputs['collision']})")
     summary["diagnostics"] = diagnostics
     summary["timings"]["codes_s"] = diagnostics.get("timings", {}).get("codes_s")
@@ -301,6 +331,7 @@ def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
 
 
 def _fit_codes(config, inputs, emb, tokens, summary):
+    """Fit the tokenizer on emb [N, D]: ``(codes [N, L'], diagnostics, FittedTokenizer)``."""
     _check_finite(emb, tokens, "item embeddings")
     start = time.perf_counter()
     codes, info = tokenizers.generate_semantic_ids(
@@ -320,7 +351,9 @@ def _fit_codes(config, inputs, emb, tokens, summary):
         "n_unique_codes": int(len(np.unique(codes, axis=0))),
         "timings": {"embedding_s": summary["timings"].get("embedding_s"), "codes_s": seconds},
     })
-    return np.asarray(codes, dtype=np.int64), diagnostics
+    codes = np.asarray(codes, dtype=np.int64)
+    return codes, diagnostics, FittedTokenizer(info["tokenizer"], codes, diagnostics["codebook_sizes"],
+                                               inputs["collision"])
 
 
 def diagnostics_table(diagnostics):

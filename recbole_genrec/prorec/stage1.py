@@ -36,7 +36,8 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    ``text`` and ``id`` codes (all four sources are always quantised), logged and written to ``stage1.json``.
 
 Everything is cached under ``<genrec cache root>/<dataset>/prorec/<key[:16]>/`` (``id_emb.npy``, ``adapted_text.npy``,
-``codes-<source>.npy``, ``stage1.json``), each file with the sidecar checksum of
+``codes-<source>.npy``, ``stage1.json``, and what encodes new items: ``adapter.safetensors`` and
+``tokenizer-<source>.safetensors/.json``, see :mod:`recbole_genrec.tokenizers.artifact`), each file with the sidecar checksum of
 :mod:`recbole_genrec.preprocess.cache`. The key hashes the item tokens, the training sequences, the language
 embeddings, every stage-I hyperparameter and the seed, so a rerun with the same inputs skips stage I entirely.
 Training runs inside ``torch.random.fork_rng`` with its own seed: whether stage I ran or was loaded from the cache,
@@ -59,6 +60,7 @@ from recbole_genrec.prorec.encoder import CollabSequenceEncoder
 from recbole_genrec.prorec.losses import next_item_loss, paired_info_nce, sampled_next_item_loss
 from recbole_genrec.preprocess import cache
 from recbole_genrec import tokenizers
+from recbole_genrec.tokenizers.artifact import FittedTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,8 @@ class Stage1Result:
     folder: str
     status: str = "built"
     files: dict = field(default_factory=dict)
+    adapter_state: dict = field(default_factory=dict)  # only when built in this process (else read `files`)
+    tokenizers: dict = field(default_factory=dict)  # source -> FittedTokenizer, idem
 
 
 # ============================================================================= training
@@ -217,7 +221,8 @@ def source_embeddings(id_emb, adapted, text_emb):
 
 
 def quantise(emb, params, seed, show_progress=False):
-    r"""Hierarchical k-means codes of `(N, D)` item vectors -> ``(codes (N+1, L') with row 0 = -1, sizes, diag)``."""
+    r"""Codes of `(N, D)` item vectors (``prorec_code_method``) -> ``(codes (N+1, L') with row 0 = -1, sizes, diag,
+    FittedTokenizer)``."""
     codes, info = tokenizers.generate_semantic_ids(
         np.ascontiguousarray(emb, dtype=np.float32), method=str(params["prorec_code_method"]),
         n_levels=int(params["prorec_code_levels"]),
@@ -228,7 +233,8 @@ def quantise(emb, params, seed, show_progress=False):
     diagnostics = dict(info["diagnostics"])
     levels = int(params["prorec_code_levels"])
     diagnostics["unified_levels"] = level_usage(codes[:, :levels])  # the quantiser's levels, before collisions
-    return padded, [int(k) for k in info["codebook_sizes"]], diagnostics
+    sizes = [int(k) for k in info["codebook_sizes"]]
+    return padded, sizes, diagnostics, FittedTokenizer(info["tokenizer"], codes, sizes, str(params["prorec_collision"]))
 
 
 def level_usage(codes):
@@ -298,6 +304,11 @@ def _paths(folder):
     paths = {"id_emb": os.path.join(folder, "id_emb.npy"), "adapted_text": os.path.join(folder, "adapted_text.npy"),
              "report": os.path.join(folder, "stage1.json")}
     paths.update({f"codes-{s}": os.path.join(folder, f"codes-{s}.npy") for s in CODE_SOURCES})
+    # what encodes new items (PRORec.add_items): the adapter's weights and each source's fitted tokenizer
+    paths["adapter"] = os.path.join(folder, "adapter.safetensors")
+    for s in CODE_SOURCES:
+        paths[f"tokenizer-{s}"] = os.path.join(folder, f"tokenizer-{s}.safetensors")
+        paths[f"tokenizer-{s}-meta"] = os.path.join(folder, f"tokenizer-{s}.json")
     return paths
 
 
@@ -317,7 +328,13 @@ def _load(folder, key):
 
 
 def _save(result, key):
+    from safetensors.torch import save as st_save
+
     paths = _paths(result.folder)
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in result.adapter_state.items()})
+    cache.write_artifact(paths["adapter"], lambda f: f.write(blob), key, {"what": "PRORec stage-I adapter"})
+    for source, tokenizer in result.tokenizers.items():
+        tokenizer.save(paths[f"tokenizer-{source}"][:-len(".safetensors")], key, {"source": source})
     cache.save_npy(paths["id_emb"], result.id_emb, key, {"what": "PRORec stage-I item-ID embeddings"})
     cache.save_npy(paths["adapted_text"], result.adapted_text, key, {"what": "PRORec stage-I adapted text"})
     for source in CODE_SOURCES:
@@ -347,10 +364,10 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
         adapted = adapted.cpu().numpy().astype(np.float32)  # [n_items, d]
     id_emb[0] = 0.0
     adapted[0] = 0.0
-    codes, sizes, diagnostics = {}, {}, {}
+    codes, sizes, diagnostics, fitted = {}, {}, {}, {}
     quant_start = time.perf_counter()
     for source, emb in source_embeddings(id_emb, adapted, text.numpy()).items():
-        codes[source], sizes[source], diagnostics[source] = quantise(emb, params, seed, show_progress)
+        codes[source], sizes[source], diagnostics[source], fitted[source] = quantise(emb, params, seed, show_progress)
     quant_s = time.perf_counter() - quant_start
     report = {
         "nmi_first_level": nmi_report(codes),
@@ -367,7 +384,8 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
         "seed": int(seed),
     }
     return Stage1Result(codes=codes, codebook_sizes=sizes, id_emb=id_emb, adapted_text=adapted, report=report,
-                        folder=folder or "", status="built")
+                        folder=folder or "", status="built", adapter_state=adapter.cpu().state_dict(),
+                        tokenizers=fitted)
 
 
 def log_report(result):

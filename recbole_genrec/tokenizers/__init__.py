@@ -84,7 +84,8 @@ def generate_semantic_ids(emb, method="rqvae", n_levels=3, codebook_size=256,
     unique rows unless ``collision="none"``; info has ``codebook_sizes`` (one per column,
     incl. the extra level), ``diagnostics`` (computed before collision handling, plus
     ``collision_rate_before``), ``recon_error``, ``method``, ``collision`` and ``seconds``.
-    ``max_extra`` caps the extra level's size (ValueError if exceeded).
+    ``max_extra`` caps the extra level's size (ValueError if exceeded). ``info["tokenizer"]`` is the fitted
+    tokenizer (store it with :class:`~recbole_genrec.tokenizers.artifact.FittedTokenizer`).
     """
     start = time.perf_counter()
     x = validate_embeddings(emb)  # [N, D] float32, finite
@@ -112,5 +113,6 @@ def generate_semantic_ids(emb, method="rqvae", n_levels=3, codebook_size=256,
         "method": method,
         "collision": collision,
         "seconds": seconds,
+        "tokenizer": tokenizer,
     }
     return codes.astype(np.int64), info

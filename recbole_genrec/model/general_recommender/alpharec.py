@@ -265,6 +265,39 @@ class AlphaRec(GeneralRecommender):
         return (user_e[interaction[self.USER_ID]] @ item_e.t()).view(-1)
 
     @torch.no_grad()
+    def add_items(self, texts=None, embeddings=None):
+        r"""Append new items scored through the text mapping, without retraining; returns their ids `(M,)`.
+
+        ``texts`` are embedded with the configured text encoder (as the hook embedded the catalogue), or pass their
+        ``embeddings`` `(M, D)`. A new item has no interaction, so it is an isolated node of the graph: its
+        propagated embedding is its mapped language vector divided by ``n_layers + 1``, i.e. after the cosine
+        normalisation its score is ``cos(user, mapping(e_i))``. Nothing else changes: existing users and items
+        keep their scores exactly.
+        """
+        from recbole_genrec.tokenizers.artifact import embed_texts
+
+        if (texts is None) == (embeddings is None):
+            raise ValueError("pass exactly one of texts= or embeddings=")
+        lm = embed_texts(self.config, texts) if texts is not None else embeddings
+        lm = torch.as_tensor(np.asarray(lm.cpu() if torch.is_tensor(lm) else lm, dtype=np.float32))
+        if lm.dim() != 2 or lm.shape[1] != self.lm_dim:
+            raise ValueError(f"embeddings must have shape [M, {self.lm_dim}] (the text encoder's width), "
+                             f"got {tuple(lm.shape)}")
+        old_n, new_n = self.n_items, self.n_items + lm.shape[0]
+        self.item_lm = torch.cat([self.item_lm, lm.to(self.item_lm.device)])
+        adj = self.norm_adj.coalesce()  # users first, then items: appended items shift no index
+        n = self.n_users + new_n
+        self.norm_adj = torch.sparse_coo_tensor(adj.indices(), adj.values(), (n, n), check_invariants=False).coalesce()
+        users, items = torch.div(self.train_keys, old_n, rounding_mode="floor"), torch.remainder(self.train_keys, old_n)
+        self.train_keys = users * new_n + items
+        if self.train_mask is not None:
+            pad = self.train_mask.new_zeros(self.n_users, new_n - old_n)
+            self.train_mask = torch.cat([self.train_mask, pad], dim=1)
+        self.n_items = new_n
+        self.restore_user_e, self.restore_item_e = None, None
+        return torch.arange(old_n, new_n)
+
+    @torch.no_grad()
     def user_item_representations(self):
         """Normalised propagated ``(user_e, item_e)`` from the current weights."""
         user_e, item_e = self.forward()

@@ -48,6 +48,12 @@ Baselines as switches: ``prorec_code_source: aligned | text | id | concat`` (cod
 text embedding alone, of the ID embedding alone, of the naive ``[E^{id}; E^{text}]`` concatenation -- the "semantic
 domination" case) and ``prorec_distill: False``, which makes ``calculate_loss`` exactly TIGER's loss.
 
+New items (:meth:`PRORec.new_item_codes`, used by TIGER's ``add_items``): an item that arrives after training has
+no ID embedding and no training interaction. With ``prorec_code_source: aligned`` its unified embedding is
+``[0 ; unit(A(e_text, bucket 0))]``: the ID half is zero and the adapter sees its text alone with the popularity
+bucket of an item without interactions; ``text`` uses its text embedding, ``concat`` ``[0 ; e_text]``; ``id`` cannot
+encode new items (an error says so). The stage-I tokenizer of that source and its collision rule give the code.
+
 Other deviations: everything TIGER deviates in (RecBole data pipeline and leave-one-out full-ranking evaluation,
 :class:`~recbole_genrec.trainer.GenerativeTrainer`'s optimiser/schedule, constrained beam search) applies; the text
 encoder is the offline all-MiniLM-L6-v2 (the paper uses larger LMs); stage II's T5 sizes are TIGER's.
@@ -111,6 +117,37 @@ class PRORec(TIGER):
         codes = torch.from_numpy(np.asarray(self.stage1.codes[self.code_source], dtype=np.int64))  # [n_items, L']
         codes[0] = -1  # the padding item
         return CodeTable(codes, self.stage1.codebook_sizes[self.code_source])
+
+    # -------------------------------------------------------------------------------------------- new items
+    def new_item_codes(self, embeddings):
+        r"""Unified codes `(M, L')` of new items from their text embeddings `(M, D)` (see the module docstring)."""
+        from safetensors.torch import load_file
+
+        from recbole_genrec.prorec.stage1 import build_modules, stage1_params
+        from recbole_genrec.tokenizers.artifact import FittedTokenizer
+
+        files = self.stage1.files
+        if self.code_source == "id":
+            raise ValueError("prorec_code_source: id has no code for an item without an ID embedding; new items need "
+                             "the aligned, text or concat source")
+        text = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))  # [M, D]
+        if self.code_source == "text":
+            vectors = text.numpy()
+        elif self.code_source == "concat":
+            vectors = np.concatenate([np.zeros((len(text), self.stage1.id_emb.shape[1]), np.float32), text.numpy()], 1)
+        else:
+            params = stage1_params(self.config)
+            adapter = build_modules(params, self.n_items, text.size(1))[1]
+            adapter.load_state_dict(self.stage1.adapter_state or load_file(files["adapter"]))
+            adapter.eval()
+            with torch.no_grad():
+                adapted = adapter(text, torch.zeros(len(text), dtype=torch.long))  # bucket 0: no interactions
+            adapted = torch.nn.functional.normalize(adapted, dim=-1).numpy()
+            vectors = np.concatenate([np.zeros_like(adapted), adapted], axis=1)  # [M, d + d]
+        tokenizer = self.stage1.tokenizers.get(self.code_source) or FittedTokenizer.load(
+            files[f"tokenizer-{self.code_source}"][:-len(".safetensors")])
+        codes, _ = tokenizer.assign(vectors, existing=self.code_table.codes.cpu().numpy())
+        return codes
 
     # -------------------------------------------------------------------------------------------- distillation
     def distill_representation(self, out):

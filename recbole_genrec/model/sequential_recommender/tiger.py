@@ -24,11 +24,17 @@ Deviations from the paper (there is no official code):
   hashes raw user ids into 2000 tokens and prepends them; it does not give the hash);
 * the optimizer and schedule are :class:`~recbole_genrec.trainer.GenerativeTrainer`'s (AdamW, warm-up, cosine or
   inverse-square-root decay) instead of the paper's 200k steps at lr 0.01 with inverse-square-root decay;
-* the tokenizer is configurable (``sid_method: rqvae | rkmeans | hkmeans``); the paper uses RQ-VAE only.
+* the tokenizer is configurable (``sid_method: rqvae | rkmeans | hkmeans``); the paper uses RQ-VAE only;
+* new items (``add_items``, the cold-start protocol of :mod:`recbole_genrec.data.coldstart`) get a full code tuple
+  from the stored tokenizer, the collision level included (one past the largest extra code of their tuple), and
+  compete in the constrained beam like every other item; the paper's cold-start experiment instead retrieves unseen
+  items whose first levels match a generated ID and controls their share of the top K with a parameter
+  (epsilon). A new item whose extra code would exceed the trained extra level cannot be added (``on_overflow``).
 """
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -62,6 +68,21 @@ class TIGEROutput(NamedTuple):
     target_tokens: torch.Tensor
 
 
+class AddedItems(NamedTuple):
+    r"""What :meth:`TIGER.add_items` did.
+
+    Attributes:
+        item_ids (`(M,)`): the ids the new items hold (appended, or the rows that were filled).
+        codes (`(M, L)`): their code tuples (``-1`` rows for skipped items).
+        skipped (`(M,)` bool): items left without a code because their tuple falls outside the trained vocabulary
+            (``on_overflow="skip"``); they exist but are never generated.
+    """
+
+    item_ids: torch.Tensor
+    codes: torch.Tensor
+    skipped: torch.Tensor
+
+
 class TIGER(SequentialRecommender):
     r"""TIGER: a T5 encoder-decoder that generates the semantic ID of the next item.
 
@@ -88,6 +109,7 @@ class TIGER(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.config = config  # read by add_items (text encoder, stored tokenizer)
         self.code_table = self._build_code_table(config, dataset)
         if self.code_table.n_items != self.n_items:
             raise ValueError(f"the code table has {self.code_table.n_items} rows but the dataset {self.n_items} items")
@@ -110,8 +132,9 @@ class TIGER(SequentialRecommender):
         self.user_token_offset = self.code_table.vocab_size  # user tokens follow the semantic-ID tokens
         vocab_size = self.code_table.vocab_size + self.user_token_buckets
         self.backbone = self._build_backbone(config, vocab_size)
-        lean = config["t5_lean_forward"]
-        self.backbone.lean_forward = True if lean is None else bool(lean)  # full-sequence passes: lean_t5 or HF
+        self.backbone.lean_forward = bool(config["t5_lean_forward"])  # full-sequence passes: lean_t5 or HF
+        # a checkpoint may carry a code table with added items: n_items follows the loaded table
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "n_items", module.code_table.n_items))
 
     # ------------------------------------------------------------------------------------------------ building
     def _build_code_table(self, config, dataset) -> CodeTable:
@@ -232,7 +255,64 @@ class TIGER(SequentialRecommender):
         r"""Beam scores of the ``beam_size`` generated items, ``-inf`` for all others: float32 `(B, n_items)`."""
         input_ids, attention_mask = self._interaction_inputs(interaction)
         item_ids, scores = self.beam_search(input_ids, attention_mask)  # [B, beam] x2
-        return scores_to_full(item_ids, scores, self.n_items)
+        return scores_to_full(item_ids, scores, self.code_table.n_items)
+
+    # ------------------------------------------------------------------------------------------- new items
+    def new_item_codes(self, embeddings: np.ndarray) -> np.ndarray:
+        r"""Code tuples `(M, L)` for new items' text embeddings `(M, D)`: the hook's stored tokenizer and its
+        collision rule, with the current code table as the codes already taken (override for other codes)."""
+        from recbole_genrec.tokenizers.artifact import load_for_config
+
+        codes, _ = load_for_config(self.config).assign(embeddings, existing=self.code_table.codes.cpu().numpy())
+        return codes
+
+    @torch.no_grad()
+    def add_items(
+        self,
+        texts: Optional[Sequence[str]] = None,
+        embeddings=None,
+        item_ids: Optional[torch.Tensor] = None,
+        on_overflow: str = "error",
+    ) -> AddedItems:
+        r"""Make new items recommendable without retraining: codes from their text, then code table + trie.
+
+        Args:
+            texts (`list[str]`) or embeddings (`(M, D)`): the new items' texts (embedded with the configured text
+                encoder, as the hook embedded the catalogue) or their text embeddings.
+            item_ids (`(M,)`, *optional*): existing items without a code to fill (cold-start protocol); by default
+                the items are appended as ids ``n_items .. n_items + M - 1`` (``full_sort_predict`` then scores
+                ``n_items + M`` columns).
+            on_overflow: ``"error"`` (default) or ``"skip"`` for items whose tuple needs a code beyond the trained
+                vocabulary (typically an extra-level code past the largest collision group seen in training).
+        Returns:
+            :class:`AddedItems`. Existing items keep their codes, so their scores (``predict``, beam scores) do not
+            change; the beam may now return new items instead of some of them.
+        """
+        from recbole_genrec.tokenizers.artifact import embed_texts
+
+        if (texts is None) == (embeddings is None):
+            raise ValueError("pass exactly one of texts= or embeddings=")
+        if on_overflow not in ("error", "skip"):
+            raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
+        emb = embed_texts(self.config, texts) if texts is not None else np.asarray(
+            embeddings.detach().cpu() if torch.is_tensor(embeddings) else embeddings, dtype=np.float32)
+        codes = torch.as_tensor(self.new_item_codes(emb), dtype=torch.long)  # [M, L]
+        sizes = torch.tensor(self.code_table.codebook_sizes)
+        overflow = (codes >= sizes).any(dim=1)  # [M]
+        if overflow.any() and on_overflow == "error":
+            rows = overflow.nonzero().flatten()[:5].tolist()
+            raise ValueError(
+                f"{int(overflow.sum())} of {len(codes)} new items (rows {rows}, e.g. code {codes[rows[0]].tolist()}) "
+                f"need codes beyond the trained codebook sizes {self.code_table.codebook_sizes} (their code "
+                f"tuple is already used as often as the extra level allows); pass on_overflow='skip' to add them "
+                f"without a semantic ID, or retrain with a larger extra level")
+        codes = codes.masked_fill(overflow.unsqueeze(1), -1)
+        ids = self.code_table.add_items(codes, item_ids)
+        self.n_items = self.code_table.n_items
+        if overflow.any():
+            self.logger.warning(f"add_items: {int(overflow.sum())} of {len(codes)} items got no semantic ID "
+                                f"(code beyond the trained vocabulary); they are never generated")
+        return AddedItems(ids, codes, overflow)
 
     @torch.no_grad()
     def recommend(

@@ -1,0 +1,340 @@
+"""Ask a trained model what it recommends, in raw ids and titles.
+
+::
+
+    python -m recbole_genrec.recommend --checkpoint saved/TIGER-....pth --user 196 [--k 10]
+        [--history "242,302,377"] [--new-items new.tsv] [--keep-history]
+
+prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for generative models). The same is
+:func:`recommend` in Python, which returns a :class:`Recommendations`.
+
+* The user's history is their interactions in the dataset, oldest first (all splits: "what next, now?"), or the
+  raw item ids of ``--history`` (which replaces it; a sequential model is needed for that). Items already in the
+  history are not recommended unless ``--keep-history``.
+* ``--new-items FILE``: a tab-separated file with a header, an ``item_id`` column and a ``title`` column (other
+  columns are appended to the text as ``column: value``). The items are added with the model's ``add_items``
+  (TIGER family: semantic IDs from the stored tokenizer; AlphaRec: its text mapping) before ranking, without
+  retraining, and may be used in ``--history``.
+* Unknown users or items raise :class:`ValueError` naming them. A user with no history gets the items with the
+  most training interactions, and the result says so (``Recommendations.note``).
+* Checkpoints are loaded with ``weights_only=True`` (:func:`load_checkpoint`).
+"""
+
+import argparse
+import csv
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Recommendations:
+    """Ranked items for one query: ``rows`` of dicts ``rank, item_id, title, score[, code]``."""
+
+    user: Optional[str]
+    rows: List[dict]
+    history: List[str] = field(default_factory=list)
+    note: str = ""
+
+    def table(self):
+        from tabulate import tabulate
+
+        head = f"user {self.user}" if self.user is not None else "given history"
+        lines = [f"{head}: {len(self.history)} history items" + (f" (last: {', '.join(self.history[-5:])})"
+                                                                  if self.history else "")]
+        if self.note:
+            lines.append(self.note)
+        lines.append(tabulate(self.rows, headers="keys", floatfmt=".4f"))
+        return "\n".join(lines)
+
+
+# ============================================================================= checkpoint -> model
+def load_checkpoint(path):
+    """The checkpoint dict, read with ``weights_only=True``.
+
+    Uses :func:`recbole_genrec.checkpoint.load_checkpoint` (plain-data checkpoints, RecBole's through an
+    allow-list) when the plugin has it; otherwise ``torch.load(weights_only=True)`` with RecBole's enums allowed.
+    """
+    try:
+        from recbole_genrec.checkpoint import load_checkpoint as plugin_loader  # plain-data checkpoints
+    except ImportError:
+        plugin_loader = None
+    if plugin_loader is not None:
+        return plugin_loader(path)
+    from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
+
+    with torch.serialization.safe_globals([ModelType, InputType, EvaluatorType, FeatureType, FeatureSource]):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle.UnpicklingError and friends
+            raise ValueError(
+                f"{path} cannot be read as data (torch.load weights_only=True: {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}). RecBole's own checkpoints pickle its Config object; save "
+                f"the model as {{'config': <dict of config values>, 'state_dict': ...}}") from None
+
+
+def _config_from(checkpoint):
+    from recbole_genrec import Config
+
+    config = checkpoint.get("config")
+    if config is None:
+        raise ValueError("the checkpoint has no 'config'; it must hold the config of the run that trained it")
+    if not isinstance(config, dict):
+        return config  # a Config object (restored through the allow-list)
+    values = dict(config)
+    derived = ("model", "dataset", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank",
+               "single_spec", "model_class", "valid_neg_sample_args", "test_neg_sample_args", "eval_neg_sample_args")
+    model, dataset = values["model"], values["dataset"]
+    import os
+
+    # RecBole's data_path is '<folder>/<dataset>' (or the hook's view): Config joins the dataset name again
+    source = values.get("genrec_source_data_path") or values.get("data_path")
+    if source:
+        values["data_path"] = os.path.dirname(os.path.normpath(source))
+    sampling = values.get("train_neg_sample_args")
+    if isinstance(sampling, dict) and sampling.get("distribution") == "none":
+        values["train_neg_sample_args"] = None  # RecBole's processed form of "no negatives"
+    saved_argv, sys.argv = sys.argv, [sys.argv[0]]
+    try:
+        return Config(model=model, dataset=dataset,
+                      config_dict={k: v for k, v in values.items() if k not in derived})
+    finally:
+        sys.argv = saved_argv
+
+
+def load_model(checkpoint_path):
+    """``(config, model, dataset, train_dataset, interactions)`` of a checkpoint, the model in eval mode.
+
+    ``interactions`` is the dataset's ``(user, item, time)`` table of internal ids, all splits, taken before
+    RecBole turns sequential data into (history, target) samples."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_genrec.data import coldstart, create_dataset
+    from recbole_genrec.utils import get_model
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = _config_from(checkpoint)
+    config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+    config["show_progress"] = False
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    columns = [c for c in (dataset.uid_field, dataset.iid_field, dataset.time_field) if c in dataset.inter_feat]
+    interactions = dataset.inter_feat[columns].copy()
+    if coldstart.enabled(config):
+        train_data = coldstart.data_preparation(config, dataset)[0]
+    else:
+        train_data = data_preparation(config, dataset)[0]
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, dataset, train_data._dataset, interactions
+
+
+# ============================================================================= new items
+def read_new_items(path):
+    """``(raw ids, titles, texts)`` from a TSV with ``item_id`` and ``title`` columns (header required)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        columns = [c.split(":")[0] for c in (reader.fieldnames or [])]
+        reader.fieldnames = columns
+        if "item_id" not in columns or "title" not in columns:
+            raise ValueError(f"{path}: needs a header with 'item_id' and 'title' columns (tab-separated), "
+                             f"got {columns}")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{path} lists no items")
+    ids = [r["item_id"].strip() for r in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"{path}: item ids {dup[:5]} appear more than once")
+    extra = [c for c in columns if c not in ("item_id", "title")]
+    texts = [" ".join([r["title"].strip()] + [f"{c}: {r[c].strip()}" for c in extra if (r.get(c) or "").strip()])
+             for r in rows]
+    empty = [ids[i] for i, r in enumerate(rows) if not r["title"].strip()]
+    if empty:
+        raise ValueError(f"{path}: items {empty[:5]} have an empty title")
+    return ids, [r["title"].strip() for r in rows], texts
+
+
+# ============================================================================= the query
+class _Catalogue:
+    """Raw id <-> internal id and titles, the dataset's items plus those added at query time."""
+
+    def __init__(self, dataset):
+        from recbole_genrec.preprocess.features import _titles
+
+        self.tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+        self.titles = list(_titles(dataset, self.tokens))
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    def add(self, tokens, titles, first_id):
+        known = [t for t in tokens if t in self.index]
+        if known:
+            raise ValueError(f"new items {known[:5]} are already items of the dataset; give them new ids")
+        if first_id != len(self.tokens):
+            raise RuntimeError(f"new items got ids from {first_id}, expected {len(self.tokens)}")
+        for t, title in zip(tokens, titles):
+            self.index[t] = len(self.tokens)
+            self.tokens.append(t)
+            self.titles.append(title)
+
+    def ids(self, raw_ids):
+        unknown = [r for r in raw_ids if r not in self.index or r == "[PAD]"]
+        if unknown:
+            raise ValueError(f"unknown items {unknown[:10]}: not in the dataset (nor in --new-items)")
+        return [self.index[r] for r in raw_ids]
+
+
+def _user_history(dataset, interactions, user_raw):
+    uid, iid, time_field = dataset.uid_field, dataset.iid_field, dataset.time_field
+    tokens = dataset.field2id_token[uid]
+    where = np.flatnonzero(np.asarray(tokens, dtype=object) == str(user_raw))
+    if user_raw == "[PAD]" or len(where) == 0:
+        raise ValueError(f"unknown user {user_raw!r}: not a user of '{dataset.dataset_name}' after RecBole's "
+                         f"filtering (pass --history RAW_ITEM_IDS to rank for a history instead)")
+    user = int(where[0])
+    rows = interactions[interactions[uid] == user]
+    if time_field in rows.columns:
+        rows = rows.sort_values(time_field, kind="stable")
+    return user, [int(i) for i in rows[iid].tolist()]
+
+
+def _popular(train_dataset, n_items, k, exclude):
+    counts = torch.bincount(train_dataset.inter_feat[train_dataset.iid_field], minlength=n_items).float()
+    counts = torch.cat([counts, counts.new_zeros(max(0, n_items - counts.numel()))])[:n_items]
+    counts[0] = float("-inf")
+    counts[list(exclude)] = float("-inf")
+    scores, items = torch.topk(counts, min(k, n_items - 1))
+    return items.tolist(), scores.tolist()
+
+
+def _scores(model, config, user, history):
+    """`(n_items,)` scores of every item for one user / history."""
+    from recbole.data.interaction import Interaction
+    from recbole.utils import ModelType
+
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        max_len = int(config["MAX_ITEM_LIST_LENGTH"])
+        recent = history[-max_len:]
+        seq = torch.zeros(1, max_len, dtype=torch.long)
+        seq[0, :len(recent)] = torch.tensor(recent, dtype=torch.long)
+        interaction = Interaction({model.USER_ID: torch.tensor([user or 0]), model.ITEM_SEQ: seq,
+                                   model.ITEM_SEQ_LEN: torch.tensor([len(recent)])})
+    else:
+        interaction = Interaction({model.USER_ID: torch.tensor([user])})
+    with torch.no_grad():
+        return model.full_sort_predict(interaction.to(model.device)).view(-1).float().cpu()
+
+
+def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, keep_history=False, loaded=None):
+    r"""Top-``k`` items for ``user`` (raw id) or for ``history`` (list of raw item ids).
+
+    Args:
+        checkpoint: path of a checkpoint (or pass ``loaded=load_model(path)`` to reuse a loaded model).
+        new_items: path of a TSV of new items (see the module docstring), added before ranking.
+        keep_history: also rank the items of the history (excluded by default).
+    Returns:
+        :class:`Recommendations`.
+    """
+    from recbole.utils import ModelType
+
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    config, model, dataset, train_dataset, interactions = loaded if loaded is not None else load_model(checkpoint)
+    catalogue = _Catalogue(dataset)
+    codes_of = None
+    if new_items is not None:
+        if not hasattr(model, "add_items"):
+            raise ValueError(f"{config['model']} cannot take new items without retraining (no add_items); "
+                             f"use TIGER, DiscRec or AlphaRec")
+        tokens, titles, texts = read_new_items(new_items)
+        added = model.add_items(texts=texts)
+        ids = added.item_ids if hasattr(added, "item_ids") else added
+        catalogue.add(tokens, titles, int(ids[0]))
+        if getattr(added, "skipped", None) is not None and added.skipped.any():
+            logger.warning(f"{int(added.skipped.sum())} new items got no semantic ID and cannot be recommended: "
+                           f"{[tokens[i] for i in added.skipped.nonzero().flatten().tolist()][:5]}")
+    if user is None and history is None:
+        raise ValueError("pass a user (--user RAW_ID) or a history (--history RAW_ITEM_IDS)")
+    uid = None
+    if history is not None:
+        if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise ValueError(f"--history needs a sequential model; {config['model']} ranks for known users "
+                             f"(--user RAW_ID)")
+        items = catalogue.ids([str(h) for h in history])
+        if user is not None:
+            uid, _ = _user_history(dataset, interactions, str(user))
+    else:
+        uid, items = _user_history(dataset, interactions, str(user))
+    n_items = len(catalogue.tokens)
+    exclude = set() if keep_history else set(items)
+    note = ""
+    if not items:
+        top, scores = _popular(train_dataset, n_items, k, exclude)
+        note = "no history: these are the most popular items (training interactions), not personalised"
+    else:
+        beam = getattr(model, "beam_size", None)
+        if beam is not None:  # a generative model returns beam_size items: widen it so k remain after exclusion
+            model.beam_size = max(beam, int(k) + len(exclude))
+        try:
+            scores_all = _scores(model, config, uid, items)[:n_items]  # [n_items]
+        finally:
+            if beam is not None:
+                model.beam_size = beam
+        scores_all[0] = float("-inf")
+        if exclude:
+            scores_all[list(exclude)] = float("-inf")
+        values, top = torch.topk(scores_all, min(int(k), n_items - 1))
+        keep = torch.isfinite(values)
+        top, scores = top[keep].tolist(), values[keep].tolist()
+        if len(top) < int(k):
+            note = (f"only {len(top)} items were scored (a generative model returns beam_size items; "
+                    f"raise beam_size for more)")
+    if hasattr(model, "code_table"):
+        codes_of = model.code_table.codes.cpu()
+    rows = []
+    for rank, (item, score) in enumerate(zip(top, scores), start=1):
+        row = {"rank": rank, "item_id": catalogue.tokens[item], "title": catalogue.titles[item], "score": score}
+        if codes_of is not None:
+            row["code"] = "-".join(str(c) for c in codes_of[item].tolist())
+        rows.append(row)
+    return Recommendations(user=None if user is None else str(user), rows=rows,
+                           history=[catalogue.tokens[i] for i in items], note=note)
+
+
+def _split_ids(text):
+    return [t for t in text.replace(",", " ").split() if t]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m recbole_genrec.recommend", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by a training run")
+    parser.add_argument("--user", help="raw user id (as in the .inter file)")
+    parser.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    parser.add_argument("--history", help="raw item ids, comma or space separated, oldest first (replaces the "
+                                          "user's own history; \"\" = no history)")
+    parser.add_argument("--new-items", help="TSV with item_id and title columns: items added without retraining")
+    parser.add_argument("--keep-history", action="store_true", help="also recommend items of the history")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    history = _split_ids(args.history) if args.history is not None else None
+    try:
+        result = recommend(args.checkpoint, user=args.user, k=args.k, history=history, new_items=args.new_items,
+                           keep_history=args.keep_history)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
