@@ -50,8 +50,9 @@ def _load_checkpoint(path):
 def build_target(target, checkpoint, config_files=None, config_dict=None):
     """``(config, model, train_data, valid_data, test_data)``: an AlphaRec on ``target`` carrying the
     source mapping weights of ``checkpoint`` (a path or a loaded RecBole checkpoint dict)."""
-    from recbole.data import data_preparation
     from recbole.utils import init_seed
+
+    from recbole_genrec.data import data_preparation
 
     from recbole_genrec.config import Config
     from recbole_genrec.model.general_recommender.alpharec import AlphaRec
