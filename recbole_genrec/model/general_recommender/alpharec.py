@@ -62,7 +62,11 @@ Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
   1536) and ``int(9/32 * D)`` for every other encoder (the official fallback, 108 for MiniLM's
   384). The official table also lists 8 for its ``bert``/``roberta`` and 2 for its ``v2``
   embedding files; we do not map those names to checkpoints, so they get 9/32 unless the width
-  is set. An integer sets the width directly (the default was 1024 before issue #18).
+  is set. An integer sets the width directly (the default was 1024 before issue #18). Note: the
+  official table is commented "to keep the same parameter size" (about 4.7M first-layer weights
+  for every listed encoder) and its 9/32 fallback "for dimension = 4096"; applied to MiniLM's 384
+  dimensions it gives a 48k-parameter MLP, and on ml-100k it cost 7.6% Recall@20 against width
+  1024 (``benchmarks/results/alpharec-defaults-ml-100k.md``).
 - Schedule: validation every 5 epochs (``--verbose 5`` = ``eval_step: 5``), patience 20
   validations (``--patience 20`` in the README's commands = ``stopping_step: 20``, 100 epochs).
 - Adam lr 5e-4, no weight decay, batch 4096 positives, tau 0.15, 2 layers, cosine in training
