@@ -16,7 +16,7 @@ Rows (``--rows`` takes a comma list of labels or ``all``):
   every epoch with patience 20 epochs
 - ``old+user_uniform``, ``old+width_rule``, ``old+patience``: one official default switched on each
 - ``official``: all three (today's defaults, ``properties/model/AlphaRec.yaml``)
-- ``official+mpnet``: ``official`` with the all-mpnet-base-v2 text encoder (``--mpnet PATH``: its folder)
+- ``official+mpnet``, ``old+mpnet``: with the all-mpnet-base-v2 text encoder (``--mpnet PATH``: its folder)
 - ``LightGCN``: RecBole's LightGCN under the official patience (validation every 5 epochs, 20 checks)
 """
 
@@ -41,6 +41,7 @@ ROWS = {
     "old+patience": ("AlphaRec", dict(OLD, eval_step=5, stopping_step=20)),
     "official": ("AlphaRec", dict(OFFICIAL)),
     "official+mpnet": ("AlphaRec", dict(OFFICIAL, text_encoder="<mpnet>")),
+    "old+mpnet": ("AlphaRec", dict(OLD, text_encoder="<mpnet>")),
     "LightGCN": ("LightGCN", {"eval_step": 5, "stopping_step": 20}),
 }
 METRICS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]

@@ -264,3 +264,19 @@ def test_fast_eval_declines_a_model_that_is_not_a_matrix_product(tmp_path):
     trainer.eval_collector.data_collect(train)
     assert dict(trainer.evaluate(test, load_best_model=False)) == dict(Trainer.evaluate(trainer, test,
                                                                                          load_best_model=False))
+
+
+def test_fast_eval_hands_rank_metrics_to_recbole_collector(tmp_path):
+    """GAUC needs rec.meanrank: each chunk goes through RecBole's own collection, with the same result."""
+    from recbole.trainer import Trainer
+
+    from recbole_genrec.utils import get_model, get_trainer
+
+    config, _, (train, _, test) = loaders(tmp_path, "BPR", metrics=["GAUC", "Recall", "MRR"], topk=[5])
+    torch.manual_seed(0)
+    model = get_model("BPR")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer.fit(train, saved=False, verbose=False)
+    fast = trainer.evaluate(test, load_best_model=False)
+    assert set(fast) == {"gauc", "recall@5", "mrr@5"}
+    assert dict(fast) == dict(Trainer.evaluate(trainer, test, load_best_model=False))
