@@ -14,6 +14,24 @@ import sys
 MARKERS = {"loo": "o", "rs": "s"}
 
 
+def _finish_panel(ax, report, dataset, which="major"):
+    """Title (with the user truncation), grid and legend of one dataset's panel."""
+    users = report["meta"]["datasets"][dataset].get("max_users")
+    ax.set_title(dataset + (f" (first {users} users)" if users else ""))
+    ax.grid(True, which=which, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _save(fig, plt, report, path):
+    """The run's title line, then the PNG; returns True (something was drawn)."""
+    meta = report["meta"]
+    fig.suptitle(f"{meta['preset']} -- {meta['date']} -- {meta['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_quality_vs_time(report, path):
     """Write the PNG; returns False when no row has both a metric and a training time."""
     import matplotlib
@@ -41,16 +59,8 @@ def plot_quality_vs_time(report, path):
         ax.set_xscale("log")
         ax.set_xlabel("training time (s, log scale)")
         ax.set_ylabel("test NDCG@10")
-        users = report["meta"]["datasets"][dataset].get("max_users")
-        ax.set_title(dataset + (f" (first {users} users)" if users else ""))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    meta = report["meta"]
-    fig.suptitle(f"{meta['preset']} -- {meta['date']} -- {meta['device']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+        _finish_panel(ax, report, dataset, which="both")
+    return _save(fig, plt, report, path)
 
 
 def plot_valid_curves(report, path):
@@ -74,16 +84,8 @@ def plot_valid_curves(report, path):
             ax.plot([p["epoch"] for p in points], [p["ndcg@10"] for p in points], marker="o", ms=3, label=label)
         ax.set_xlabel("epochs trained")
         ax.set_ylabel("validation NDCG@10")
-        users = report["meta"]["datasets"][dataset].get("max_users")
-        ax.set_title(dataset + (f" (first {users} users)" if users else ""))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    meta = report["meta"]
-    fig.suptitle(f"{meta['preset']} -- {meta['date']} -- {meta['device']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+        _finish_panel(ax, report, dataset)
+    return _save(fig, plt, report, path)
 
 
 def plot_decoding(report, path):

@@ -15,14 +15,13 @@ import time
 from logging import getLogger
 
 import torch
-from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
-from recbole_genrec.data import coldstart, create_dataset
+from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
 from recbole_genrec.utils import get_model, get_trainer
 from recbole_genrec.validation import check_config
 

@@ -92,11 +92,19 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """``recbole_genrec.trainer.<Model>Trainer`` if it exists, else RecBole's choice."""
+    """``recbole_genrec.trainer.<Model>Trainer`` if it exists, else RecBole's choice; a general
+    model's trainer gets the fast full-ranking evaluation (``fast_full_sort_eval``,
+    :mod:`recbole_genrec.trainer.fast_eval`) unless it defines its own ``evaluate``."""
     trainers = importlib.import_module("recbole_genrec.trainer")
     if hasattr(trainers, model_name + "Trainer"):
-        return getattr(trainers, model_name + "Trainer")
-    return recbole_get_trainer(model_type, model_name)
+        trainer = getattr(trainers, model_name + "Trainer")
+    else:
+        trainer = recbole_get_trainer(model_type, model_name)
+    if model_type == ModelType.GENERAL:
+        from recbole_genrec.trainer.fast_eval import with_fast_eval
+
+        trainer = with_fast_eval(trainer)
+    return trainer
 
 
 __all__ = ["ModelType", "create_dataset", "get_model", "get_trainer", "list_models", "properties_dir",

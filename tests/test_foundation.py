@@ -44,7 +44,11 @@ def test_get_trainer_fallback():
     from recbole.trainer import Trainer, TraditionalTrainer
     from recbole.utils import ModelType
 
-    assert get_trainer(ModelType.GENERAL, "BPR") is Trainer
+    from recbole_genrec.trainer.fast_eval import FastFullSortEvalMixin
+
+    bpr_trainer = get_trainer(ModelType.GENERAL, "BPR")  # RecBole's Trainer with the fast full-sort evaluation
+    assert issubclass(bpr_trainer, Trainer) and issubclass(bpr_trainer, FastFullSortEvalMixin)
+    assert bpr_trainer.fit is Trainer.fit and get_trainer(ModelType.GENERAL, "BPR") is bpr_trainer
     assert get_trainer(ModelType.TRADITIONAL, "ItemKNN") is TraditionalTrainer
 
 

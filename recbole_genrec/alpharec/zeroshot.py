@@ -28,13 +28,12 @@ copied to the target config so that the weights fit and the LM space is the same
 import logging
 
 import torch
-from recbole.data import data_preparation
 from recbole.model.general_recommender import Pop
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recbole_genrec.config import Config
-from recbole_genrec.data import create_dataset
+from recbole_genrec.data import create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
 from recbole_genrec.model.general_recommender.alpharec import AlphaRec
 from recbole_genrec.quick_start import run_recbole_genrec
 

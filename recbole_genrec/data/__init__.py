@@ -1,8 +1,11 @@
 """Datasets: where the atomic files are, and the dataset a model gets (RecBole's ``recbole.data`` role).
 
-- :func:`resolve_data_path`  finds ``<dataset>.inter`` offline (never downloads)
+- :func:`resolve_data_path`  finds ``<dataset>.inter`` offline (never downloads), or the pre-split
+  ``<dataset>.<part>.inter`` files when ``benchmark_filename`` is set
 - :func:`create_dataset`     runs the preprocessing hook (text -> embeddings -> semantic IDs),
   then builds RecBole's dataset, which loads the hook's features
+- :func:`data_preparation`   RecBole's, with the training loader chosen by ``train_sampling``
+  (:mod:`recbole_genrec.data.sampling`)
 
 The models read those features through :mod:`recbole_genrec.preprocess.features`.
 """
@@ -14,9 +17,24 @@ import recbole
 
 from recbole.data import create_dataset as recbole_create_dataset
 
+from recbole_genrec.data.sampling import data_preparation
+
+
+def _benchmark_parts(config):
+    try:
+        parts = config["benchmark_filename"]
+    except (KeyError, TypeError):
+        return None
+    if not parts:
+        return None
+    return [parts] if isinstance(parts, str) else list(parts)
+
 
 def resolve_data_path(config):
-    """Make ``config['data_path']`` point at a folder holding ``<dataset>.inter``.
+    """Make ``config['data_path']`` point at a folder holding ``<dataset>.inter``, or, when
+    ``benchmark_filename`` is set (e.g. ``[train, valid, test]``: a paper's own split), the files
+    ``<dataset>.train.inter``, ``<dataset>.valid.inter``, ``<dataset>.test.inter`` that RecBole then
+    loads in that order as the training, validation and test sets.
 
     Searched in order: the configured ``data_path``, ``$RECBOLE_GENREC_DATA``, ``../shared/data``
     and ``shared/data`` next to the working directory, and the datasets shipped inside the
@@ -28,16 +46,27 @@ def resolve_data_path(config):
     roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
              os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
     candidates += [os.path.join(r, dataset) for r in roots if r]
+    parts = _benchmark_parts(config)
+    names = [f"{dataset}.{part}.inter" for part in parts] if parts else [f"{dataset}.inter"]
     for path in candidates:
-        if os.path.isfile(os.path.join(path, f"{dataset}.inter")):
+        present = [os.path.isfile(os.path.join(path, name)) for name in names]
+        if all(present):
             if path != configured:
                 getLogger().info(f"dataset '{dataset}' found in {os.path.abspath(path)}")
             config["data_path"] = path
             return path
-    searched = "\n  ".join(os.path.abspath(os.path.join(p, f"{dataset}.inter")) for p in candidates)
+        if parts and any(present):
+            missing = ", ".join(n for n, ok in zip(names, present) if not ok)
+            raise FileNotFoundError(
+                f"Pre-split dataset '{dataset}' in {os.path.abspath(path)} lacks {missing} "
+                f"(benchmark_filename: {parts}). Add the missing file(s), or set benchmark_filename to "
+                f"the parts that exist, in train, valid, test order."
+            )
+    searched = "\n  ".join(os.path.abspath(os.path.join(p, names[0])) for p in candidates)
+    hint = (f" (and {', '.join(names[1:])}; benchmark_filename: {parts})" if parts and len(names) > 1 else "")
     raise FileNotFoundError(
         f"Dataset '{dataset}' not found (RecBole would try to download it; recbole_genrec works "
-        f"offline). Searched:\n  {searched}\nPut the atomic files in one of these folders, pass "
+        f"offline). Searched:\n  {searched}{hint}\nPut the atomic files in one of these folders, pass "
         f"--data_path=<folder that contains {dataset}/>, or set RECBOLE_GENREC_DATA."
     )
 
@@ -57,4 +86,4 @@ def create_dataset(config):
     return recbole_create_dataset(config)
 
 
-__all__ = ["create_dataset", "resolve_data_path"]
+__all__ = ["create_dataset", "data_preparation", "resolve_data_path"]

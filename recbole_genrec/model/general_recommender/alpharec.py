@@ -45,19 +45,47 @@ set ``train_neg_sample_args: {distribution: uniform, sample_num: K}`` (and scale
 
 Differences from the official code
 ----------------------------------
+Checked against LehengTHU/AlphaRec (``models/General/AlphaRec.py``, ``base/abstract_data.py``,
+``base/abstract_RS.py``, ``base/utils.py``, ``parse.py`` and the README's run commands).
+
+Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
+
+- Positives: ``train_sampling: user_uniform`` (:mod:`recbole_genrec.data.sampling`): an epoch
+  has one sample per training interaction, sample ``k`` is user ``k mod n_users`` and one of
+  their training items drawn uniformly (``TrainDataset.__getitem__``). ``train_sampling:
+  interaction`` is RecBole's pass over the interactions (our default before issue #18).
+- Negatives: the official loader draws 256 uniform items *excluding the user's training items*
+  (``randint_choice(n_items, size=256, exclusion=train_user_list[user])``); ours re-draws hits
+  on training items (up to 10 rounds; the leftovers, rare, are kept). Verified, and it matches.
+- MLP width: ``alpharec_hidden_size: auto`` applies the official rule to the encoder's
+  dimension ``D``: ``int(D / 2)`` for text-embedding-3-large (``multiplier_dict['v3'] = 1/2``,
+  1536) and ``int(9/32 * D)`` for every other encoder (the official fallback, 108 for MiniLM's
+  384). The official table also lists 8 for its ``bert``/``roberta`` and 2 for its ``v2``
+  embedding files; we do not map those names to checkpoints, so they get 9/32 unless the width
+  is set. An integer sets the width directly (the default was 1024 before issue #18). Note: the
+  official table is commented "to keep the same parameter size" (about 4.7M first-layer weights
+  for every listed encoder) and its 9/32 fallback "for dimension = 4096"; applied to MiniLM's 384
+  dimensions it gives a 48k-parameter MLP, and on ml-100k it cost 7.6% Recall@20 against width
+  1024 (``benchmarks/results/alpharec-defaults-ml-100k.md``).
+- Schedule: validation every 5 epochs (``--verbose 5`` = ``eval_step: 5``), patience 20
+  validations (``--patience 20`` in the README's commands = ``stopping_step: 20``, 100 epochs).
+- Adam lr 5e-4, no weight decay, batch 4096 positives, tau 0.15, 2 layers, cosine in training
+  and scoring (``--train_norm --pred_norm``).
+
+Different:
+
 - Checkpoint selection: we select (and early-stop) on the *validation* split through
-  RecBole's trainer; the official scripts report the best epoch on the test split.
+  RecBole's trainer; the official ``evaluation()`` tracks its best epoch and patience on the
+  *test* split (``if name == "test"``).
 - Text encoder: all-MiniLM-L6-v2 (D = 384), offline; the paper's main results use OpenAI
-  ``text-embedding-3-large`` (D = 3072). The MLP hidden size therefore differs: the official
-  code sets ``hidden = multiplier * D`` with a per-encoder multiplier (1/2 for
-  text-embedding-3-large, i.e. 1536, if memory serves); we expose ``alpharec_hidden_size``
-  directly (default 1024, not taken from the official code).
+  ``text-embedding-3-large`` (D = 3072).
 - Data and splits: RecBole atomic files and RecBole's splits/evaluator (full ranking with the
-  user's training items masked) instead of the authors' preprocessed splits.
+  user's training items masked). The official code reads pre-split files; RecBole reads a
+  paper's split files with ``benchmark_filename: [train, valid, test]`` (README).
 - Negative sampling is vectorised inside the model (see above) rather than in a PyTorch
-  ``Dataset``; whether the official sampler excludes training positives is not something we
-  verified (we exclude them by default; ``neg_exclude_pos: False`` turns that off).
-- The linear-mapping variant has no bias (a pure linear map ``W e``).
+  ``Dataset``; ``neg_exclude_pos: False`` turns the exclusion off.
+- RecBole keeps the last partial training batch; the official loader drops it.
+- The linear-mapping variant has no bias (a pure linear map ``W e``), as the official ``homo``.
 """
 
 import numpy as np
@@ -69,6 +97,14 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_genrec.preprocess.features import item_embeddings
+
+
+def official_hidden_size(encoder, dim):
+    """The official MLP width for an encoder of dimension ``dim``: ``int(dim / 2)`` for
+    text-embedding-3-large, ``int(9/32 * dim)`` otherwise (``multiplier_dict`` of the official
+    ``AlphaRec.__init__``; its fallback is 9/32)."""
+    multiplier = 1 / 2 if "text-embedding-3-large" in str(encoder).lower() else 9 / 32
+    return max(int(multiplier * dim), 1)
 
 
 def build_user_init(inter_csr, item_lm):
@@ -114,7 +150,6 @@ class AlphaRec(GeneralRecommender):
         super().__init__(config, dataset)
         self.config = config  # read by recbole_genrec.alpharec (intention, zeroshot) (text encoder, hyperparameters)
         self.embedding_size = int(config["embedding_size"])
-        self.hidden_size = int(config["alpharec_hidden_size"])
         self.mapping_type = str(config["alpharec_mapping"]).lower()
         self.n_layers = int(config["n_layers"])
         self.tau = float(config["tau"])
@@ -128,6 +163,7 @@ class AlphaRec(GeneralRecommender):
         if item_lm.shape[0] != self.n_items:
             raise ValueError(f"item_embeddings has {item_lm.shape[0]} rows, dataset has {self.n_items} items")
         self.lm_dim = item_lm.shape[1]
+        self.hidden_size = self._hidden_size(config)
 
         inter_csr = dataset.inter_matrix(form="csr").astype(np.float32)
         self.n_train_inter = int(inter_csr.nnz)
@@ -162,6 +198,19 @@ class AlphaRec(GeneralRecommender):
         self.restore_item_e = None
         self.other_parameter_name = ["restore_user_e", "restore_item_e"]
         self.to(self.device)
+
+    def _hidden_size(self, config):
+        width = config["alpharec_hidden_size"]
+        if isinstance(width, str) and width.lower() == "auto":
+            return official_hidden_size(config["text_encoder"], self.lm_dim)
+        try:
+            width = int(width)
+        except (TypeError, ValueError):
+            width = 0
+        if width < 1:
+            raise ValueError(f"alpharec_hidden_size must be a positive integer or 'auto' (the official width "
+                             f"rule), got {config['alpharec_hidden_size']!r}.")
+        return width
 
     # ------------------------------------------------------------------ representations
     def map_lm(self, lm):
@@ -263,6 +312,11 @@ class AlphaRec(GeneralRecommender):
     def full_sort_predict(self, interaction):
         user_e, item_e = self._cached()
         return (user_e[interaction[self.USER_ID]] @ item_e.t()).view(-1)
+
+    def full_sort_factors(self):
+        """``(user_e [n_users, d], item_e [n_items, d])`` with ``full_sort_predict`` = ``user_e[u] @ item_e.T``
+        (read by :mod:`recbole_genrec.trainer.fast_eval`)."""
+        return self._cached()
 
     @torch.no_grad()
     def add_items(self, texts=None, embeddings=None):
