@@ -1,12 +1,19 @@
 """recbole-genrec: generative and language-based recommenders as a RecBole 1.2.1 plugin.
 
 Importing the package applies the compatibility shims in :mod:`recbole_genrec.compat`, so
-stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81.
+stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81, and the CPU
+threading defaults of :mod:`recbole_genrec.threads` (OpenMP threads sleep instead of spinning;
+torch's intra-op threads = the CPUs this process may use, unless ``OMP_NUM_THREADS`` is set).
 """
 
-from recbole_genrec import compat as _compat
+from recbole_genrec import threads as _threads
+
+_threads.set_wait_policy()  # before anything imports torch: OpenMP reads it once, at load
+
+from recbole_genrec import compat as _compat  # noqa: E402
 
 _compat.apply()
+_threads.configure()
 
 __version__ = "0.1.0"
 

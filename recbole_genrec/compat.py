@@ -170,6 +170,52 @@ def shim_item_metrics():
     Collector.get_data_struct = get_data_struct
 
 
+# --------------------------------------------------------------------------------------------- hyperopt (tuning)
+class _RandomStateWithIntegers(np.random.RandomState):
+    """``RandomState`` plus the ``Generator.integers`` method that hyperopt>=0.2.7 samples ``randint`` and
+    ``hp.choice`` with (half-open ``[low, high)`` unless ``endpoint``, like ``Generator.integers``)."""
+
+    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        if high is None:
+            low, high = 0, low
+        if endpoint:
+            high = np.add(high, 1)
+        return self.randint(low, high, size=size, dtype=dtype)
+
+
+class _ModuleProxy(types.ModuleType):
+    """A module whose attributes are ``module``'s, except those set on the proxy."""
+
+    def __init__(self, module, **overrides):
+        super().__init__(module.__name__)
+        self._module = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+class _NumpyWithIntegersRandomState(_ModuleProxy):
+    """``numpy`` as ``recbole.trainer.hyper_tuning`` sees it: ``np.random.RandomState`` has ``integers``.
+    Only that module sees this proxy; the global numpy is unchanged."""
+
+    def __init__(self, numpy_module):
+        random = _ModuleProxy(numpy_module.random, RandomState=_RandomStateWithIntegers)
+        super().__init__(numpy_module, random=random)
+
+
+@_once
+def shim_hyperopt_rng():
+    """RecBole's ``HyperTuning(algo='exhaustive')`` samples with ``np.random.RandomState(seed)``, but hyperopt>=0.2.7
+    calls ``rng.integers`` (numpy's ``Generator`` API): ``'RandomState' object has no attribute 'integers'``.
+    ``random`` and ``bayes`` get a ``Generator`` from hyperopt itself and need nothing."""
+    import recbole.trainer.hyper_tuning as hyper_tuning
+
+    if hasattr(np.random.RandomState, "integers") or isinstance(hyper_tuning.np, _NumpyWithIntegersRandomState):
+        return
+    hyper_tuning.np = _NumpyWithIntegersRandomState(hyper_tuning.np)
+
+
 def apply():
     """Apply every shim (idempotent). Order matters: ``pkg_resources`` and numpy aliases must
     exist before ``recbole.quick_start`` (which imports ray) is imported."""
@@ -178,3 +224,4 @@ def apply():
     shim_torch_load()
     shim_dok_update()
     shim_item_metrics()
+    shim_hyperopt_rng()
