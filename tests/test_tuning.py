@@ -8,10 +8,10 @@ of the same contract as ``objective_function`` and (slow) with the real one on t
 import numpy as np
 import pytest
 
-pytest.importorskip("hyperopt", reason="tuning needs the [tune] extra: pip install '.[tune]'")
+import recbole_genrec  # noqa: F401  (the shims first: hyperopt 0.2.7 imports pkg_resources)
+from recbole_genrec import compat
 
-import recbole_genrec  # noqa: E402,F401  (applies the shims)
-from recbole_genrec import compat  # noqa: E402
+pytest.importorskip("hyperopt", reason="tuning needs the [tune] extra: pip install '.[tune]'")
 
 SPACE = {"choice": {"learning_rate": [0.01, 0.001, 0.1], "embedding_size": [8, 16]}}
 BEST = {"learning_rate": 0.001, "embedding_size": 16}

@@ -1,5 +1,5 @@
 # coding: utf-8
-"""The parts of Hugging Face ``transformers``' T5 that differ between the 4.4x and 5.x releases, in one place.
+"""The parts of Hugging Face ``transformers``' T5 that differ between transformers 4.46 and 5.x, in one place.
 
 TIGER, DiscRec and PRORec use T5 through :class:`~recbole_genrec.generative.t5.T5Backbone` and
 :class:`~recbole_genrec.generative.incremental.IncrementalT5Decoder`.  Everything they need from ``transformers``
@@ -8,7 +8,7 @@ module.  Each difference is detected from the installed code (signatures and att
 so a release that renames something back or forth is handled as what it is:
 
 =====================================  ==============================================  ==================================
-difference                             4.46 (and the 4.4x line)                        5.x
+difference                             4.46.x                                          5.x
 =====================================  ==============================================  ==================================
 decoder-stack cache argument           ``T5Stack.forward(past_key_values=...)``,       ``cache=...`` (``past_key_values``
                                        no ``**kwargs`` (``cache=`` is a TypeError)     deprecated)
@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 # The lowest release the test suite passes on (`.ci/run`'s floor environment); pyproject.toml declares the same.
-MIN_TRANSFORMERS = "4.46.3"
+# 4.45 and older: T5 takes only legacy tuple caches (T5Backbone.decode with a cache fails); 4.46.0 is yanked.
+MIN_TRANSFORMERS = "4.46.1"
 
 
 def check_transformers_version(version: Optional[str] = None) -> None:
