@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 sys.path.insert(0, BENCH)
@@ -64,6 +66,7 @@ def test_missing_dataset_is_skipped_not_fatal(tmp_path):
     md = run.markdown_report(report)
     assert "missing" in md and "skipped" in md
 
+@pytest.mark.slow
 def test_smoke_preset_writes_json_md_png(tmp_path):
     env = dict(os.environ, RECBOLE_GENREC_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--preset", "smoke", "--out",

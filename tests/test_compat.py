@@ -97,6 +97,7 @@ def _break_exists(shim):
             "shim_dok_update": Version(scipy.__version__) >= Version("1.15")}.get(shim, True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shim", sorted(SCENARIOS))
 def test_scenario_fails_without_shim(shim):
     if not _break_exists(shim):
@@ -107,6 +108,7 @@ def test_scenario_fails_without_shim(shim):
     assert expected in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shim", sorted(SCENARIOS))
 def test_scenario_passes_with_all_shims(shim):
     body, _ = SCENARIOS[shim]

@@ -277,6 +277,7 @@ def test_beam_search_under_autocast(code_table, batch):
 
 
 # ---------------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_reduces_loss(code_table):
     """Synthetic next-item task (next item = last item + 1 among coded items): the token loss must drop."""
     torch.manual_seed(0)

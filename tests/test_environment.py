@@ -170,6 +170,7 @@ def test_wait_policy_is_passive_unless_the_user_chose():
         assert not threads.set_wait_policy(env) and env == user
 
 
+@pytest.mark.slow
 def test_package_import_sets_the_wait_policy_before_torch():
     """A fresh ``import recbole_genrec`` leaves OMP_WAIT_POLICY=PASSIVE in the environment that torch's OpenMP read,
     and a user's own policy alone."""
