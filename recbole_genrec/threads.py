@@ -57,8 +57,9 @@ def _cgroup_paths(proc_cgroup: str):
 
 
 def _ancestors(root: str, path: str):
-    """``root/path``, then each parent up to ``root`` itself (a limit on any ancestor applies to the process)."""
-    path = path.strip("/")
+    """``root/path``, then each parent up to ``root`` itself (a limit on any ancestor applies to the process).
+    A path that climbs out of ``root`` (``/../..``, seen outside a cgroup namespace) is clipped to it."""
+    path = os.path.normpath("/" + path).lstrip("/")
     while True:
         yield os.path.join(root, path) if path else root
         if not path:

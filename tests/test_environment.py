@@ -138,6 +138,14 @@ def test_cgroup_v2_quota_of_the_process_and_its_ancestors(tmp_path):
     assert threads.cgroup_cpu_limit(str(root), str(proc)) is None
 
 
+def test_cgroup_path_outside_the_mount_is_clipped_to_its_root(tmp_path):
+    root, proc = tmp_path / "cg", tmp_path / "proc_cgroup"
+    _write(proc, "0::/../../elsewhere\n")
+    _write(tmp_path / "elsewhere" / "cpu.max", "10000 100000\n")  # outside the mount: never read
+    _write(root / "cpu.max", "300000 100000\n")
+    assert threads.cgroup_cpu_limit(str(root), str(proc)) == pytest.approx(3.0)
+
+
 def test_cgroup_v1_quota(tmp_path):
     root, proc = tmp_path / "cg", tmp_path / "proc_cgroup"
     _write(proc, "4:memory:/x\n2:cpu,cpuacct:/docker/abc\n1:name=systemd:/\n")
