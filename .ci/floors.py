@@ -16,8 +16,6 @@ import re
 import sys
 import tomllib
 
-from packaging.version import Version
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_INSTALLED_AT_FLOOR = {"torch"}
 
@@ -47,6 +45,8 @@ def main():
     if not args.check:
         print("\n".join(f"{name}=={version}" for name, version in sorted(wanted.items())))
         return 0
+    from packaging.version import Version  # only here: printing runs before anything but pip is installed
+
     wrong = []
     for name, version in sorted(wanted.items()):
         try:
