@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,8 +68,11 @@ def measure(setting, epochs, timeout_s):
         try:
             proc = subprocess.run(command, env=environment(setting), capture_output=True, text=True,
                                   timeout=timeout_s, cwd=folder)
-        except subprocess.TimeoutExpired:
-            return {"wall_s": None, "epoch_s": None, "status": f"timed out after {timeout_s} s"}
+        except subprocess.TimeoutExpired as err:  # the epoch may have finished before the evaluation ran out
+            partial = "".join(x.decode() if isinstance(x, bytes) else x for x in (err.stdout, err.stderr) if x)
+            epoch = EPOCH_LINE.search(ANSI.sub("", partial))
+            return {"wall_s": None, "epoch_s": float(epoch.group(1)) if epoch else None,
+                    "status": f"timed out after {timeout_s} s"}
         wall = time.perf_counter() - start
     epoch = EPOCH_LINE.search(ANSI.sub("", proc.stdout + proc.stderr))
     status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"
@@ -89,13 +93,17 @@ def write(results, out):
     for setting in SETTINGS:
         epochs = [r["epoch_s"] for r in results["runs"] if r["setting"] == setting and r["epoch_s"] is not None]
         if epochs:
-            summary.append(f"| {setting} | {min(epochs):.1f} | {sorted(epochs)[len(epochs) // 2]:.1f} | {len(epochs)} |")
+            summary.append(f"| {setting} | {min(epochs):.1f} | {statistics.median(epochs):.1f} | {len(epochs)} |")
     text = [
         "# Threads under contention: the README's first command (NGCF, ml-100k, 1 epoch)", "",
         f"Command: `{results['command']}`", "",
-        f"Measured: `{' '.join(COMMAND[1:])} --epochs={results['epochs']}` with {results['stress']} busy Python "
+        f"Measured: `python {os.path.relpath(COMMAND[1], ROOT)} {' '.join(COMMAND[2:])} --epochs={results['epochs']}` "
+        f"with {results['stress']} busy Python "
         f"process(es) beside it; machine: {results['machine']['cpu']}, {results['machine']['cpus']} CPUs, load "
-        f"average before {results['machine']['load_before']}, after {results['machine'].get('load_after')}.", "",
+        f"average before {results['machine']['load_before']}, after {results['machine'].get('load_after')} (other "
+        "processes share the machine: the busy loop is not the only contention). The settings of one repeat run "
+        "one after the other, in an order that rotates between repeats; a run that timed out counts in the summary "
+        "only if its epoch had finished.", "",
         "| setting | fastest epoch (s) | median epoch (s) | runs |", "|---|---|---|---|", *summary, "",
         *rows, "",
         f"commit {results['commit']}; {results['versions']}", "",
@@ -115,12 +123,14 @@ def main():
         ROOT, "benchmarks", "results", f"threads-{datetime.date.today().isoformat()}"))
     args = parser.parse_args()
     began = time.time()
-    if os.path.exists(args.out + ".json"):
+    command = "python " + " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in sys.argv)
+    if os.path.exists(args.out + ".json"):  # resume: keep the runs there, record this command too
         with open(args.out + ".json") as f:
             results = json.load(f)
+        if command not in results["command"].split("; then "):
+            results["command"] += "; then " + command
     else:
-        results = {"command": "python " + " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a
-                                                   for a in sys.argv),
+        results = {"command": command,
                    "epochs": args.epochs, "stress": args.stress, "runs": [],
                    "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "load_before": load_average()},
                    "commit": git_commit(), "versions": library_versions(),
