@@ -1,15 +1,21 @@
 """recbole-genrec: generative and language-based recommenders as a RecBole 1.2.1 plugin.
 
 Importing the package applies the compatibility shims in :mod:`recbole_genrec.compat`, so
-stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81. The shims that
-need RecBole run the moment RecBole is imported, and the public names below are imported on first
-use, so ``import recbole_genrec`` itself (and ``run_recbole_genrec.py --help``) loads neither torch
-nor RecBole.
+stock RecBole models run on numpy 2, torch>=2.6, scipy>=1.15 and setuptools>=81, and the CPU
+threading defaults of :mod:`recbole_genrec.threads` (OpenMP threads sleep instead of spinning;
+torch's intra-op threads = the CPUs this process may use, unless ``OMP_NUM_THREADS`` is set). The
+shims that need RecBole, and the thread count, are applied the moment RecBole is imported, and the
+public names below are imported on first use, so ``import recbole_genrec`` itself (and
+``run_recbole_genrec.py --help``) loads neither torch nor RecBole.
 """
 
 import importlib
 
-from recbole_genrec import compat as _compat
+from recbole_genrec import threads as _threads
+
+_threads.set_wait_policy()  # before anything imports torch: OpenMP reads it once, at load
+
+from recbole_genrec import compat as _compat  # noqa: E402
 
 _compat.apply()
 

@@ -18,6 +18,8 @@ import types
 
 import numpy as np
 
+from recbole_genrec import threads
+
 _APPLIED = set()
 
 
@@ -183,14 +185,62 @@ def shim_item_metrics():
     Collector.get_data_struct = get_data_struct
 
 
+# --------------------------------------------------------------------------------------------- hyperopt (tuning)
+class _RandomStateWithIntegers(np.random.RandomState):
+    """``RandomState`` plus the ``Generator.integers`` method that hyperopt>=0.2.7 samples ``randint`` and
+    ``hp.choice`` with (half-open ``[low, high)`` unless ``endpoint``, like ``Generator.integers``)."""
+
+    def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        if high is None:
+            low, high = 0, low
+        if endpoint:
+            high = np.add(high, 1)
+        return self.randint(low, high, size=size, dtype=dtype)
+
+
+class _ModuleProxy(types.ModuleType):
+    """A module whose attributes are ``module``'s, except those set on the proxy."""
+
+    def __init__(self, module, **overrides):
+        super().__init__(module.__name__)
+        self._module = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+class _NumpyWithIntegersRandomState(_ModuleProxy):
+    """``numpy`` as ``recbole.trainer.hyper_tuning`` sees it: ``np.random.RandomState`` has ``integers``.
+    Only that module sees this proxy; the global numpy is unchanged."""
+
+    def __init__(self, numpy_module):
+        random = _ModuleProxy(numpy_module.random, RandomState=_RandomStateWithIntegers)
+        super().__init__(numpy_module, random=random)
+
+
+@_once
+def shim_hyperopt_rng():
+    """RecBole's ``HyperTuning(algo='exhaustive')`` samples with ``np.random.RandomState(seed)``, but hyperopt>=0.2.7
+    calls ``rng.integers`` (numpy's ``Generator`` API): ``'RandomState' object has no attribute 'integers'``.
+    ``random`` and ``bayes`` get a ``Generator`` from hyperopt itself and need nothing."""
+    import recbole.trainer.hyper_tuning as hyper_tuning
+
+    if hasattr(np.random.RandomState, "integers") or isinstance(hyper_tuning.np, _NumpyWithIntegersRandomState):
+        return
+    hyper_tuning.np = _NumpyWithIntegersRandomState(hyper_tuning.np)
+
+
 LIGHT_SHIMS = (shim_pkg_resources, shim_numpy_aliases)
-RECBOLE_SHIMS = (shim_checkpoint_allowlist, shim_dok_update, shim_item_metrics)
+RECBOLE_SHIMS = (shim_checkpoint_allowlist, shim_dok_update, shim_item_metrics, shim_hyperopt_rng)
 
 
 def apply_recbole_shims():
-    """The shims that need torch/scipy/RecBole (idempotent)."""
+    """The shims that need torch/scipy/RecBole (idempotent), then torch's CPU thread count
+    (:func:`recbole_genrec.threads.configure`: it needs torch, which RecBole has just loaded)."""
     for shim in RECBOLE_SHIMS:
         shim()
+    threads.configure()
 
 
 class _AfterRecBoleImport(importlib.abc.MetaPathFinder):

@@ -19,6 +19,7 @@ from recbole.data.transform import construct_transform
 from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
+from recbole_genrec import threads
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
 from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
@@ -76,6 +77,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
                         config_dict=group.config_dict)
         group.adopt(config)
         check_config(config)
+        threads.configure(config)  # cpu_threads, else OMP_NUM_THREADS / the CPUs this process may use
         if model_file is not None:  # refuse a checkpoint that is not data before any work
             load_checkpoint(model_file, bool(config["trust_checkpoint"]))
         init_seed(config["seed"], config["reproducibility"])
@@ -223,6 +225,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     """The objective for RecBole's ``HyperTuning`` (same contract as RecBole's)."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
     check_config(config)
+    threads.configure(config)
     init_seed(config["seed"], config["reproducibility"])
     logging.basicConfig(level=logging.ERROR)
     dataset = create_dataset(config)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import presets, run
 from benchmarks.harness import datasets as bench_datasets
 from benchmarks.harness import reports
@@ -66,6 +68,7 @@ def test_missing_dataset_is_skipped_not_fatal(tmp_path):
     md = reports.markdown_report(report)
     assert "missing" in md and "skipped" in md
 
+@pytest.mark.slow
 def test_smoke_preset_writes_json_md_png(tmp_path):
     env = dict(os.environ, RECBOLE_GENREC_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run.py"), "--preset", "smoke", "--out",

@@ -121,6 +121,7 @@ def co_occurrence_gap(model, pairs):
 # ----------------------------------------------------------------------------- losses switch off
 @pytest.mark.parametrize("off,kept", [("collab_seq_weight", {"id", "hist"}), ("collab_id_weight", {"seq", "hist"}),
                                       ("collab_hist_weight", {"seq", "id"})])
+@pytest.mark.slow
 def test_zero_weight_removes_the_term(tiny, off, kept):
     model = build_model(tiny, **{off: 0.0})
     batch = next(iter(tiny["train"]))
@@ -132,11 +133,13 @@ def test_zero_weight_removes_the_term(tiny, off, kept):
     assert torch.allclose(total, sum(model.loss_terms(batch).values()))
 
 
+@pytest.mark.slow
 def test_all_weights_zero_is_rejected(tiny):
     with pytest.raises(ValueError, match="nothing to train"):
         build_model(tiny, collab_seq_weight=0.0, collab_id_weight=0.0, collab_hist_weight=0.0)
 
 
+@pytest.mark.slow
 def test_teacher_trained_on_train_split_and_frozen(tiny):
     assert tiny["teacher_losses"][-1] < tiny["teacher_losses"][0]
     model = build_model(tiny)
@@ -153,6 +156,7 @@ def test_teacher_trained_on_train_split_and_frozen(tiny):
 
 
 # ----------------------------------------------------------------------------- each loss moves its way
+@pytest.mark.slow
 def test_seq_loss_pulls_items_towards_teacher_history(tiny):
     model = build_model(tiny, collab_id_weight=0.0, collab_hist_weight=0.0)
     data = batches(tiny["train"])
@@ -162,6 +166,7 @@ def test_seq_loss_pulls_items_towards_teacher_history(tiny):
     assert after > before + 0.2, (before, after)
 
 
+@pytest.mark.slow
 def test_id_loss_pulls_items_towards_teacher_id_table(tiny):
     model = build_model(tiny, collab_seq_weight=0.0, collab_hist_weight=0.0)
     before = id_alignment(model)
@@ -170,6 +175,7 @@ def test_id_loss_pulls_items_towards_teacher_id_table(tiny):
     assert after > before + 0.2, (before, after)
 
 
+@pytest.mark.slow
 def test_history_loss_brings_co_occurring_items_closer(tiny):
     model = build_model(tiny, collab_seq_weight=0.0, collab_id_weight=0.0)
     pairs = co_occurrence(tiny["train"], model.window)
@@ -179,6 +185,7 @@ def test_history_loss_brings_co_occurring_items_closer(tiny):
     assert after > 0 and after > before + 0.05, (before, after)
 
 
+@pytest.mark.slow
 def test_hard_negatives_run_and_train(tiny):
     model = build_model(tiny, collab_hard_neg_num=4, collab_hard_neg_threshold=0.5)
     data = batches(tiny["train"])
@@ -232,6 +239,7 @@ def test_window_positives_come_from_recent_history():
 
 
 # ----------------------------------------------------------------------------- recommendation
+@pytest.mark.slow
 def test_full_sort_predict_is_cosine_of_mean_history(tiny):
     model = build_model(tiny)
     model.eval()
@@ -247,6 +255,7 @@ def test_full_sort_predict_is_cosine_of_mean_history(tiny):
 
 
 # ----------------------------------------------------------------------------- export and consumers
+@pytest.mark.slow
 def test_export_is_used_by_item_embeddings_alpharec_and_tokenizer(tiny, monkeypatch):
     from recbole_genrec.model.general_recommender.alpharec import AlphaRec
     from recbole_genrec.preprocess.hook import prepare_features
@@ -293,6 +302,7 @@ def test_export_is_used_by_item_embeddings_alpharec_and_tokenizer(tiny, monkeypa
     assert summary["embedding_dim"] == exported.shape[1]
 
 
+@pytest.mark.slow
 def test_teacher_checkpoint_round_trip(tiny, tmp_path):
     trained = build_model(tiny)
     path = str(tmp_path / "teacher.pth")
@@ -307,6 +317,7 @@ def test_teacher_checkpoint_round_trip(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_end_to_end_run_exports_best_model_and_beats_raw_embeddings(tiny, monkeypatch):
     from recbole.data.dataloader import TrainDataLoader
 

@@ -95,14 +95,29 @@ def _run(skip, body):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+def _break_exists(shim):
+    """Whether this stack has the break that ``shim`` repairs (the floor environment, numpy 1.24 / scipy 1.10, has
+    neither of the two version-bound ones); the other scenarios break on every supported stack."""
+    import numpy as np
+    import scipy
+    from packaging.version import Version
+
+    return {"shim_numpy_aliases": Version(np.__version__) >= Version("2"),
+            "shim_dok_update": Version(scipy.__version__) >= Version("1.15")}.get(shim, True)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("shim", sorted(SCENARIOS))
 def test_scenario_fails_without_shim(shim):
+    if not _break_exists(shim):
+        pytest.skip(f"{shim}: this stack does not have the break it repairs")
     body, expected = SCENARIOS[shim]
     proc = _run(shim, body)
     assert proc.returncode != 0, f"{shim}: scenario passed without the shim:\n{proc.stdout}"
     assert expected in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shim", sorted(SCENARIOS))
 def test_scenario_passes_with_all_shims(shim):
     body, _ = SCENARIOS[shim]

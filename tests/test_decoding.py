@@ -273,6 +273,7 @@ def test_beam_search_under_autocast(code_table, batch):
 
 
 # ---------------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_reduces_loss(code_table):
     """Synthetic next-item task (next item = last item + 1 among coded items): the token loss must drop."""
     torch.manual_seed(0)
@@ -311,8 +312,7 @@ def leading_padding_groups(encoder_hidden, attention_mask, sizes):
 def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff, grouped):
     """IncrementalT5Decoder (per-user cross K/V, beams folded into the query; optionally users in groups without their
     shared leading padding) == HF decoder with its KV cache on the full padded batch."""
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
+    from recbole_genrec.generative.hf_compat import new_encoder_decoder_cache
     from recbole_genrec.generative.incremental import IncrementalT5Decoder
 
     input_ids, attention_mask = batch  # the batch has padded histories
@@ -327,8 +327,7 @@ def test_incremental_decoder_matches_hugging_face_cache(code_table, batch, ff, g
             ours = IncrementalT5Decoder(model.t5.decoder, hidden_groups, mask_groups, beam, max_length=4)
         else:
             ours = IncrementalT5Decoder(model.t5.decoder, encoder_hidden, attention_mask, beam)
-        config = model.t5.decoder.config
-        cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        cache = new_encoder_decoder_cache(model.t5.decoder)
         tokens = torch.randint(1, code_table.vocab_size, (n_users, 1), generator=gen)  # [B, 1]
         hf_rows = model.decode(model.shared(tokens), encoder_hidden, attention_mask, cache=cache)[:, -1]
         torch.testing.assert_close(ours.step(model.shared(tokens[:, 0])), hf_rows, rtol=1e-5, atol=1e-5)

@@ -298,6 +298,7 @@ def test_config_switches_reach_the_backbone(tiny):
     assert plain.backbone.encoder_branch.collab_branch is None
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_decoding_is_exact(tiny):
     model, config = build_model(tiny)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -324,6 +325,7 @@ def test_loss_decreases_and_decoding_is_exact(tiny):
         assert torch.equal(full.topk(beam).indices.sort(1).values, items.sort(1).values)
 
 
+@pytest.mark.slow
 def test_run_recbole_genrec_trains_discrec_that_beats_baselines(tiny):
     config_dict = tiny_settings(tiny["cache"], DISCREC_SETTINGS, epochs=4, eval_step=4, stopping_step=10)
     with recbole_argv():

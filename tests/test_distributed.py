@@ -120,6 +120,7 @@ def tiger_two_ranks(workspace, tiny_119):
 
 
 # ============================================================================= spawned runs
+@pytest.mark.slow
 def test_tiger_trains_on_two_cpu_ranks(tiger_two_ranks):
     result = tiger_two_ranks
     assert result["world_size"] == 2 and result["epochs"] == 2
@@ -130,6 +131,7 @@ def test_tiger_trains_on_two_cpu_ranks(tiger_two_ranks):
     assert os.path.isfile(result["checkpoint"])  # written by rank 0, read back by both ranks for the test set
 
 
+@pytest.mark.slow
 def test_preprocessing_cache_written_once_by_one_rank(workspace, tiger_two_ranks):
     with open(workspace / "writes.tsv", encoding="utf-8") as f:
         writes = [line.rstrip("\n").split("\t") for line in f]
@@ -145,6 +147,7 @@ def test_preprocessing_cache_written_once_by_one_rank(workspace, tiger_two_ranks
     assert int(cache_writes[0][0]) != os.getpid()  # (a spawned rank, not this process)
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(workspace, tiny_119, tiger_two_ranks):
     """The 2-rank run evaluated its best checkpoint on the test set (and the best epoch on the validation set) with
     each rank beam-searching half of the 119 users; one process evaluating that checkpoint agrees."""
@@ -157,6 +160,7 @@ def test_sharded_evaluation_equals_one_process(workspace, tiny_119, tiger_two_ra
             assert tiger_two_ranks[key][metric] == pytest.approx(value, abs=1e-4), (key, metric)
 
 
+@pytest.mark.slow
 def test_stock_sasrec_trains_on_two_cpu_ranks(workspace, tiny_119):
     settings = common_settings(
         workspace, tiny_119, n_layers=1, n_heads=1, hidden_size=16, inner_size=32, hidden_dropout_prob=0.0,

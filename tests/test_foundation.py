@@ -105,6 +105,7 @@ def test_cli_list_models(capsys):
     assert "recbole_genrec:" in out and "sequential_recommender:" in out and "SASRec" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["NGCF", "LightGCN", "SASRec", "BERT4Rec"])
 def test_stock_models_run_with_item_metrics_and_best_model(tmp_path, model):
     metrics = ["Recall", "NDCG", "ItemCoverage", "GiniIndex"]
@@ -116,6 +117,7 @@ def test_stock_models_run_with_item_metrics_and_best_model(tmp_path, model):
     assert result["params"] > 0 and result["train_seconds_per_epoch"] > 0
 
 
+@pytest.mark.slow
 def test_side_by_side_writes_one_table(tmp_path, capsys):
     from recbole_genrec.quick_start import run_side_by_side
 
@@ -131,6 +133,7 @@ def test_side_by_side_writes_one_table(tmp_path, capsys):
     assert all("test recall@5" in r and "s/epoch" in r and "params" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_patch_lets_stock_run_recbole_find_plugin_models(tmp_path):
     import recbole.quick_start.quick_start as qs
 
@@ -180,6 +183,7 @@ def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_moved_alpharec_modules_keep_their_old_paths():
     """``recbole_genrec.zeroshot`` / ``.intention`` moved to ``recbole_genrec.alpharec``; old imports still work."""
     import subprocess

@@ -370,6 +370,7 @@ def _build_in_child(cache_dir, marker, out_path):
         f.write(cache.canonical_json(summary["hashes"]))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_build_once(tmp_path):
     marker = str(tmp_path / "encoded.log")
     outs = [str(tmp_path / f"hashes{i}.json") for i in range(2)]

@@ -61,6 +61,7 @@ def build(tiny, **overrides):
 
 
 # ------------------------------------------------------------------------------------------------ stage I data
+@pytest.mark.slow
 def test_stage1_sees_exactly_the_training_sequences(tiny):
     dataset, train = tiny["dataset"], tiny["train"].dataset
     sequences = user_sequences(train)
@@ -92,6 +93,7 @@ def test_adaln_starts_as_layer_norm_and_buckets_popularity():
 
 
 # --------------------------------------------------------------------------------------------- alignment
+@pytest.mark.slow
 def test_alignment_loss_decreases_and_matches_pairs(tiny):
     train = tiny["train"].dataset
     params = stage1_params(tiny["config"])
@@ -114,6 +116,7 @@ def test_alignment_loss_decreases_and_matches_pairs(tiny):
 
 
 # ------------------------------------------------------------------------------------------------- codes
+@pytest.mark.slow
 def test_codes_are_unique_and_nmi_is_written(tiny):
     model = tiny["model"]
     result = model.stage1
@@ -131,6 +134,7 @@ def test_codes_are_unique_and_nmi_is_written(tiny):
     assert report["nmi_first_level"] == result.report["nmi_first_level"]
 
 
+@pytest.mark.slow
 def test_code_source_switch_changes_the_vocabulary_codes(tiny):
     model = build(tiny, prorec_code_source="text")
     assert torch.equal(model.code_table.codes[1:], torch.from_numpy(model.stage1.codes["text"][1:]))
@@ -140,6 +144,7 @@ def test_code_source_switch_changes_the_vocabulary_codes(tiny):
 
 
 # ------------------------------------------------------------------------------------------------ stage II
+@pytest.mark.slow
 def test_distill_false_is_exactly_tiger_loss(tiny):
     plain = build(tiny, prorec_distill=False)
 
@@ -165,6 +170,7 @@ def test_distill_false_is_exactly_tiger_loss(tiny):
     assert distilled.backbone.t5.encoder.block[0].layer[0].SelfAttention.q.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_rerun_reuses_stage1_and_keys_on_hyperparameters(tiny, monkeypatch):
     first = build(tiny)
 
@@ -181,6 +187,7 @@ def test_rerun_reuses_stage1_and_keys_on_hyperparameters(tiny, monkeypatch):
         build(tiny, prorec_tau=0.2)  # a stage-I hyperparameter is part of the key
 
 
+@pytest.mark.slow
 def test_end_to_end_run_trains_both_stages(tiny, tmp_path):
     assert get_trainer(tiny["config"]["MODEL_TYPE"], "PRORec") is GenerativeTrainer
     with recbole_argv():

@@ -178,6 +178,7 @@ def test_get_flops_and_sampled_evaluation_use_predict(tiny):
     assert result["recall@5"] > 5 / 21 + 0.2  # 1 positive among 21 candidates scored by predict
 
 
+@pytest.mark.slow
 def test_run_recbole_genrec_end_to_end(tiny, tmp_path):
     with recbole_argv():
         result = run_recbole_genrec(
@@ -208,6 +209,7 @@ def test_time_budget_smaller_than_one_epoch_fails_before_training(tiny):
     assert 0 < trainer.check_time_budget(tiny["train"]) < 3600.0 and n_batches == -(-len(tiny["train"].dataset) // 64)
 
 
+@pytest.mark.slow
 def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path, monkeypatch):
     """train_time_budget_s shorter than one epoch (the pre-training probe switched off): one epoch is trained (its
     schedule spans one epoch), the others are skipped and not timed, and validation / test / checkpoint still happen

@@ -173,6 +173,7 @@ def test_small_n_clamps_k_and_keeps_configured_sizes(method, caplog):
 
 
 # ----------------------------------------------------------------------------- quality
+@pytest.mark.slow
 def test_rqvae_uses_level1_codes_and_learns():
     emb, _ = clustered(n=512, n_clusters=8, noise=0.2, seed=3)
     params = dict(hidden_dims=(32,), latent_dim=8, batch_size=64, kmeans_niter=10, n_threads=1)

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
-from transformers.cache_utils import EncoderDecoderCache
 
 from .code_table import DECODER_START_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, CodeTable
 from .decoding import constrained_beam_search
-from . import incremental
+from . import hf_compat, incremental
+from .hf_compat import EncoderDecoderCache
 from .lean_t5 import t5_stack_forward
 
 class T5Backbone(nn.Module):
@@ -168,7 +168,7 @@ class T5Backbone(nn.Module):
 
     def lm_logits(self, decoder_hidden: torch.Tensor) -> torch.Tensor:
         r"""Tied LM head: `(..., d_model)` decoder states -> `(..., V)` logits (T5 rescales tied outputs)."""
-        if getattr(self.config, "scale_decoder_outputs", True):
+        if hf_compat.scales_decoder_outputs(self.config):
             decoder_hidden = decoder_hidden * (self.config.d_model**-0.5)
         return self.t5.lm_head(decoder_hidden)
 
@@ -186,8 +186,7 @@ class T5Backbone(nn.Module):
             inputs_embeds=decoder_inputs_embeds,
             encoder_hidden_states=encoder_hidden,
             encoder_attention_mask=attention_mask,
-            cache=cache,
-            use_cache=cache is not None,
+            **hf_compat.decoder_cache_kwargs(self.t5.decoder, cache),  # `cache=` on 5.x, `past_key_values=` on 4.x
         )
         return outputs.last_hidden_state
 
