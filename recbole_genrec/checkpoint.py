@@ -89,7 +89,10 @@ def _numpy_globals():
         if multiarray is not None and hasattr(multiarray, "scalar"):
             names.append((multiarray.scalar, f"{module_name}.scalar"))
     names.append(np.dtype)
-    names += [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", None)) if n.endswith("DType")]
+    if hasattr(np, "dtypes"):  # numpy >= 1.25: the dtype classes have names (numpy.dtypes.Float64DType, ...)
+        names += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    else:  # numpy 1.24: the same classes, reachable only through a dtype instance (numpy.dtype[float64])
+        names += sorted({type(np.dtype(code)) for code in np.typecodes["All"]}, key=str)
     return names
 
 

@@ -175,6 +175,11 @@ def test_add_items_leaves_existing_scores_unchanged(tiger):
 
 
 def test_new_item_with_a_popular_items_text_is_generated(tiger):
+    """A new item whose text is a popular item's gets that item's tuple prefix and is generated for the users who get
+    the popular item first, through the TIGER paper's cold-start retrieval (its extra code was never a training
+    target, so plain beam search alone need not reach it: see ``prefix_match_score_fn``)."""
+    from recbole_genrec.data.coldstart import prefix_match_score_fn
+
     model, dataset = tiger["model"], tiger["train"].dataset
     interaction = next(iter(tiger["test"]))[0]
     top = model.recommend(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], 1).flatten()  # [B]
@@ -185,15 +190,18 @@ def test_new_item_with_a_popular_items_text_is_generated(tiger):
     popular = int(counts.argmax())  # the item the model generates most often (among those with room)
     assert counts[popular] >= 3
     n_items = model.n_items
-    added = model.add_items(texts=[item_text(tiger, popular)])
-    new_id = int(added.item_ids[0])
-    assert torch.equal(added.codes[0, :-1], model.code_table.codes[popular, :-1])  # same text -> same tuple
-    beams = model.recommend(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], model.beam_size)
-    users = (beams[:, 0] == popular)
-    assert users.any()
-    assert (beams[users] == new_id).any(dim=1).float().mean() > 0.5  # generated for most users who get `popular`
-    model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
-    model.n_items = n_items
+    try:
+        added = model.add_items(texts=[item_text(tiger, popular)])
+        new_id = int(added.item_ids[0])
+        assert torch.equal(added.codes[0, :-1], model.code_table.codes[popular, :-1])  # same text -> same tuple
+        users = top == popular  # [B]
+        scores = prefix_match_score_fn(model, added.item_ids, epsilon=0.1, k=10)(interaction)  # [B, n_items + 1]
+        top10 = scores.topk(10, dim=1).indices  # [B, 10]
+        assert (top10[users] == new_id).any(dim=1).all()  # generated for every user who gets `popular` first
+        assert not (top10[~users] == new_id).any(dim=1).all()  # ... and not simply for everyone
+    finally:  # the fixture's model is shared: give it back its catalogue
+        model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
+        model.n_items = n_items
 
 
 def test_add_items_rejects_bad_input(tiger):
