@@ -210,6 +210,22 @@ def test_time_budget_smaller_than_one_epoch_fails_before_training(tiny):
 
 
 @pytest.mark.slow
+def test_time_budget_stops_after_validating_the_last_trained_weights(tiny, tmp_path, monkeypatch):
+    """Past the budget the weights cannot change: the first validation after the last trained epoch is real, the next
+    one ends the run (equal scores count as improvements in RecBole's early stopping, so without this every skipped
+    epoch was validated again up to `epochs`)."""
+    monkeypatch.setattr(GenerativeTrainer, "check_time_budget", lambda self, train_data: 0.0)
+    with recbole_argv():
+        result = run_recbole_genrec(
+            model="TIGER", dataset="tiny",
+            config_dict=tiny_settings(tiny["cache"], TIGER_SETTINGS, epochs=8, eval_step=1, stopping_step=10,
+                                      warmup_steps=0, train_time_budget_s=1e-6, checkpoint_dir=str(tmp_path)),
+        )
+    assert result["epochs"] == 1 and len(result["train_losses"]) == 2  # epoch 0 trained + validated, epoch 1 stops
+    assert "recall@5" in result["test_result"] and result["best_valid_result"]
+
+
+@pytest.mark.slow
 def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path, monkeypatch):
     """train_time_budget_s shorter than one epoch (the pre-training probe switched off): one epoch is trained (its
     schedule spans one epoch), the others are skipped and not timed, and validation / test / checkpoint still happen

@@ -217,13 +217,27 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         return self.budget_epochs is not None and epoch_idx >= self.budget_epochs
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch_idx = epoch_idx
         if self.skips_epoch(epoch_idx):
             return 0.0  # over the time budget: nothing to train (validation / test still follow)
+        self._validated_since_training = False
         start = time.perf_counter()
         loss = self._train_one_epoch(train_data, epoch_idx, loss_func, show_progress)
         if self.time_budget and self.budget_epochs is None:
             self._fix_budget_epochs(time.perf_counter() - start)
         return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation, except after the time budget once the last trained weights were validated: the
+        weights cannot change any more, so the score is the worst possible and early stopping ends the run at once
+        (equal scores count as improvements in RecBole, so re-validating would run until ``epochs``)."""
+        if self.skips_epoch(getattr(self, "_epoch_idx", 0)) and getattr(self, "_validated_since_training", False):
+            self.logger.info("train_time_budget_s: no training since the last validation, stopping")
+            self.cur_step = self.stopping_step
+            return (float("-inf") if self.valid_metric_bigger else float("inf")), {}
+        result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._validated_since_training = True
+        return result
 
     def _bucketed(self, train_data) -> bool:
         """Whether this loader's batches are length-bucketed (``train_length_buckets`` and a history-length field)."""
