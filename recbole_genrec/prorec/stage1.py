@@ -72,8 +72,7 @@ STAGE1_KEYS = (
     "prorec_stage1_epochs", "prorec_stage1_batch_size", "prorec_stage1_lr", "prorec_stage1_weight_decay",
     "prorec_stage1_negatives", "prorec_lambda", "prorec_tau", "prorec_align_items", "prorec_adapter_hidden",
     "prorec_adaln_cond", "prorec_adaln_buckets", "prorec_code_method", "prorec_code_levels", "prorec_codebook_size",
-    "prorec_collision",
-    "prorec_code_params",
+    "prorec_collision", "prorec_code_params",
 )
 
 

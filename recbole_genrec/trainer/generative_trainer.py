@@ -102,6 +102,8 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
         self.time_budget = float(config["train_time_budget_s"] or 0.0)  # ~ (TIGER.yaml) = no budget
         self.budget_epochs = None  # epochs that fit in train_time_budget_s, fixed after the first epoch
+        self._epoch_idx = 0  # the epoch RecBole's fit loop is in (validation follows its training)
+        self._validated_since_training = False  # past the budget, one validation of the last trained weights suffices
 
     # ------------------------------------------------------------------------------------------------ building
     @staticmethod
@@ -231,7 +233,7 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         """RecBole's validation, except after the time budget once the last trained weights were validated: the
         weights cannot change any more, so the score is the worst possible and early stopping ends the run at once
         (equal scores count as improvements in RecBole, so re-validating would run until ``epochs``)."""
-        if self.skips_epoch(getattr(self, "_epoch_idx", 0)) and getattr(self, "_validated_since_training", False):
+        if self.skips_epoch(self._epoch_idx) and self._validated_since_training:
             self.logger.info("train_time_budget_s: no training since the last validation, stopping")
             self.cur_step = self.stopping_step
             return (float("-inf") if self.valid_metric_bigger else float("inf")), {}
