@@ -29,7 +29,7 @@ PRELUDE = textwrap.dedent(
     compat = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compat)
     for name in ["shim_pkg_resources", "shim_numpy_aliases", "shim_checkpoint_allowlist", "shim_dok_update",
-                 "shim_item_metrics"]:
+                 "shim_item_metrics", "shim_sine_anomaly"]:
         if name != skip:
             getattr(compat, name)()
     """
@@ -65,6 +65,11 @@ SCENARIOS = {
             % DATA
         ),
         "weights_only",
+    ),
+    "shim_sine_anomaly": (
+        "import torch\nfrom recbole.model.sequential_recommender import SASRec\n"
+        "assert not torch.is_anomaly_enabled(), 'anomaly mode left on by the model import'\nprint('OK')",
+        "anomaly mode left on",
     ),
     "shim_dok_update": (
         "import scipy.sparse as sp\nA = sp.dok_matrix((3, 3))\nA._update({(0, 1): 2.0, (2, 2): 1.0})\n"
@@ -141,3 +146,12 @@ def test_apply_is_idempotent():
     assert trainer_module.torch is torch  # no patched torch.load: RecBole loads with weights_only=True
     allowed = torch.serialization.get_safe_globals()
     assert len(allowed) == len({id(g) if not isinstance(g, tuple) else g[1] for g in allowed})  # registered once
+
+
+def test_sine_import_keeps_a_users_anomaly_mode():
+    """The shim restores the mode RecBole's import found: a user who turned anomaly mode on keeps it."""
+    body = ("import torch\ntorch.autograd.set_detect_anomaly(True, check_nan=False)\n"
+            "import recbole.model.sequential_recommender\n"
+            "assert torch.is_anomaly_enabled() and not torch.is_anomaly_check_nan_enabled()\nprint('OK')")
+    proc = _run(None, body)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
