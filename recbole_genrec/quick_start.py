@@ -24,6 +24,7 @@ from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
 from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
 from recbole_genrec.utils import get_model, get_trainer
+from recbole_genrec.trainer.resume import resumable
 from recbole_genrec.validation import check_config
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
@@ -37,6 +38,8 @@ def item_tokens(dataset):
 
 def _trainer(config, model, group=None):
     trainer_class = plain_checkpoint_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))
+    if config["resume_training"]:
+        trainer_class = resumable(trainer_class)
     if group is not None:
         trainer_class = group.trainer_class(trainer_class)
     return trainer_class(config, model)
@@ -132,7 +135,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
         logger.info(set_color("test result", "yellow") + f": {test_result}")
 
-        epochs = trainer.genrec_epoch_seconds
+        history = getattr(trainer, "genrec_history", None)  # a resumed run: every epoch, before the restart too
+        epochs = [e["seconds"] for e in history["train"]] if history else trainer.genrec_epoch_seconds
         losses = [trainer.train_loss_dict[e] for e in sorted(trainer.train_loss_dict)]
         result = {
             "model": config["model"],
@@ -150,6 +154,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             "world_size": group.world_size,
             "protocol": {key: config[key] for key in PROTOCOL_KEYS},
         }
+        if history:
+            result["valid_history"] = history["valid"]
         if cold_report is not None:
             result["coldstart"] = cold_report
     if group.is_main and queue is not None:

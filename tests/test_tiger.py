@@ -226,10 +226,9 @@ def test_time_budget_stops_after_validating_the_last_trained_weights(tiny, tmp_p
 
 
 @pytest.mark.slow
-def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path, monkeypatch):
-    """train_time_budget_s shorter than one epoch (the pre-training probe switched off): one epoch is trained (its
-    schedule spans one epoch), the others are skipped and not timed, and validation / test / checkpoint still happen
-    at the end."""
+def test_time_budget_caps_training_time_not_the_schedule(tiny, tmp_path, monkeypatch):
+    """train_time_budget_s shorter than one epoch (the pre-training probe switched off): the epoch that crosses it is
+    the last one trained, the others are skipped and not timed, and validation / test / checkpoint still happen."""
     monkeypatch.setattr(GenerativeTrainer, "check_time_budget", lambda self, train_data: 0.0)
     with recbole_argv():
         result = run_recbole_genrec(
@@ -241,11 +240,18 @@ def test_time_budget_trains_the_epochs_that_fit_then_validates(tiny, tmp_path, m
     assert result["train_losses"][0] > 0 and all(loss == 0.0 for loss in result["train_losses"][1:])
     assert os.path.isfile(result["checkpoint"]) and "recall@5" in result["test_result"]
 
+
+def test_time_budget_counts_training_seconds_and_keeps_the_schedule_of_epochs(tiny):
+    """The budget is crossed by the training seconds so far (restored on resume), and the learning-rate schedule
+    spans the configured epochs whatever the budget."""
     config = make_config(tiny["cache"], epochs=4, train_time_budget_s=3600.0, warmup_steps=0)
     trainer = GenerativeTrainer(config, TIGER(config, tiny["train"].dataset))
-    trainer._fix_budget_epochs(epoch_seconds=1000.0)  # 3 epochs of 1000 s fit in an hour
+    trainer.trained_seconds = 3599.0
+    assert not trainer._budget_crossed()
+    trainer.trained_seconds = 3600.0
+    assert trainer._budget_crossed()
+    trainer.budget_stop_epoch = 2
+    assert trainer.skips_epoch(3) and not trainer.skips_epoch(2)
     trainer.steps_per_epoch, trainer.global_step = 10, 29
-    assert trainer.budget_epochs == 3 and trainer.skips_epoch(3) and not trainer.skips_epoch(2)
     lr = config["learning_rate"]
-    assert trainer._set_lr() == pytest.approx(lr * lr_factor(29, 0, 30, "cosine"))  # the schedule ends at step 30
-    assert trainer._set_lr() < lr * lr_factor(29, 0, 40, "cosine") / 10  # not at step 40 (4 epochs)
+    assert trainer._set_lr() == pytest.approx(lr * lr_factor(29, 0, 40, "cosine"))  # the schedule ends at step 40

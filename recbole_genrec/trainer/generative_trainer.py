@@ -14,13 +14,12 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * mixed precision (``enable_amp``) on CUDA only: bf16 autocast (``amp_dtype: bfloat16``, no scaler) or fp16
   autocast with a ``GradScaler`` (``amp_dtype: float16``); evaluation runs under the same autocast (beam scores are
   accumulated in float32).  On CPU training runs in float32;
-* ``train_time_budget_s``: a wall-clock budget for training (e.g. one call on a lent GPU). After the first epoch the
-  trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
-  learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
-  at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget.  Before the first epoch a
-  probe times the forward + backward pass of a few batches (spread over the history lengths, after a warm-up pass;
-  weights and random state restored) and fit fails with the arithmetic when that estimate of one epoch exceeds the
-  budget;
+* ``train_time_budget_s``: a cap on wall-clock training time (epochs, not validation), counted across restarts of a
+  resumed run (:mod:`recbole_genrec.trainer.resume`): training stops at the end of the epoch that crosses it; the
+  weights of that epoch are validated if they were not, and the test follows. The learning-rate schedule runs over
+  ``epochs`` whatever the budget. Before the first epoch a probe times the forward + backward pass of a few batches
+  (spread over the history lengths, after a warm-up pass; weights and random state restored) and fit fails with the
+  arithmetic when that estimate of one epoch exceeds the budget; ``~`` = no budget;
 * ``train_length_buckets`` (default on): training batches of similar history length
   (:class:`~recbole_genrec.generative.batching.LengthBuckets`, a fresh shuffled order per epoch fixed by ``seed``
   and the epoch), built by the loader's own ``collate_fn``; the models drop the columns that are padding for the
@@ -101,7 +100,8 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.max_grad_norm = self._clip_args(config["clip_grad_norm"])
         self.time_budget = float(config["train_time_budget_s"] or 0.0)  # ~ (TIGER.yaml) = no budget
-        self.budget_epochs = None  # epochs that fit in train_time_budget_s, fixed after the first epoch
+        self.trained_seconds = 0.0  # wall-clock seconds of training so far (restored on resume)
+        self.budget_stop_epoch = None  # the epoch that crossed train_time_budget_s: the last one trained
         self._epoch_idx = 0  # the epoch RecBole's fit loop is in (validation follows its training)
         self._validated_since_training = False  # past the budget, one validation of the last trained weights suffices
 
@@ -139,7 +139,7 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _set_lr(self) -> float:
-        total = self.steps_per_epoch * (self.budget_epochs or self.epochs)
+        total = self.steps_per_epoch * self.epochs  # the horizon is the configured epochs, budget or not
         factor = lr_factor(self.global_step, self.warmup_steps, total, self.lr_scheduler, self.min_lr_ratio)
         lr = self.learning_rate * factor
         for group in self.optimizer.param_groups:
@@ -147,18 +147,14 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         return lr
 
     # ------------------------------------------------------------------------------------------------ training
-    def _fix_budget_epochs(self, epoch_seconds: float) -> None:
-        """After the first epoch: the number of epochs that fit in ``train_time_budget_s`` (same on every rank)."""
-        fit = max(1, min(self.epochs, int(self.time_budget // max(epoch_seconds, 1e-6))))
+    def _budget_crossed(self) -> bool:
+        """Whether the training time so far has reached ``train_time_budget_s`` (on any rank, so all stop together)."""
+        crossed = self.trained_seconds >= self.time_budget
         if not self.config["single_spec"]:
-            value = torch.tensor([fit], device=self.device)
-            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-            fit = int(value.item())
-        self.budget_epochs = fit
-        if fit < self.epochs:
-            self.logger.info(f"train_time_budget_s={self.time_budget:g}: the first epoch took {epoch_seconds:.1f}s, "
-                             f"so {fit} of {self.epochs} epochs are trained (learning-rate schedule over {fit}); "
-                             f"the others are skipped")
+            value = torch.tensor([int(crossed)], device=self.device)
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+            crossed = bool(value.item())
+        return crossed
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.time_budget and self.start_epoch == 0:
@@ -215,8 +211,8 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         return estimate
 
     def skips_epoch(self, epoch_idx: int) -> bool:
-        """True for the epochs that ``train_time_budget_s`` leaves out (not trained, not timed)."""
-        return self.budget_epochs is not None and epoch_idx >= self.budget_epochs
+        """True for the epochs after the one that crossed ``train_time_budget_s`` (not trained, not timed)."""
+        return self.budget_stop_epoch is not None and epoch_idx > self.budget_stop_epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch_idx = epoch_idx
@@ -225,8 +221,11 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
         self._validated_since_training = False
         start = time.perf_counter()
         loss = self._train_one_epoch(train_data, epoch_idx, loss_func, show_progress)
-        if self.time_budget and self.budget_epochs is None:
-            self._fix_budget_epochs(time.perf_counter() - start)
+        self.trained_seconds += time.perf_counter() - start
+        if self.time_budget and self.budget_stop_epoch is None and self._budget_crossed():
+            self.budget_stop_epoch = epoch_idx
+            self.logger.info(f"train_time_budget_s={self.time_budget:g}: {self.trained_seconds:.0f} s of training "
+                             f"after epoch {epoch_idx}; training stops here (its weights are validated, then tested)")
         return loss
 
     def _valid_epoch(self, valid_data, show_progress=False):
