@@ -157,31 +157,47 @@ GPU_ABLATIONS = [
 ]
 
 
-# beauty-cpu (issue 15): the paper protocol on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out,
-# history 20, full ranking, Recall/NDCG@5/10), 2 cores, ~150 minutes for the five rows, one row at a time.
-# Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 -- about 1/4.7 of the
-# paper model's multiply-adds per token (its 4+4 layers, d_ff 1024, 6 x 64 heads), so that its ~30-minute training
-# share holds ~10 epochs instead of ~2 (the paper size needs ~16 min per Beauty epoch on 2 cores even after the
-# bucketing of issue 15; see benchmarks/results/training-*.md). Codes: residual k-means 3 x 256 + TIGER's collision
-# level (GRID found it on par with RQ-VAE; seconds instead of an RQ-VAE budget). Training: length-bucketed batches,
-# lean T5 forward, fp32, AdamW lr 0.002 with 500 warm-up steps and a cosine decay over the epochs that fit in
-# train_time_budget_s; validation every 2 epochs (a beam search over 22k users costs about a minute), early stop
-# after 4 validations without improvement.
+# beauty-cpu: the leaderboard on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out, history 20, full
+# ranking), 2 cores, one row at a time, every row trained to early stopping on validation NDCG@10. Rows resume to the
+# epoch across invocations (resume_training: the state of each row lives under <cache>/runs/), so the preset is run
+# again until every row has finished.
+# SASRec: a small grid (loss, width, dropout, learning rate); the row with the best validation NDCG@10 is the tuned
+# SASRec. Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 (about 1/4.7
+# of the paper model's multiply-adds per token); codes: residual k-means 3 x 256 + TIGER's collision level. AdamW lr
+# 0.002, 500 warm-up steps, cosine over 200 epochs, validation every 2 epochs, patience 5 validations.
+# TIGER[paper-8ep]: the paper-size T5 (4+4 layers, d_ff 1024, 6 x 64 heads) for 8 epochs, beside TIGER[cpu-8ep] (the
+# CPU size under the same 8-epoch schedule) and TIGER[cpu-8ep-bf16] (the same with bf16 autocast).
 BEAUTY_T5 = {
     "sid_method": "rkmeans", "sid_levels": 3, "sid_codebook_size": 256, "sid_collision": "extra_level",
     "use_user_token": True, "d_model": 128, "d_ff": 512, "num_encoder_layers": 2, "num_decoder_layers": 2,
     "num_heads": 4, "d_kv": 32, "dropout_rate": 0.1, "beam_size": 20, "beam_batch_size": 128,
     "eval_batch_size": 1024, "train_batch_size": 256, "learning_rate": 0.002, "warmup_steps": 500,
     "lr_scheduler": "cosine", "train_length_buckets": True, "t5_lean_forward": True, "cpu_bf16": False,
-    "epochs": 200, "eval_step": 2, "stopping_step": 4,
+    "epochs": 200, "eval_step": 2, "stopping_step": 5,
 }
+PAPER_T5 = {"d_ff": 1024, "num_encoder_layers": 4, "num_decoder_layers": 4, "num_heads": 6, "d_kv": 64}
+EIGHT_EPOCHS = {"epochs": 8, "eval_step": 1, "stopping_step": 8}
+SASREC_BEAUTY = dict(_epochs(200, 1, stopping_step=10, batch=512), hidden_size=64, inner_size=256,
+                     hidden_dropout_prob=0.5, attn_dropout_prob=0.5, learning_rate=0.001, loss_type="CE",
+                     train_neg_sample_args=None)
 BEAUTY_CPU = {
-    "SASRec": dict(_epochs(100, 1, stopping_step=5, batch=512)),
-    "BERT4Rec": dict(_epochs(100, 2, stopping_step=4, batch=512)),
-    "TIGER": dict(BEAUTY_T5, train_time_budget_s=1800),
-    "DiscRec": dict(BEAUTY_T5, use_user_token=False, discrec_d_ff=512, train_time_budget_s=1800),
-    "PRORec": dict(BEAUTY_T5, prorec_code_levels=3, prorec_stage1_epochs=20, train_time_budget_s=1500),
+    "SASRec": SASREC_BEAUTY,
+    "BERT4Rec": dict(_epochs(300, 2, stopping_step=5, batch=512)),
+    "TIGER": BEAUTY_T5,
+    "DiscRec": dict(BEAUTY_T5, use_user_token=False, discrec_d_ff=512),
+    "PRORec": dict(BEAUTY_T5, prorec_code_levels=3, prorec_stage1_epochs=20),
 }
+BEAUTY_VARIANTS = [  # (model, tag, change of BEAUTY_CPU[model])
+    ("SASRec", "h128", {"hidden_size": 128, "inner_size": 512}),
+    ("SASRec", "drop0.2", {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}),
+    ("SASRec", "lr3e-3", {"learning_rate": 0.003}),
+    ("SASRec", "bpr-h128-lr5e-4", {"loss_type": "BPR", "hidden_size": 128, "inner_size": 512,
+                                    "learning_rate": 0.0005, "train_neg_sample_args": {"distribution": "uniform",
+                                                                                     "sample_num": 1}}),
+    ("TIGER", "cpu-8ep", EIGHT_EPOCHS),
+    ("TIGER", "cpu-8ep-bf16", dict(EIGHT_EPOCHS, cpu_bf16=True)),
+    ("TIGER", "paper-8ep", dict(EIGHT_EPOCHS, **PAPER_T5)),
+]
 
 
 def _rows(models, datasets, schedule, small=False, extra=None):
@@ -204,6 +220,22 @@ def _ablation_rows(dataset, schedule):
         config = dict(copy.deepcopy(schedule[model]), **change)
         rows.append({"model": model, "tag": tag, "dataset": dataset, "protocol": protocol_of(model), "config": config})
     return rows
+
+
+def _beauty_rows():
+    """SASRec grid first (the baseline everything is compared with), the 8-epoch fp32 / bf16 TIGER pair (it decides
+    the CPU precision), the generative rows to early stopping, BERT4Rec, and the 8-epoch paper-size TIGER."""
+    base = {r["model"]: r for r in _rows(["SASRec", "TIGER", "DiscRec", "PRORec", "BERT4Rec"], ["amazon-beauty"],
+                                         BEAUTY_CPU)}
+    variants = {}
+    for model, tag, change in BEAUTY_VARIANTS:
+        row = copy.deepcopy(base[model])
+        row["config"].update(copy.deepcopy(change))
+        variants.setdefault(model, []).append(dict(row, tag=tag))
+    tiger_8 = [r for r in variants["TIGER"] if r["tag"].startswith("cpu-8ep")]
+    paper = [r for r in variants["TIGER"] if r["tag"] == "paper-8ep"]
+    return ([base["SASRec"]] + variants["SASRec"] + tiger_8
+            + [base["TIGER"], base["DiscRec"], base["PRORec"], base["BERT4Rec"]] + paper)
 
 
 def build_presets():
@@ -243,13 +275,14 @@ def build_presets():
                           ALPHAREC_CPU),
         },
         "beauty-cpu": {
-            "description": "issue 15: TIGER, DiscRec, PRORec (2+2-layer T5, d_model 128) against SASRec and BERT4Rec "
-                           "on full amazon-beauty, leave-one-out, history 20, full ranking; 2 threads, one row at a "
-                           "time, about 150 minutes; resumable (a second invocation runs only unfinished rows)",
-            "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 50 * 60, "total_budget_s": 150 * 60,
+            "description": "leaderboard on full amazon-beauty, leave-one-out, history 20, full ranking: a SASRec grid, "
+                           "BERT4Rec, TIGER, DiscRec and PRORec (2+2-layer T5, d_model 128) trained to early stopping, "
+                           "and 8-epoch TIGER rows (CPU size fp32 / bf16, paper size); 2 threads, one row at a time; "
+                           "every row resumes to the epoch, so invoke it again until all rows have finished",
+            "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 7 * 24 * 3600, "total_budget_s": None,
             "datasets": {"amazon-beauty": {"max_users": None}},
-            "rows": _rows(["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"], ["amazon-beauty"], BEAUTY_CPU),
-            "resume": True, "plot": "valid_curves",
+            "rows": _beauty_rows(),
+            "resume": True, "resume_rows": True, "plot": "valid_curves",
         },
         "gpu": {
             "description": "amazon-beauty on one H100 inside ONE 10-minute call: generative + sequential models with "

@@ -71,7 +71,8 @@ def parse_args(argv=None):
                    help="keep the finished rows of an earlier report (default: the newest <out>/<preset>*.json) and "
                         "run only the others, writing to that report's files; presets with resume=True do this "
                         "by default")
-    p.add_argument("--fresh", action="store_true", help="start a resumable preset from scratch")
+    p.add_argument("--fresh", action="store_true", help="start a resumable preset from scratch (its rows' resume "
+                                                            "states are deleted too)")
     p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
                    help="move every row's best checkpoint to DIR/<dataset>-<row>.pth (e.g. for "
                         "python -m recbole_genrec.alpharec.cli zeroshot --checkpoint)")
@@ -136,12 +137,29 @@ def earlier_rows(args, stem):
     return [], stem
 
 
+def forget_resume_states(rows, datasets):
+    """``--fresh``: delete the resume states of the selected rows (``<cache>/runs/<resume_name>/``)."""
+    import shutil
+
+    from recbole_genrec.trainer.resume import run_dir
+
+    for row in rows:
+        if row["config"].get("resume_training"):
+            folder = run_dir({"resume_name": row["config"]["resume_name"], "model": row["model"],
+                              "dataset": row["dataset"], "genrec_cache_dir": datasets[row["dataset"]]["cache_dir"]})
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+                say(f"--fresh: removed the resume state {folder}")
+
+
 def run_preset(preset, args, meta, stem):
     """Every row of a model preset; the reports are rewritten after each row (a killed run keeps its rows)."""
     start = time.perf_counter()
     datasets = resolve_datasets(preset, args)
     meta["datasets"] = datasets
     rows = select_rows(preset, args, datasets)
+    if args.fresh:
+        forget_resume_states(rows, datasets)
     earlier, stem = earlier_rows(args, stem)
     finished = {row_key(r): r for r in earlier}
     say(f"preset {args.preset}: {len(rows)} rows on {args.device}; writing {os.path.join(args.out, stem)}.*")

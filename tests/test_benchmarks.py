@@ -106,17 +106,41 @@ def test_bundle_with_max_users_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty():
+def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty(tmp_path):
     preset = presets.PRESETS["beauty-cpu"]
-    assert preset["datasets"] == {"amazon-beauty": {"max_users": None}} and preset["resume"]
-    assert [r["model"] for r in preset["rows"]] == ["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"]
+    assert preset["datasets"] == {"amazon-beauty": {"max_users": None}} and preset["resume"] and preset["resume_rows"]
+    labels = [bench_rows.row_label(r) for r in preset["rows"]]
+    assert labels[:5] == ["SASRec", "SASRec[h128]", "SASRec[drop0.2]", "SASRec[lr3e-3]", "SASRec[bpr-h128-lr5e-4]"]
+    assert {"TIGER", "DiscRec", "PRORec", "BERT4Rec", "TIGER[cpu-8ep]", "TIGER[cpu-8ep-bf16]",
+            "TIGER[paper-8ep]"} <= set(labels)
     assert all(r["protocol"] == "loo" for r in preset["rows"])
     assert presets.PROTOCOLS["loo"]["MAX_ITEM_LIST_LENGTH"] == 20
     assert {5, 10} <= set(presets.TOPK) and {"Recall", "NDCG"} <= set(presets.METRICS)
+    for r in preset["rows"]:  # to early stopping: no time budget, an epoch cap far above convergence
+        assert "train_time_budget_s" not in r["config"]
+        assert r["config"]["epochs"] >= 200 or r.get("tag", "").endswith(("8ep", "8ep-bf16"))
     generative = [r for r in preset["rows"] if r["model"] in presets.GENERATIVE]
-    budgets = sum(r["config"]["train_time_budget_s"] for r in generative)
-    assert budgets < preset["total_budget_s"] and all(r["config"]["train_length_buckets"] for r in generative)
+    assert all(r["config"]["train_length_buckets"] for r in generative)
+    bf16 = {r["tag"]: r["config"] for r in generative if r.get("tag", "").startswith("cpu-8ep")}
+    assert {k: v for k, v in bf16["cpu-8ep-bf16"].items() if bf16["cpu-8ep"].get(k) != v} == {"cpu_bf16": True}
     assert preset["plot"] == "valid_curves"
+    args = run.parse_args(["--preset", "beauty-cpu"])
+    datasets = {"amazon-beauty": {"max_users": None}}
+    names = [r["config"]["resume_name"] for r in bench_rows.select_rows(preset, args, datasets)]
+    assert len(set(names)) == len(names) and names[0] == "beauty-cpu-amazon-beauty-SASRec"
+
+
+def test_fresh_forgets_the_rows_resume_states(tmp_path):
+    preset = dict(presets.PRESETS["smoke"], resume_rows=True)
+    args = run.parse_args(["--preset", "smoke", "--fresh"])
+    datasets = {"tiny": {"max_users": None, "cache_dir": str(tmp_path)}}
+    rows = bench_rows.select_rows(preset, args, datasets)
+    states = [tmp_path / "runs" / r["config"]["resume_name"] for r in rows]
+    for folder in states:
+        folder.mkdir(parents=True)
+        (folder / "state.pth").write_bytes(b"")
+    run.forget_resume_states(rows, datasets)
+    assert not any(folder.exists() for folder in states)
 
 
 def test_resumable_preset_skips_finished_rows(tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ def markdown_report(report):
             if not group:
                 continue
             lines += [f"## {dataset} -- {PROTOCOL_NAMES[protocol]}", ""]
-            head = (["model"] + METRIC_LABELS + ["epochs", "s/epoch", "train s", "total s", "eval users/s",
+            head = (["model"] + METRIC_LABELS + ["valid NDCG@10", "best epoch", "epochs", "s/epoch", "train s", "total s", "eval users/s",
                                                  "peak RSS MiB", "peak GPU MiB", "params", "prep s", "status"])
             lines += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 2) + "|---|"]
             for r in group:
@@ -59,7 +59,8 @@ def markdown_report(report):
                 if stage1.get("status") == "built" and stage1_s is not None:  # cached: no time spent this run
                     prep = (prep or 0) + stage1_s
                 cells = ([r["label"]] + [_fmt(test.get(m)) for m in SUMMARY_METRICS]
-                         + [_fmt(r.get("epochs")), _fmt(r.get("train_s_per_epoch"), 1), _fmt(r.get("train_s"), 1),
+                         + [_fmt((r.get("best_valid_result") or {}).get("ndcg@10")), _fmt(r.get("best_epoch")),
+                            _fmt(r.get("epochs")), _fmt(r.get("train_s_per_epoch"), 1), _fmt(r.get("train_s"), 1),
                             _fmt(r.get("total_s"), 1), _fmt(r.get("eval_users_per_s"), 1),
                             _fmt(r.get("peak_rss_mib"), 0), _fmt(r.get("peak_gpu_mib"), 0), _fmt(r.get("params")),
                             _fmt(prep, 1), r["status"]])

@@ -53,12 +53,20 @@ def select_rows(preset, args, datasets):
         key, value = item.split("=", 1)
         overrides[key] = parse_value(value)
     for row in rows:
+        if preset.get("resume_rows"):  # every row resumes to the epoch from <cache>/runs/<resume_name>/
+            row["config"].update({"resume_training": True, "resume_name": resume_name(args.preset, row, datasets)})
         if args.epochs is not None and row["model"] not in ONE_PASS_MODELS:
             row["config"].update({"epochs": args.epochs, "eval_step": args.epochs})
             for key in ("prorec_stage1_epochs", "collab_teacher_epochs"):
                 row["config"][key] = min(row["config"].get(key, args.epochs), max(args.epochs, 1))
         row["config"].update(overrides)
     return rows
+
+
+def resume_name(preset_name, row, datasets):
+    """The folder of a row's resume state: preset, dataset (and its user cut) and row label."""
+    users = datasets[row["dataset"]]["max_users"]
+    return f"{preset_name}-{row['dataset']}" + (f"-u{users}" if users else "") + f"-{row_label(row)}"
 
 
 def row_label(row):
@@ -98,6 +106,8 @@ def run_row(row, dataset, args, timeout_s, log_dir):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if not args.device.startswith("cuda"):
         env.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+        if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"  # spinning threads stall every op of a row on a shared CPU
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, RUN_SCRIPT, "_worker", spec_path, result_path]
     say(f"start {label} (timeout {timeout_s:.0f}s, log {log_path})")

@@ -38,11 +38,12 @@ def worker(spec_path, result_path):
 
 def run_spec(spec, t0, out):
     """Run the row of ``spec`` and record its metrics and timings into ``out``."""
+    import recbole_genrec  # before torch: OpenMP reads the thread wait policy it sets when torch loads
+
     import torch
 
     if spec["config"].get("use_gpu") is False:
         torch.set_num_threads(int(spec["threads"]))
-    import recbole_genrec
     from recbole_genrec import quick_start
     from recbole_genrec.preprocess import hook
 
@@ -145,6 +146,7 @@ def _record(out, result, state):
         "valid_curve": [{"epoch": e["epoch"], "ndcg@10": e["ndcg@10"], "seconds": round(e["seconds"], 1)}
                         for e in state["evals"][:-1]],
         "train_s_per_epoch": sum(epoch_s) / len(epoch_s) if epoch_s else None,
+        "train_losses": result.get("train_losses"),
         "train_s": result.get("train_seconds"),
         "setup_s": state.get("setup_s"),
         "eval_s": test_eval.get("seconds"),
@@ -155,10 +157,30 @@ def _record(out, result, state):
         "device": str(trainer.device) if trainer is not None else None,
         "amp": bool(getattr(trainer, "use_amp", getattr(trainer, "enable_amp", False))),
     })
+    if result.get("valid_history") is not None:  # a resumable row: its whole history, before any restart too
+        out.update({
+            "epochs": result["epochs"],
+            "valid_curve": [{"epoch": v["epoch"] + 1, "ndcg@10": v["result"].get("ndcg@10"),
+                             "seconds": round(v["seconds"], 1)} for v in result["valid_history"]],
+            "train_s_per_epoch": result["train_seconds_per_epoch"],
+            "best_epoch": _best_epoch(result["valid_history"], result["valid_score_bigger"]),
+        })
     stage1 = getattr(getattr(trainer, "model", None), "stage1", None)
     if stage1 is not None:  # PRORec: its stage-I report, without the per-epoch history
         report = {k: v for k, v in stage1.report.items() if k != "history"}
         out["stage1"] = {"status": getattr(stage1, "status", None), "report": jsonable(report)}
+
+
+def _best_epoch(valid_history, bigger):
+    """The 1-based epoch of the best validation (the last of equal ones: RecBole's early stopping counts an equal
+    score as an improvement and keeps those weights)."""
+    if not valid_history:
+        return None
+    best = valid_history[0]
+    for v in valid_history[1:]:
+        if (v["score"] >= best["score"]) if bigger else (v["score"] <= best["score"]):
+            best = v
+    return best["epoch"] + 1
 
 
 def _peak_rss_mib():
