@@ -110,22 +110,25 @@ def use_bundle(args):
     args.set = [f"item_embedding_source={BUNDLE_SOURCE}"] + list(args.set)
 
 
-def _latest_report(out, stem, preset):
-    """``<out>/<stem>.json`` if it exists, else the newest ``<out>/<preset>-*.json``."""
+def _latest_report(out, stem, preset, exact_only=False):
+    """``<out>/<stem>.json`` if it exists, else (unless ``exact_only``) the newest ``<out>/<preset>-*.json``."""
     exact = os.path.join(out, stem + ".json")
     if os.path.isfile(exact):
         return exact
-    if not os.path.isdir(out):
+    if exact_only or not os.path.isdir(out):
         return None
     candidates = [os.path.join(out, f) for f in os.listdir(out) if f.startswith(preset + "-") and f.endswith(".json")]
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
-def earlier_rows(args, stem):
-    """``(finished rows of an earlier report, its stem)`` for ``--resume`` (``([], stem)`` without one)."""
+def earlier_rows(args, stem, own_report=False):
+    """``(finished rows of an earlier report, its stem)`` for ``--resume`` (``([], stem)`` without one).
+
+    ``own_report``: a resumable preset extends its own report, ``<out>/<stem>.json``, never another file."""
     if not args.resume or args.fresh:
         return [], stem
-    path = args.resume if args.resume != "latest" else _latest_report(args.out, stem, args.preset)
+    path = (args.resume if args.resume != "latest"
+            else _latest_report(args.out, stem, args.preset, exact_only=own_report))
     if path and os.path.isfile(path):
         with open(path) as f:
             earlier = json.load(f)
@@ -160,7 +163,7 @@ def run_preset(preset, args, meta, stem):
     rows = select_rows(preset, args, datasets)
     if args.fresh:
         forget_resume_states(rows, datasets)
-    earlier, stem = earlier_rows(args, stem)
+    earlier, stem = earlier_rows(args, stem, own_report=bool(preset.get("resume")))
     finished = {row_key(r): r for r in earlier}
     say(f"preset {args.preset}: {len(rows)} rows on {args.device}; writing {os.path.join(args.out, stem)}.*")
 

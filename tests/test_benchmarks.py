@@ -173,3 +173,15 @@ def test_resumable_preset_skips_finished_rows(tmp_path, monkeypatch):
     assert run.main(argv + ["--models", "BPR"]) == 0 and calls[5:] == ["BPR"]
     report = json.load(open(tmp_path / "resumable.json"))
     assert sorted((r["model"], r["status"]) for r in report["rows"]) == [("BPR", "ok"), ("Pop", "ok")]
+
+
+def test_resumable_preset_extends_only_its_own_report(tmp_path):
+    """A dry run's report (<preset>-u300-...json) is never taken for the full run's, whose file is <preset>.json."""
+    other = {"rows": [{"model": "Pop", "status": "ok"}]}
+    json.dump(other, open(tmp_path / "beauty-cpu-u300-dryrun.json", "w"))
+    args = run.parse_args(["--preset", "beauty-cpu", "--out", str(tmp_path)])
+    args.resume = "latest"
+    assert run.earlier_rows(args, "beauty-cpu", own_report=True) == ([], "beauty-cpu")
+    assert run.earlier_rows(args, "beauty-cpu")[1] == "beauty-cpu-u300-dryrun"  # plain --resume: the newest report
+    json.dump(other, open(tmp_path / "beauty-cpu.json", "w"))
+    assert run.earlier_rows(args, "beauty-cpu", own_report=True)[1] == "beauty-cpu"
