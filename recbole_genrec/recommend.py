@@ -5,7 +5,9 @@
     python -m recbole_genrec.recommend --checkpoint saved/TIGER-....pth --user 196 [--k 10]
         [--history "242,302,377"] [--new-items new.tsv] [--keep-history]
 
-prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for generative models). The same is
+prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for generative models, and ``new`` marking
+items no one trained on: the held-out items of a cold-start run, added as its evaluation adds them with
+``coldstart_epsilon`` applied, and ``--new-items``). The same is
 :func:`recommend` in Python, which returns a :class:`Recommendations`.
 
 * The user's history is their interactions in the dataset, oldest first (all splits: "what next, now?"), or the
@@ -246,11 +248,14 @@ def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, ke
     """
     from recbole.utils import ModelType
 
+    from recbole_genrec.data import coldstart
+
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     config, model, dataset, train_dataset, interactions = loaded if loaded is not None else load_model(checkpoint)
     catalogue = _Catalogue(dataset)
     codes_of = None
+    is_new, rerank = set(), None  # new items are marked in the output: held out of training, or --new-items
     if new_items is not None:
         if not hasattr(model, "add_items"):
             raise ValueError(f"{config['model']} cannot take new items without retraining (no add_items); "
@@ -259,9 +264,13 @@ def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, ke
         added = model.add_items(texts=texts)
         ids = added.item_ids if hasattr(added, "item_ids") else added
         catalogue.add(tokens, titles, int(ids[0]))
+        is_new.update(int(i) for i in ids)
         if getattr(added, "skipped", None) is not None and added.skipped.any():
             logger.warning(f"{int(added.skipped.sum())} new items got no semantic ID and cannot be recommended: "
                            f"{[tokens[i] for i in added.skipped.nonzero().flatten().tolist()][:5]}")
+    if coldstart.enabled(config):  # as evaluated: the held-out items added after training, coldstart_epsilon applied
+        held, rerank = coldstart.ranking_for(config, model, dataset)
+        is_new.update(held.tolist())
     if user is None and history is None:
         raise ValueError("pass a user (--user RAW_ID) or a history (--history RAW_ITEM_IDS)")
     uid = None
@@ -292,6 +301,8 @@ def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, ke
         scores_all[0] = float("-inf")
         if exclude:
             scores_all[list(exclude)] = float("-inf")
+        if rerank is not None:
+            scores_all = rerank(scores_all, int(k))
         values, top = torch.topk(scores_all, min(int(k), n_items - 1))
         keep = torch.isfinite(values)
         top, scores = top[keep].tolist(), values[keep].tolist()
@@ -305,6 +316,8 @@ def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, ke
         row = {"rank": rank, "item_id": catalogue.tokens[item], "title": catalogue.titles[item], "score": score}
         if codes_of is not None:
             row["code"] = "-".join(str(c) for c in codes_of[item].tolist())
+        if new_items is not None or rerank is not None:
+            row["new"] = "new" if item in is_new else ""
         rows.append(row)
     return Recommendations(user=None if user is None else str(user), rows=rows,
                            history=[catalogue.tokens[i] for i in items], note=note)

@@ -80,6 +80,7 @@ RULES = {
     "epochs": _int(0), "eval_step": _int(1), "stopping_step": _int(0), "warmup_steps": _int(0),
     "text_max_length": _int(1), "text_batch_size": _int(1),
     "learning_rate": _number(0, low_open=True), "dropout_rate": _number(0, 1), "weight_decay": _number(0),
+    "coldstart_epsilon": _number(0, 1, high_open=False),
 }
 
 
@@ -97,6 +98,8 @@ def check_config(config):
     for key in RULES:
         if key in config:
             check_value(key, config[key])
+    if "coldstart_epsilon" in config and config["coldstart_epsilon"] is not None:
+        _check_coldstart_epsilon(config)
     if "sid" in list(config["genrec_features"]):
         if config["beam_size"] is not None and config["topk"]:
             top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
@@ -108,6 +111,19 @@ def check_config(config):
             raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
                               f"give one size per level or a single integer")
         check_sid_params(config["sid_method"], config["sid_params"])
+
+
+def _check_coldstart_epsilon(config):
+    epsilon = config["coldstart_epsilon"]
+    if not config["genrec_coldstart"]:
+        raise ConfigError(f"coldstart_epsilon={epsilon} ranks held-out items, but genrec_coldstart is False: set "
+                          f"genrec_coldstart: True, or coldstart_epsilon: ~")
+    from recbole_genrec.model.sequential_recommender.tiger import TIGER
+    from recbole_genrec.utils import get_model
+
+    if not issubclass(get_model(config["model"]), TIGER):
+        raise ConfigError(f"coldstart_epsilon={epsilon} needs a model that decodes semantic IDs by beam search "
+                          f"(TIGER, DiscRec, PRORec), not {config['model']}: set coldstart_epsilon: ~")
 
 
 def sid_param_names(method):

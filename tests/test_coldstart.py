@@ -18,6 +18,7 @@ from recbole_genrec.tokenizers.artifact import FittedTokenizer, load_for_config,
 from test_preprocess import FAST_SID, TINY_RQVAE, fake_vectors, make_config as make_hook_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+INF = float("-inf")
 
 
 @pytest.fixture
@@ -177,8 +178,8 @@ def test_add_items_leaves_existing_scores_unchanged(tiger):
 def test_new_item_with_a_popular_items_text_is_generated(tiger):
     """A new item whose text is a popular item's gets that item's tuple prefix and is generated for the users who get
     the popular item first, through the TIGER paper's cold-start retrieval (its extra code was never a training
-    target, so plain beam search alone need not reach it: see ``prefix_match_score_fn``)."""
-    from recbole_genrec.data.coldstart import prefix_match_score_fn
+    target, so plain beam search alone need not reach it: see ``epsilon_retrieval``)."""
+    from recbole_genrec.data.coldstart import epsilon_retrieval, prefix_codes, prefix_groups
 
     model, dataset = tiger["model"], tiger["train"].dataset
     interaction = next(iter(tiger["test"]))[0]
@@ -195,7 +196,8 @@ def test_new_item_with_a_popular_items_text_is_generated(tiger):
         new_id = int(added.item_ids[0])
         assert torch.equal(added.codes[0, :-1], model.code_table.codes[popular, :-1])  # same text -> same tuple
         users = top == popular  # [B]
-        scores = prefix_match_score_fn(model, added.item_ids, epsilon=0.1, k=10)(interaction)  # [B, n_items + 1]
+        groups = prefix_groups(prefix_codes(model, tiger["dataset"], added.item_ids))
+        scores = epsilon_retrieval(model.full_sort_predict, groups, added.item_ids, 0.1, [10])(interaction)[10]
         top10 = scores.topk(10, dim=1).indices  # [B, 10]
         assert (top10[users] == new_id).any(dim=1).all()  # generated for every user who gets `popular` first
         assert not (top10[~users] == new_id).any(dim=1).all()  # ... and not simply for everyone
@@ -421,8 +423,8 @@ def test_prorec_add_items_from_text_alone_keeps_existing_scores(tmp_path):
                tiny["train"].dataset).new_item_codes(text[1:2])
 
 
-def test_prefix_match_gives_new_items_their_generated_siblings_score(tiger):
-    from recbole_genrec.data.coldstart import prefix_match_score_fn
+def test_epsilon_retrieval_ranks_new_items_right_below_their_decoded_siblings(tiger):
+    from recbole_genrec.data.coldstart import epsilon_retrieval, prefix_codes, prefix_groups
 
     model = tiger["model"]
     interaction = next(iter(tiger["test"]))[0]
@@ -431,16 +433,246 @@ def test_prefix_match_gives_new_items_their_generated_siblings_score(tiger):
     try:
         added = model.add_items(embeddings=emb)
         plain = model.full_sort_predict(interaction)  # [B, n_items + 6]
-        scores = prefix_match_score_fn(model, added.item_ids, epsilon=0.2, k=10)(interaction)
-        codes = model.code_table.codes
         new = added.item_ids
-        changed = scores[:, new] != plain[:, new]  # [B, 6]
-        assert changed.any() and (changed.sum(dim=1) <= 2).all()  # at most epsilon * k = 2 per user
-        for b, j in changed.nonzero().tolist():
+        prefixes = prefix_codes(model, tiger["dataset"], new)
+        scores = epsilon_retrieval(model.full_sort_predict, prefix_groups(prefixes), new, 0.2, [10])(interaction)[10]
+        kept = torch.isfinite(scores[:, new])  # [B, 6]
+        assert kept.any() and (kept.sum(dim=1) <= 2).all()  # at most floor(epsilon * k) = 2 per user
+        for b, j in kept.nonzero().tolist():
             item = int(new[j])
-            siblings = ((codes[:n_items, :-1] == codes[item, :-1]).all(dim=1)).nonzero().flatten()
-            assert scores[b, item] == plain[b, siblings].max()  # the best generated sibling's beam score
+            decoded = (prefixes == prefixes[item]).all(dim=1) & torch.isfinite(plain[b])  # its prefix, in the beam
+            below = torch.nextafter(plain[b, decoded].max(), torch.tensor(INF))
+            assert scores[b, item] == torch.maximum(plain[b, item], below)  # right below the best of them
         assert torch.equal(scores[:, :n_items], plain[:, :n_items])  # existing items untouched
     finally:
         model.code_table.__init__(model.code_table.codes[:n_items].clone(), model.code_table.codebook_sizes)
         model.n_items = n_items
+
+
+# ----------------------------------------------------------------------------- the paper's retrieval (coldstart_epsilon)
+
+
+def fixed_case():
+    """8 items (0 = padding), prefixes of 2 codes; items 6 and 7 are new: 6 shares (0, 0) with items 1 and 2, 7 shares
+    (1, 1) with item 5. Three users' beams (``-inf`` = not decoded)."""
+    prefixes = torch.tensor([[-1, -1], [0, 0], [0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [1, 1]])
+    scores = torch.full((3, 8), INF)
+    scores[0, [1, 3, 4]] = torch.tensor([-1.0, -2.0, -3.0])  # decodes item 1: new item 6 is admitted below it
+    scores[1, [5, 7, 2]] = torch.tensor([-0.5, -0.7, -4.0])  # decodes new item 7 itself, and item 5 above it
+    scores[2, [4, 3]] = torch.tensor([-1.0, -2.0])  # no (0, 0) and no (1, 1) decoded: nothing admitted
+    return prefixes, scores, torch.tensor([6, 7])
+
+
+class FakeLoader(list):
+    """RecBole full-sort batches ``(interaction, history_index, positive_u, positive_i)``, one user per row."""
+
+
+def test_epsilon_rule_admits_by_prefix_and_caps_new_items_per_cutoff():
+    from recbole_genrec.data import coldstart
+
+    prefixes, scores, new = fixed_case()
+    groups = coldstart.prefix_groups(prefixes)
+    assert groups[0] == -1 and groups[1] == groups[2] == groups[6] and groups[5] == groups[7] != groups[6]
+    candidates = coldstart.new_item_candidates(scores, groups, new)  # [3, 2]
+    below = lambda x: torch.nextafter(torch.tensor(x), torch.tensor(INF))  # noqa: E731
+    assert candidates[0, 0] == below(-1.0) and candidates[0, 1] == INF  # right below item 1; 7 not admitted
+    assert candidates[1, 0] == below(-4.0) and candidates[1, 1] == below(-0.5)  # 7: below item 5, above its own -0.7
+    assert torch.isinf(candidates[2]).all()
+    ranked = coldstart.epsilon_scores(scores, groups, new, 0.1, [10, 20, 50])
+    for k, n_new in ((10, 1), (20, 2), (50, 2)):  # floor(0.1 * K) new items at most (2 exist)
+        assert (torch.isfinite(ranked[k][:, new]).sum(dim=1) <= n_new).all()
+        assert torch.equal(ranked[k][:, 1:6], scores[:, 1:6])  # existing items keep their beam scores
+    assert torch.isfinite(ranked[10][1, 7]) and not torch.isfinite(ranked[10][1, 6])  # the better one is kept
+    assert torch.isfinite(ranked[20][1, [6, 7]]).all()
+    order = torch.argsort(ranked[10][0], descending=True)[:2].tolist()
+    assert order == [1, 6]  # the admitted item sits right below the item whose prefix it shares
+    assert torch.isinf(coldstart.epsilon_scores(scores, groups, new, 0.0, [50])[50][:, new]).all()
+    assert coldstart.n_new_allowed(0.29, 100) == 29 and coldstart.n_new_allowed(0.05, 10) == 0
+    with pytest.raises(ValueError, match=r"coldstart_epsilon=1.5 must be a number in \[0, 1\]"):
+        coldstart.epsilon_retrieval(lambda i: scores, groups, new, 1.5, [10])
+
+    # evaluate takes the {K: scores} of the rule: the share of new items in every top K is within the cap
+    loader = FakeLoader([({"user": i}, None, torch.tensor([0]), torch.tensor([t])) for i, t in enumerate([6, 7, 6])])
+    users = torch.arange(3)
+    fn = coldstart.epsilon_retrieval(lambda inter: scores[users == inter["user"]], groups, new, 0.5, [2, 4])
+    metrics = coldstart.evaluate(fn, loader, new, k=[2, 4], n_items=8)
+    assert metrics["held_out_share@2"] == pytest.approx((1 + 1 + 0) / 6)  # floor(0.5 * 2) = 1 per user
+    assert metrics["held_out_share@4"] == pytest.approx((1 + 2 + 0) / 12)
+    assert metrics["held_out"]["Recall@2"] == pytest.approx(2 / 3) and metrics["held_out"]["targets"] == 3
+    assert metrics["held_out"]["NDCG@2"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(3)) / 3)  # both at rank 2
+
+
+def test_prefix_diagnostics_on_a_fixed_case():
+    from recbole_genrec.data import coldstart
+
+    prefixes, scores, new = fixed_case()
+    prefixes = torch.cat([prefixes, torch.tensor([[-1, -1]])])  # item 8: new, without a prefix (skipped by add_items)
+    scores = torch.cat([scores, torch.full((3, 1), INF)], dim=1)
+    held = torch.tensor([6, 7, 8])
+    groups = coldstart.prefix_groups(prefixes)
+    batch = ({}, None, torch.tensor([0, 1, 2, 0, 1]), torch.tensor([6, 7, 6, 8, 3]))  # the last target is warm
+    diag = coldstart.prefix_diagnostics(lambda _: scores, FakeLoader([batch]), held, groups, ks=[1, 2])
+    assert {k: diag[k] for k in ("held_out_targets", "without_prefix", "with_warm_prefix", "target_decoded",
+                                 "prefix_decoded")} == \
+        {"held_out_targets": 4, "without_prefix": 1, "with_warm_prefix": 3, "target_decoded": 1, "prefix_decoded": 2}
+    assert diag["prefix_decoded_rate"] == 0.5
+    # user 0: item 1 (-1.0) ahead of 6; user 1: item 5 (-0.5) ahead of 7; both first among the new items
+    assert diag["admitted_rank"] == {"n": 2, "median": 2.0, "mean": 2.0, "within@1": 0.0, "within@2": 1.0}
+    assert diag["admitted_rank_among_new"]["within@1"] == 1.0
+    # n_decoded: a model that scores every item decodes only its best n
+    dense = torch.linspace(-1, -2, 9).expand(3, 9).clone()  # item 1 best, ..., item 8 worst
+    diag = coldstart.prefix_diagnostics(lambda _: dense, FakeLoader([batch]), held, groups, ks=[10], n_decoded=2)
+    assert diag["prefix_decoded"] == 2 and diag["target_decoded"] == 0  # (0, 0) decoded via items 1-2; 7's is not
+    assert diag["admitted_rank"]["median"] == 2.0  # 6 is ranked right below item 1, ahead of item 2
+
+
+def test_score_cache_computes_each_batch_once():
+    from recbole.data.interaction import Interaction
+
+    from recbole_genrec.data.coldstart import ScoreCache
+
+    calls = []
+
+    def score_fn(interaction):
+        calls.append(1)
+        out = torch.full((len(interaction), 5), INF)
+        out[:, 1] = interaction["user_id"].float()
+        return out
+
+    cache = ScoreCache(score_fn)
+    a, b = Interaction({"user_id": torch.tensor([1, 2])}), Interaction({"user_id": torch.tensor([3, 4])})
+    first = [cache(a), cache(b)]
+    again = [cache(Interaction({"user_id": torch.tensor([1, 2])})), cache(b)]
+    assert len(calls) == 2 and all(torch.equal(x, y) for x, y in zip(first, again))
+
+
+@pytest.fixture(scope="module")
+def cold_runs(tmp_path_factory):
+    """One cold-start TIGER training (tiny, resumable), then tested with coldstart_epsilon 0.2, 0 and ~: the later runs
+    resume the finished state, so every report ranks with the same model."""
+    from conftest import recbole_argv, tiny_settings
+
+    from recbole_genrec import run_recbole_genrec
+
+    cache_dir = tmp_path_factory.mktemp("cold_eps")
+    runs = {}
+    for epsilon in (0.2, 0.0, None):
+        settings = tiny_settings(cache_dir, TIGER_SETTINGS, COLD, epochs=4, eval_step=4, coldstart_epsilon=epsilon,
+                                 resume_training=True, resume_name="tiger-cold")
+        with recbole_argv():
+            runs[epsilon] = run_recbole_genrec("TIGER", "tiny", config_dict=settings, saved=True)
+    return runs
+
+
+def test_coldstart_epsilon_key_changes_the_share_of_new_items_as_the_rule_says(cold_runs):
+    eps, zero, plain = (cold_runs[e]["coldstart"] for e in (0.2, 0.0, None))
+    assert eps["epsilon"] == 0.2 and plain["epsilon"] is None and "metrics_plain" not in plain
+    assert eps["metrics_plain"] == plain["metrics"]  # the same model and beam: only the ranking rule differs
+    for k in (5, 10):  # topk [5] and the protocol's 10
+        assert eps["metrics"][f"held_out_share@{k}"] <= np.floor(0.2 * k) / k + 1e-9
+        assert zero["metrics"][f"held_out_share@{k}"] == 0.0  # epsilon 0 ranks no new item
+    assert eps["metrics"]["held_out_share@10"] > 0.0  # the rule admits new items where 0 admits none
+    assert eps["metrics"]["held_out"]["Recall@10"] >= zero["metrics"]["held_out"]["Recall@10"]
+    diag = eps["diagnostics"]
+    assert diag["held_out_targets"] == eps["test_targets_held_out"] > 0
+    assert 0 < diag["prefix_decoded"] <= diag["held_out_targets"] - diag["without_prefix"]
+    assert diag["admitted_rank"]["n"] == diag["prefix_decoded"]
+
+
+def test_coldstart_epsilon_is_refused_where_it_cannot_apply(tmp_path):
+    from recbole_genrec.validation import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="genrec_coldstart is False"):
+        check_config(make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS, coldstart_epsilon=0.1))
+    with pytest.raises(ConfigError, match="coldstart_epsilon=1.5 is not allowed"):
+        check_config(make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS, COLD, coldstart_epsilon=1.5))
+    with pytest.raises(ConfigError, match="needs a model that decodes semantic IDs .* not SASRec"):
+        check_config(make_tiny_config("SASRec", tmp_path, {"eval_args": TIGER_SETTINGS["eval_args"]}, COLD,
+                                      coldstart_epsilon=0.1))
+    check_config(make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS, COLD, coldstart_epsilon=0.1))
+
+
+def test_recommend_marks_new_items_of_a_cold_start_run(cold_runs, tmp_path):
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.recommend import load_model, recommend
+
+    checkpoint = cold_runs[0.2]["checkpoint"]
+    loaded = load_model(checkpoint)
+    config, model, dataset = loaded[:3]
+    held = set(dataset.id2token(dataset.iid_field, coldstart.held_out_ids(config, dataset)).tolist())
+    marked = 0
+    for user in dataset.field2id_token[dataset.uid_field][1:40]:
+        rows = recommend(user=user, k=10, loaded=loaded).rows
+        assert all(("new" if r["item_id"] in held else "") == r["new"] for r in rows)
+        assert sum(r["new"] == "new" for r in rows) <= 2  # coldstart_epsilon 0.2 of the run: floor(0.2 * 10)
+        marked += sum(r["new"] == "new" for r in rows)
+    assert marked > 0  # the held-out items were added, as the evaluation adds them
+    assert (model.code_table.codes[coldstart.held_out_ids(config, dataset)] >= 0).all(dim=1).any()
+
+
+# ----------------------------------------------------------------------------- leak counts
+def cold_tiger(tmp_path, **overrides):
+    from recbole.utils import init_seed
+
+    from recbole_genrec.data import coldstart, create_dataset
+    from recbole_genrec.utils import get_model
+
+    config = make_tiny_config(overrides.pop("model", "TIGER"), tmp_path, TIGER_SETTINGS, COLD, **overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test, info = coldstart.data_preparation(config, dataset)
+    model = get_model(config["model"])(config, train._dataset)
+    return config, dataset, train, valid, info["held_out"], model
+
+
+def test_leak_counts_are_zero_under_the_protocol_and_count_every_mutant(tmp_path):
+    from recbole_genrec.data import coldstart, create_dataset
+
+    config, dataset, train, valid, held, model = cold_tiger(tmp_path)
+    counts = coldstart.leak_counts(config, dataset, train, valid, held, model)
+    assert {k: v for k, v in counts.items() if k != "details"} == {
+        "train_targets": 0, "train_histories": 0, "valid_targets": 0, "valid_histories": 0, "tokenizer_fit": 0,
+        "model_codes": 0, "negatives": 0}
+    assert counts["details"]["tokenizer_coded_items"] == 36 and "without negatives" in \
+        counts["details"]["negatives"]["source"]
+    # mutants: one held-out item in one training history, then as one training and one validation target
+    inter = train._dataset.inter_feat
+    seq, iid = train._dataset.item_id_list_field, train._dataset.iid_field
+    row = int((inter[train._dataset.item_list_length_field] >= 2).nonzero()[0])
+    inter.interaction[seq][row, 1] = held[0]
+    assert coldstart.leak_counts(config, dataset, train, valid, held)["train_histories"] == 1
+    inter.interaction[iid][[row, row + 1]] = held[1]
+    valid._dataset.inter_feat.interaction[iid][0] = held[2]
+    counts = coldstart.leak_counts(config, dataset, train, valid, held)
+    assert counts["train_targets"] == 2 and counts["valid_targets"] == 1
+    # a tokenizer fitted on every item (the hook without the protocol) coded the held-out items
+    fitted_on_all = make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS)
+    assert coldstart.leak_counts(config, create_dataset(fitted_on_all), train, valid, held)["tokenizer_fit"] == 4
+    # the model's own table once the held-out items are added
+    coldstart.add_held_out_items(model, dataset, held)
+    added = int((model.code_table.codes[held] >= 0).all(dim=1).sum())
+    assert added > 0 and coldstart.leak_counts(config, dataset, train, valid, held, model)["model_codes"] == added
+
+    class Drawing:  # a model drawing its own negatives, here nothing but held-out items
+        device, n_users = torch.device("cpu"), 10
+
+        def sample_negatives(self, users, num):
+            return held[torch.randint(len(held), (len(users), num))]
+
+    negatives = coldstart.negative_leaks(train, held, Drawing())
+    assert negatives["held_out"] == negatives["drawn"] == 64 * 1024
+
+
+def test_negative_leaks_count_the_training_loaders_negatives_and_keep_the_random_state(tmp_path):
+    from recbole_genrec.data import coldstart
+
+    sasrec = {"eval_args": TIGER_SETTINGS["eval_args"], "load_col": TIGER_SETTINGS["load_col"], "loss_type": "BPR",
+              "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}, "MAX_ITEM_LIST_LENGTH": 10}
+    config, dataset, train, valid, held, model = cold_tiger(tmp_path, model="SASRec", **sasrec)
+    state, np_state, loader_state = torch.get_rng_state(), np.random.get_state(), train.generator.get_state()
+    everything = torch.arange(1, dataset.item_num)  # a mutant: every item "held out", so every negative counts
+    counts = coldstart.negative_leaks(train, everything)
+    assert counts["drawn"] == counts["held_out"] == len(train._dataset.inter_feat) > 0
+    assert "RecBole's sampler" in counts["source"]
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(train.generator.get_state(), loader_state)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))

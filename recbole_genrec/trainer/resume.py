@@ -27,6 +27,7 @@ NOT_COMPARED = {
     "state", "log_wandb", "wandb_project", "device", "gpu_id", "use_gpu", "worker", "cpu_threads", "local_rank",
     "single_spec", "nproc", "world_size", "offset", "ip", "port", "resume_training", "resume_name",
     "train_time_budget_s", "eval_batch_size", "beam_batch_size", "genrec_count_flops", "results_dir",
+    "coldstart_epsilon",
 }
 
 

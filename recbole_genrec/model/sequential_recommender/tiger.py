@@ -29,7 +29,7 @@ Deviations from the paper (there is no official code):
   from the stored tokenizer, the collision level included (one past the largest extra code of their tuple), and
   compete in the constrained beam like every other item; the paper's cold-start experiment instead retrieves unseen
   items whose first levels match a generated ID and controls their share of the top K with a parameter
-  (epsilon). A new item whose extra code would exceed the trained extra level cannot be added (``on_overflow``).
+  (epsilon; here the evaluation key ``coldstart_epsilon``). A new item whose extra code would exceed the trained extra level cannot be added (``on_overflow``).
 """
 
 from typing import NamedTuple, Optional, Sequence, Tuple
