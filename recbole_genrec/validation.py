@@ -106,11 +106,12 @@ def integer_keys():
     """Keys whose every default in RecBole's and the plugin's yaml files is an integer (sizes, counts, steps)."""
     import yaml
 
-    from recbole_genrec.model_index import package_dir
-    from recbole_genrec.utils import properties_dir
+    from recbole_genrec.model_index import package_dir  # no import of torch or RecBole: the CLI checks with this
 
+    ours = package_dir("recbole_genrec")  # the plugin's yaml: inside the wheel, or properties/ of a checkout
     kinds = {}
-    for root in (os.path.join(package_dir("recbole"), "properties"), properties_dir()):
+    for root in (os.path.join(package_dir("recbole"), "properties"), os.path.join(ours, "properties"),
+                 os.path.join(os.path.dirname(ours), "properties")):
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
             try:
                 with open(path, encoding="utf-8") as f:
