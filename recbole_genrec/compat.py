@@ -288,7 +288,8 @@ def shim_drop_duplicates():
 
     def _load_inter_feat(self, token, dataset_path):
         original(self, token, dataset_path)
-        if not self.config["drop_duplicates"] or self.inter_feat is None:
+        wanted = self.config["drop_duplicates"]  # None without the plugin's yaml (stock RecBole): keep every row
+        if self.inter_feat is None or wanted is not True:
             return
         duplicated = _duplicated_rows(self.inter_feat)
         if not duplicated.any():

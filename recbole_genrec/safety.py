@@ -55,7 +55,7 @@ def pickle_cache_files(config):
     if not hasattr(module, name):  # RecBole's own choice of dataset class (recbole.data.utils.create_dataset)
         name = {ModelType.SEQUENTIAL: "SequentialDataset",
                 ModelType.KNOWLEDGE: "KnowledgeBasedDataset"}.get(config["MODEL_TYPE"], "Dataset")
-    folder = config["checkpoint_dir"] or "saved"
+    folder = config["checkpoint_dir"]
     dataset = config["dataset_save_path"] or os.path.join(folder, f"{config['dataset']}-{name}.pth")
     loaders = config["dataloaders_save_path"] or os.path.join(folder, f"{config['dataset']}-for-"
                                                                       f"{config['model']}-dataloader.pth")

@@ -487,8 +487,7 @@ def _check_duplicates(config, headers, sep, encoding):
     if config["drop_duplicates"]:
         logger.info(message + "; drop_duplicates: True drops them")
         return count
-    split = (config["eval_args"] or {}).get("split") or {}
-    if "LS" in split:
+    if "LS" in (config["eval_args"].get("split") or {}):
         raise DataError(message + " under leave-one-out (eval_args split LS), which inflates the test metrics. Remove "
                         "them from the file, or pass --drop_duplicates=True (drop_duplicates: True) to drop them")
     message += "; pass --drop_duplicates=True (drop_duplicates: True) to drop them"
