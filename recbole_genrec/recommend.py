@@ -3,7 +3,7 @@
 ::
 
     python -m recbole_genrec.recommend --checkpoint saved/TIGER-....pth --user 196 [--k 10]
-        [--history "242,302,377"] [--new-items new.tsv] [--keep-history]
+        [--history "242,302,377"] [--new-items new.tsv] [--keep-history] [--data_path DIR] [--trust-checkpoint]
 
 prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for generative models). The same is
 :func:`recommend` in Python, which returns a :class:`Recommendations`.
@@ -17,7 +17,9 @@ prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for g
   retraining, and may be used in ``--history``.
 * Unknown users or items raise :class:`ValueError` naming them. A user with no history gets the items with the
   most training interactions, and the result says so (``Recommendations.note``).
-* Checkpoints are loaded with ``weights_only=True`` (:func:`load_checkpoint`).
+* Checkpoints are loaded with ``weights_only=True`` (:func:`load_checkpoint`); ``--trust-checkpoint`` is the opt-in
+  for files that are not plain data. The data is read from ``--data_path`` (the folder holding ``<dataset>/``) or
+  searched as for training, never from a folder the checkpoint names.
 """
 
 import argparse
