@@ -101,7 +101,7 @@ def guarded_pickle_load(file, *args, **kwargs):
         raise UnsafeCheckpointError(_refusal(path, what))
     import pickle
 
-    return pickle.load(file, *args, **kwargs)
+    return pickle.load(file, *args, **kwargs)  # the documented opt-in (trust_checkpoint): runs the file's code
 
 
 def check_save_settings(config):
@@ -259,11 +259,20 @@ def check_yaml_structure(text, name):
                               f"contains it (a value that holds itself); write the value out instead of the alias")
 
 
+def _plain_yaml(text):
+    """``text`` parsed by :class:`ConfigLoader`: plain values only."""
+    loader = ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(text, name):
     """``text`` as plain yaml data; one-line :class:`SafetyError` naming ``name``, line and column otherwise."""
     try:
         check_yaml_structure(text, name)
-        return yaml.load(text, Loader=ConfigLoader)
+        return _plain_yaml(text)
     except yaml.constructor.ConstructorError as err:
         tag = re.search(r"tag '([^']+)'", str(err.problem))
         what = f"the YAML tag {tag.group(1).replace('tag:yaml.org,2002:', '!!')}" if tag else "a YAML tag"
@@ -326,7 +335,7 @@ def check_value_nesting(text, name):
 def yaml_value(text, name):
     """A command-line value read as yaml (plain data), refusing deep nesting and self-referencing aliases."""
     check_yaml_structure(text, name)
-    return yaml.load(text, Loader=ConfigLoader)
+    return _plain_yaml(text)
 
 
 # ----------------------------------------------------------------------------- install

@@ -381,11 +381,11 @@ def test_recommend_command_with_new_items(tiger, tiger_checkpoint, tmp_path, cap
     new = tmp_path / "new.tsv"
     new.write_text("item_id\ttitle\ncoffee-2\tcoffee grinder\n", encoding="utf-8")
     assert main(["--checkpoint", tiger_checkpoint, "--history", "i017,i018,i019,i021,coffee-2", "--k", "3",
-                 "--new-items", str(new)]) == 0
+                 "--new-items", str(new), "--data_path", DATA_ROOT]) == 0
     out = capsys.readouterr().out
     assert "given history: 5 history items" in out and "coffee-2" in out  # the new item is usable in a history
     assert out.count("\n") >= 5 and "code" in out
-    assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost"]) == 2
+    assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost", "--data_path", DATA_ROOT]) == 2
     assert "unknown user 'ghost'" in capsys.readouterr().err
 
 
