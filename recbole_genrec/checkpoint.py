@@ -16,7 +16,12 @@ A pickle can run any code when it is loaded, so every checkpoint the plugin read
   inert stand-in; yaml's ``FullLoader`` class is referenced, never used.
 * Checkpoints pickled with protocol 3+ (RecBole 1.2.1 writes protocol 4, which torch's ``weights_only``
   unpickler cannot parse) are read by Python's unpickler restricted to the same names (``find_class`` answers
-  only torch's own ``weights_only`` globals and :data:`ALLOW_LIST`): data only, as well.
+  only torch's own ``weights_only`` globals and :data:`ALLOW_LIST`) and, like torch's, building state only onto
+  instances of those classes (never onto a class, so a file cannot change ``yaml``'s loaders or
+  :class:`RestoredConfig` for the rest of the process): data only, as well.
+* A restored config is data, not instructions: keys that name files to load, turn trust on or select code
+  (:data:`UNRESTORED`) are dropped on load (:func:`restored_keys` says which), so the caller's own settings
+  (``trust_checkpoint``, ``data_path``) decide.
 * Anything else (an old checkpoint holding other objects, or a hostile file) is refused with
   :class:`UnsafeCheckpointError`, which names the opt-in: ``trust_checkpoint=True`` (config key / keyword),
   ``--trust-checkpoint`` on the command lines. The opt-in warns and loads with ``weights_only=False``, which
@@ -25,6 +30,8 @@ A pickle can run any code when it is loaded, so every checkpoint the plugin read
 
 import enum
 import logging
+import os
+from collections import OrderedDict
 import pickle
 import re
 import types
@@ -36,6 +43,8 @@ import yaml
 from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
 
 from recbole.config import Config
+
+from recbole_genrec.safety import ConfigLoader
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +85,38 @@ class RestoredConfig(Config):
         config.parameters = {k: list(v) for k, v in (state.get("parameters") or {}).items()}
         config.model, config.dataset = config.final_config_dict["model"], config.final_config_dict["dataset"]
         config.model_class = ModelClassRef
-        config.yaml_loader = yaml.FullLoader
+        config.yaml_loader = ConfigLoader
         config.external_config_dict, config.internal_config_dict = {}, {}
         return config
+
+
+# Keys of a restored config that name files to load, turn trust on or select code: never taken from a checkpoint.
+UNRESTORED = re.compile(r"^(trust_checkpoint|config_files|data_path|genrec_source_data_path|warm_up|save_dataset|"
+                        r"save_dataloaders|teacher|.*_save_path|.*_checkpoint|.*_pretrain_path|pre_model_path|"
+                        r"pretrain_path)$")
+
+
+def drop_unrestored(config):
+    """Remove the :data:`UNRESTORED` keys from a restored ``config`` (in place); ``{key: value}`` of those that were
+    set (``teacher`` stays when it names a known teacher network: it then selects no other code)."""
+    from recbole_genrec.safety import check_teacher
+
+    values = getattr(config, "final_config_dict", None)
+    if not isinstance(values, dict):
+        return {}
+    dropped = {}
+    for key in [k for k in values if isinstance(k, str) and UNRESTORED.match(k)]:
+        if key == "teacher" and check_teacher(values[key]) is None:
+            continue
+        value = values.pop(key)
+        if value not in (None, False, "", [], {}):
+            dropped[key] = value
+    return dropped
+
+
+def restored_keys(checkpoint):
+    """``{key: value}`` of the checkpoint's config that :func:`drop_unrestored` dropped on load."""
+    return dict(checkpoint.get("genrec_dropped_config") or {})
 
 
 def _numpy_globals():
@@ -102,6 +140,7 @@ ALLOW_LIST = [
     (RestoredConfig, "recbole_genrec.checkpoint.RestoredConfig"),
     *_ENUMS.values(),
     (yaml.FullLoader, "yaml.loader.FullLoader"),
+    (ConfigLoader, "recbole_genrec.safety.ConfigLoader"),
     *_numpy_globals(),
 ]
 _MODEL_GLOBAL = re.compile(r"^(recbole|recbole_genrec)\.model\.[A-Za-z0-9_.]+$")
@@ -197,11 +236,55 @@ def _allowed_names():
     return allowed
 
 
-def _restricted_pickle_module():
-    """A ``pickle_module`` for ``torch.load`` whose ``find_class`` answers only :func:`_allowed_names`."""
-    allowed = _allowed_names()
+def _buildable(inst, allowed_types):
+    """Whether ``BUILD`` may set state on ``inst``: instances of the allowed classes (torch's rule), never a class."""
+    return not isinstance(inst, type) and (type(inst) in allowed_types
+                                           or type(inst) in (torch.Tensor, torch.nn.Parameter, OrderedDict))
 
-    class Unpickler(pickle.Unpickler):
+
+def _restricted_pickle_module():
+    """A ``pickle_module`` for ``torch.load`` whose ``find_class`` answers only :func:`_allowed_names` and whose
+    ``BUILD``, ``APPEND(S)``, ``SETITEM(S)`` and ``ADDITEMS`` act only on instances of allowed classes and on plain
+    lists, dicts and sets (Python's pure unpickler, with those opcodes checked first)."""
+    allowed = _allowed_names()
+    allowed_types = {v for v in allowed.values() if isinstance(v, type)} | {ModelClassRef}
+
+    def refuse(what, target):
+        name = target.__qualname__ if isinstance(target, type) else type(target).__qualname__
+        kind = "the class" if isinstance(target, type) else "an instance of"
+        raise pickle.UnpicklingError(f"{what} on {kind} {name}")
+
+    def build(self):
+        inst, state = self.stack[-2], self.stack[-1]
+        if not _buildable(inst, allowed_types):
+            refuse("BUILD", inst)
+        states = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        for part in states:
+            if isinstance(part, dict) and any(not isinstance(k, str) or k.startswith("__") for k in part):
+                refuse("BUILD of a special attribute", inst)
+        base_build(self)
+
+    def checked(opcode, kind, below):
+        def load(self):  # the object the opcode changes: under the mark, or under its ``below`` operands
+            target = self.metastack[-1][-1] if below is None else self.stack[-1 - below]
+            if not isinstance(target, kind) or isinstance(target, type):
+                refuse(pickle_names[opcode], target)
+            base[opcode](self)
+        return load
+
+    base = pickle._Unpickler.dispatch
+    base_build = base[pickle.BUILD[0]]
+    pickle_names = {pickle.APPEND[0]: "APPEND", pickle.APPENDS[0]: "APPENDS", pickle.SETITEM[0]: "SETITEM",
+                    pickle.SETITEMS[0]: "SETITEMS", pickle.ADDITEMS[0]: "ADDITEMS"}
+    dispatch = dict(base)
+    dispatch[pickle.BUILD[0]] = build
+    dispatch[pickle.APPEND[0]] = checked(pickle.APPEND[0], list, below=1)
+    dispatch[pickle.APPENDS[0]] = checked(pickle.APPENDS[0], list, below=None)
+    dispatch[pickle.SETITEM[0]] = checked(pickle.SETITEM[0], dict, below=2)
+    dispatch[pickle.SETITEMS[0]] = checked(pickle.SETITEMS[0], dict, below=None)
+    dispatch[pickle.ADDITEMS[0]] = checked(pickle.ADDITEMS[0], set, below=None)
+
+    class Unpickler(pickle._Unpickler):
         def find_class(self, module, name):
             full = f"{module}.{name}"
             if full in allowed:
@@ -209,6 +292,8 @@ def _restricted_pickle_module():
             if _MODEL_GLOBAL.match(full):
                 return ModelClassRef
             raise pickle.UnpicklingError(f"GLOBAL {full} was not an allowed global")
+
+    Unpickler.dispatch = dispatch
 
     module = types.ModuleType("recbole_genrec_restricted_pickle")
     module.Unpickler = Unpickler
@@ -276,7 +361,78 @@ def load_checkpoint(path, trust_checkpoint=False, map_location="cpu"):
         checkpoint = dict(checkpoint, config=RestoredConfig.from_state(checkpoint["config"]))
         if checkpoint.get("other_parameter") is not None:
             checkpoint["other_parameter"] = decode(checkpoint["other_parameter"])
+    checkpoint["genrec_dropped_config"] = drop_unrestored(checkpoint.get("config"))
     return checkpoint
+
+
+def restore_config(checkpoint, path, data_path=None, trust_checkpoint=False):
+    """The config of a loaded checkpoint, ready to rebuild its run in this process.
+
+    The keys :func:`drop_unrestored` dropped are named in one message. ``data_path`` (a folder that holds
+    ``<dataset>/``) is the caller's: a checkpoint never chooses which files are read. Without it the dataset is
+    searched where every run searches (:func:`recbole_genrec.data.resolve_data_path`); the error then names the
+    folder the checkpoint was trained on. ``trust_checkpoint`` is the caller's as well.
+    """
+    from recbole_genrec.data import resolve_data_path
+
+    config = checkpoint["config"]
+    dropped = restored_keys(checkpoint)
+    trained_on = dropped.pop("genrec_source_data_path", None) or dropped.pop("data_path", None)
+    dropped.pop("data_path", None)
+    if dropped:
+        message = (f"checkpoint {path}: config keys {sorted(dropped)} are not restored (they name files to load, "
+                   f"turn trust on or select code); this run uses its own settings for them")
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+    config["single_spec"], config["local_rank"] = True, 0  # a multi-process run's checkpoint, reloaded in one
+    config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+    config["trust_checkpoint"] = bool(trust_checkpoint)
+    config["data_path"] = os.path.join(str(data_path), str(config["dataset"])) if data_path else None
+    try:
+        resolve_data_path(config)
+    except FileNotFoundError as err:
+        hint = f" (it was trained on {os.path.dirname(os.path.normpath(trained_on))})" if trained_on else ""
+        raise FileNotFoundError(f"{' '.join(str(err).split())} A checkpoint does not choose the data it is reloaded "
+                                f"with: pass data_path=<folder that contains {config['dataset']}/>{hint}, or "
+                                f"--data_path on the command line") from None
+    return config
+
+
+def _shape(value):
+    return list(value.shape) if hasattr(value, "shape") else type(value).__name__
+
+
+def check_checkpoint_model(checkpoint, path, model_name=None):
+    """The model name of ``checkpoint``; ``ValueError`` naming both when it is not ``model_name`` (when given)."""
+    config = checkpoint.get("config")
+    saved = config.get("model") if isinstance(config, dict) else config["model"] if config is not None else None
+    if model_name is not None and saved is not None and str(saved).lower() != str(model_name).lower():
+        raise ValueError(f"checkpoint {path} holds a {saved} model, but this run builds {model_name}: pass a "
+                         f"checkpoint of {model_name}, or run --model={saved} with this one")
+    return saved
+
+
+def load_weights(model, checkpoint, path, model_name=None):
+    """Load ``checkpoint``'s weights (and other parameters) into ``model``; a one-line ``ValueError`` naming the
+    file when the checkpoint is of another model (``model_name``: the model this run builds) or does not fit."""
+    saved = check_checkpoint_model(checkpoint, path, model_name)
+    state_dict = checkpoint["state_dict"]
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:
+        current = model.state_dict()
+        missing = [k for k in current if k not in state_dict]
+        extra = [k for k in state_dict if k not in current]
+        changed = [f"{k} {_shape(state_dict[k])} in the file, {_shape(current[k])} now" for k in current
+                   if k in state_dict and _shape(state_dict[k]) != _shape(current[k])]
+        parts = ([f"sizes differ ({'; '.join(changed[:3])})"] if changed else []) + \
+                ([f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {extra[:3]}"] if extra else [])
+        raise ValueError(
+            f"checkpoint {path} does not fit the {model_name or saved or type(model).__name__} built now: "
+            f"{', '.join(parts) or 'the weights do not load'}. The data or the settings changed since training (items, "
+            f"item texts and with them the semantic IDs, or model hyperparameters): retrain on the current data, or "
+            f"restore the files and settings the checkpoint was trained with") from None
+    model.load_other_parameter(checkpoint.get("other_parameter"))
 
 
 # ----------------------------------------------------------------------------- trainers
@@ -312,11 +468,7 @@ class PlainCheckpoints:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        if str(checkpoint["config"]["model"]).lower() != str(self.config["model"]).lower():
-            self.logger.warning(f"checkpoint {resume_file} is of model {checkpoint['config']['model']}, "
-                                f"this run trains {self.config['model']}")
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        load_weights(self.model, checkpoint, resume_file, self.config["model"])
         if checkpoint.get("optimizer") is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
@@ -325,8 +477,7 @@ class PlainCheckpoints:
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = load_checkpoint(checkpoint_file, self._trust(), map_location=self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            load_weights(self.model, checkpoint, checkpoint_file, self.config["model"])
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
 
@@ -360,5 +511,6 @@ def register_allow_list():
 
 register_allow_list()
 
-__all__ = ["ALLOW_LIST", "FORMAT", "PlainCheckpoints", "RestoredConfig", "UnsafeCheckpointError", "config_state",
-           "load_checkpoint", "plain_checkpoint_trainer", "save_checkpoint"]
+__all__ = ["ALLOW_LIST", "FORMAT", "PlainCheckpoints", "RestoredConfig", "UNRESTORED", "UnsafeCheckpointError",
+           "check_checkpoint_model", "config_state", "drop_unrestored", "load_checkpoint", "load_weights",
+           "plain_checkpoint_trainer", "restore_config", "restored_keys", "save_checkpoint"]

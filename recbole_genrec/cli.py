@@ -25,7 +25,7 @@ class UsageError(SystemExit):
     """A command-line argument that cannot be used (its message says which and how to fix it)."""
 
 
-def parse_value(text):
+def parse_value(text, name="the value"):
     """``--key=value`` text -> a Python literal, else a YAML value, else the string itself (never ``eval``)."""
     try:
         return ast.literal_eval(text)
@@ -33,8 +33,10 @@ def parse_value(text):
         pass
     import yaml
 
+    from recbole_genrec.safety import yaml_value
+
     try:
-        return yaml.safe_load(text)
+        return yaml_value(text, name)  # plain data; too deep or self-referencing: SafetyError
     except yaml.YAMLError:
         return text
 
@@ -42,14 +44,17 @@ def parse_value(text):
 def parse_config_overrides(extra):
     """``["--key=value", ...]`` -> ``{key: value}`` (values by :func:`parse_value`: ``--topk=[10,20]``,
     ``--metrics=[Recall,NDCG]``); anything else raises :class:`UsageError` with the expected form."""
+    from recbole_genrec.safety import check_value_nesting
+
     out = {}
     for arg in extra:
         if not arg.startswith("--") or "=" not in arg or not arg[2:].split("=", 1)[0]:
             raise UsageError(f"unrecognised argument {arg!r} (use --key=value for config keys; see --help)")
         key, value = arg[2:].split("=", 1)
-        if key in out and out[key] != parse_value(value):
+        check_value_nesting(value, f"--{key}")  # before any parser recurses into it
+        if key in out and out[key] != parse_value(value, f"--{key}"):
             raise UsageError(f"--{key} is given twice with different values; keep one")
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, f"--{key}")
     return out
 
 

@@ -6,6 +6,9 @@ with ``pkg_resources``. Each shim below repairs exactly one upstream break, is i
 where the break does not exist. ``apply()`` runs on ``import recbole_genrec``; the shims
 that need RecBole run when RecBole is imported (so the package imports fast for ``--help``).
 
+Three more shims guard rather than repair: the calls where RecBole would run code from a file or a setting
+(:mod:`recbole_genrec.safety`), ``data_path`` for ``ml-100k`` (RecBole ignores it) and ``drop_duplicates``.
+
 ``pandas>=3`` is not shimmed: it is excluded by the pin in ``pyproject.toml``.
 """
 
@@ -13,6 +16,7 @@ import contextlib
 import importlib.abc
 import importlib.metadata
 import importlib.util
+import os
 import sys
 import types
 
@@ -260,8 +264,79 @@ def shim_sine_anomaly():
         sys.meta_path.insert(0, _AfterImport(SINE_MODULE, wrap=_keep_anomaly_mode))
 
 
+# --------------------------------------------------------------------------------------------- guards and data
+@_once
+def shim_security_guards():
+    """RecBole unpickles its dataset/dataloader caches, ``eval``s settings (a config dict, KD_DAGFM's ``teacher``,
+    a tuning params file), reads LDiffRec's ``.npy`` with ``allow_pickle=True`` and config files with yaml's
+    ``FullLoader``: each call gets a guard that reads data only (:mod:`recbole_genrec.safety`)."""
+    from recbole_genrec import safety
+
+    safety.install()
+
+
+@_once
+def shim_ml_100k_data_path():
+    """RecBole's ``Config`` points ``data_path`` of ``ml-100k`` at its bundled copy, whatever the user set: a
+    ``data_path`` the user gives wins, as for every other dataset."""
+    from recbole.config import Config
+
+    original = Config._set_default_parameters
+    if getattr(original, "_genrec_fixed", False):
+        return
+
+    def _set_default_parameters(self):
+        original(self)
+        given = self.external_config_dict.get("data_path")
+        if self.dataset == "ml-100k" and given:
+            self.final_config_dict["data_path"] = os.path.join(given, self.dataset)
+
+    _set_default_parameters._genrec_fixed = True
+    Config._set_default_parameters = _set_default_parameters
+
+
+def _duplicated_rows(frame):
+    """Boolean mask of the rows of ``frame`` that repeat an earlier row in every column (sequence cells compared as
+    tuples)."""
+    keys = frame.copy()
+    for column in keys.columns:
+        if keys[column].dtype == object and len(keys) and isinstance(keys[column].iloc[0], np.ndarray):
+            keys[column] = keys[column].map(tuple)
+    return keys.duplicated(keep="first").to_numpy()
+
+
+@_once
+def shim_drop_duplicates():
+    """``drop_duplicates: True`` drops the interaction rows that repeat an earlier row in every loaded column (across
+    the parts of ``benchmark_filename`` too) right after RecBole loads them, and logs how many."""
+    from recbole.data.dataset import Dataset
+
+    original = Dataset._load_inter_feat
+    if getattr(original, "_genrec_fixed", False):
+        return
+
+    def _load_inter_feat(self, token, dataset_path):
+        original(self, token, dataset_path)
+        wanted = self.config["drop_duplicates"]  # None without the plugin's yaml (stock RecBole): keep every row
+        if self.inter_feat is None or wanted is not True:
+            return
+        duplicated = _duplicated_rows(self.inter_feat)
+        if not duplicated.any():
+            return
+        if getattr(self, "file_size_list", None):  # the parts of benchmark_filename: their sizes after the drop
+            bounds = np.cumsum([0] + list(self.file_size_list))
+            self.file_size_list = [int((~duplicated[a:b]).sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.inter_feat = self.inter_feat[~duplicated].reset_index(drop=True)
+        self.logger.warning(f"drop_duplicates: dropped {int(duplicated.sum())} duplicated interaction rows of "
+                            f"'{token}' (every loaded column equal to an earlier row)")
+
+    _load_inter_feat._genrec_fixed = True
+    Dataset._load_inter_feat = _load_inter_feat
+
+
 LIGHT_SHIMS = (shim_pkg_resources, shim_numpy_aliases)
-RECBOLE_SHIMS = (shim_checkpoint_allowlist, shim_dok_update, shim_item_metrics, shim_hyperopt_rng, shim_sine_anomaly)
+RECBOLE_SHIMS = (shim_checkpoint_allowlist, shim_dok_update, shim_item_metrics, shim_hyperopt_rng, shim_sine_anomaly,
+                 shim_security_guards, shim_ml_100k_data_path, shim_drop_duplicates)
 
 
 def apply_recbole_shims():

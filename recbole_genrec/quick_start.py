@@ -18,14 +18,15 @@ import torch
 from recbole.data.transform import construct_transform
 from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
+from recbole_genrec.checkpoint import (check_checkpoint_model, load_checkpoint, load_weights, plain_checkpoint_trainer,
+                                       restore_config)
 from recbole_genrec import threads
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
 from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
 from recbole_genrec.utils import get_model, get_trainer
 from recbole_genrec.trainer.resume import resumable
-from recbole_genrec.validation import check_config
+from recbole_genrec.validation import check_config, check_shared_protocol
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "load_col", "seed")
@@ -81,8 +82,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         group.adopt(config)
         check_config(config)
         threads.configure(config)  # cpu_threads, else OMP_NUM_THREADS / the CPUs this process may use
-        if model_file is not None:  # refuse a checkpoint that is not data before any work
-            load_checkpoint(model_file, bool(config["trust_checkpoint"]))
+        if model_file is not None:  # refuse a checkpoint that is not data, or of another model, before any work
+            check_checkpoint_model(load_checkpoint(model_file, bool(config["trust_checkpoint"])), model_file,
+                                   config["model"])
         init_seed(config["seed"], config["reproducibility"])
         # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
         for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
@@ -213,6 +215,7 @@ def run_side_by_side(models, dataset, config_file_list=None, config_dict=None, s
     from recbole_genrec.report import comparison_table, write_comparison
 
     protocol, first = shared_protocol(models, dataset, config_file_list, config_dict)
+    check_shared_protocol(models, dataset, config_file_list, config_dict, protocol)  # every row, before any trains
     getLogger().info(f"side-by-side protocol shared by {', '.join(models)}: {protocol}")
     results = []
     for name in models:
@@ -292,7 +295,7 @@ def _items_before_building(config):
     return tokens, source
 
 
-def load_data_and_model(model_file, trust_checkpoint=False):
+def load_data_and_model(model_file, trust_checkpoint=False, data_path=None):
     """Rebuild ``(config, model, dataset, train_data, valid_data, test_data)`` from a checkpoint.
 
     Mirrors ``recbole.quick_start.load_data_and_model``. The checkpoint is read as data
@@ -300,14 +303,12 @@ def load_data_and_model(model_file, trust_checkpoint=False):
     are not, which runs their code). Its config already points at the preprocessing cache, so no text is
     re-encoded when that is intact; the weights, and with them a generative model's code table, come from the
     checkpoint. When the dataset's items no longer match the checkpoint's vocabulary, a ``ValueError`` says
-    how many were added and removed, before any feature is rebuilt.
+    how many were added and removed, before any feature is rebuilt. ``data_path`` (the folder holding
+    ``<dataset>/``) is the caller's, as are ``trust_checkpoint`` and every file setting: see
+    :func:`recbole_genrec.checkpoint.restore_config`.
     """
     checkpoint = load_checkpoint(model_file, trust_checkpoint)
-    config = checkpoint["config"]
-    # A checkpoint of a multi-process run is reloaded in this single process.
-    config["single_spec"], config["local_rank"] = True, 0
-    config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
-    config["trust_checkpoint"] = bool(trust_checkpoint)
+    config = restore_config(checkpoint, model_file, data_path, trust_checkpoint)
     saved_tokens = checkpoint.get("item_tokens")
     if saved_tokens is not None:
         tokens, source = _items_before_building(config)
@@ -321,6 +322,5 @@ def load_data_and_model(model_file, trust_checkpoint=False):
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_weights(model, checkpoint, model_file)
     return config, model, dataset, train_data, valid_data, test_data

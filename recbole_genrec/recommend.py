@@ -3,7 +3,7 @@
 ::
 
     python -m recbole_genrec.recommend --checkpoint saved/TIGER-....pth --user 196 [--k 10]
-        [--history "242,302,377"] [--new-items new.tsv] [--keep-history]
+        [--history "242,302,377"] [--new-items new.tsv] [--keep-history] [--data_path DIR] [--trust-checkpoint]
 
 prints ``rank | item_id | title | score`` (plus ``code``, the semantic ID, for generative models, and ``new`` marking
 items no one trained on: the held-out items of a cold-start run, added as its evaluation adds them with
@@ -19,7 +19,9 @@ items no one trained on: the held-out items of a cold-start run, added as its ev
   retraining, and may be used in ``--history``.
 * Unknown users or items raise :class:`ValueError` naming them. A user with no history gets the items with the
   most training interactions, and the result says so (``Recommendations.note``).
-* Checkpoints are loaded with ``weights_only=True`` (:func:`load_checkpoint`).
+* Checkpoints are loaded with ``weights_only=True`` (:func:`load_checkpoint`); ``--trust-checkpoint`` is the opt-in
+  for files that are not plain data. The data is read from ``--data_path`` (the folder holding ``<dataset>/``) or
+  searched as for training, never from a folder the checkpoint names.
 """
 
 import argparse
@@ -57,8 +59,9 @@ class Recommendations:
 
 
 # ============================================================================= checkpoint -> model
-def load_checkpoint(path):
-    """The checkpoint dict, read with ``weights_only=True``.
+def load_checkpoint(path, trust_checkpoint=False):
+    """The checkpoint dict, read with ``weights_only=True`` (``trust_checkpoint``: the opt-in, see
+    :mod:`recbole_genrec.checkpoint`).
 
     Uses :func:`recbole_genrec.checkpoint.load_checkpoint` (plain-data checkpoints, RecBole's through an
     allow-list) when the plugin has it; otherwise ``torch.load(weights_only=True)`` with RecBole's enums allowed.
@@ -68,7 +71,7 @@ def load_checkpoint(path):
     except ImportError:
         plugin_loader = None
     if plugin_loader is not None:
-        return plugin_loader(path)
+        return plugin_loader(path, trust_checkpoint)
     from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
 
     with torch.serialization.safe_globals([ModelType, InputType, EvaluatorType, FeatureType, FeatureSource]):
@@ -110,20 +113,25 @@ def _config_from(checkpoint):
         sys.argv = saved_argv
 
 
-def load_model(checkpoint_path):
+def load_model(checkpoint_path, data_path=None, trust_checkpoint=False):
     """``(config, model, dataset, train_dataset, interactions)`` of a checkpoint, the model in eval mode.
+
+    ``data_path`` (the folder holding ``<dataset>/``) and ``trust_checkpoint`` are the caller's, never the
+    checkpoint's (:func:`recbole_genrec.checkpoint.restore_config`).
 
     ``interactions`` is the dataset's ``(user, item, time)`` table of internal ids, all splits, taken before
     RecBole turns sequential data into (history, target) samples."""
-    from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_genrec.data import coldstart, create_dataset
+    from recbole_genrec.checkpoint import drop_unrestored, load_weights, restore_config
+    from recbole_genrec.data import coldstart, create_dataset, data_preparation
     from recbole_genrec.utils import get_model
 
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = _config_from(checkpoint)
-    config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+    checkpoint = load_checkpoint(checkpoint_path, trust_checkpoint)
+    if isinstance(checkpoint.get("config"), dict):  # a config saved as a plain dict (trusted files only)
+        checkpoint["config"] = _config_from(checkpoint)
+        checkpoint["genrec_dropped_config"] = drop_unrestored(checkpoint["config"])
+    config = restore_config(checkpoint, checkpoint_path, data_path, trust_checkpoint)
     config["show_progress"] = False
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
@@ -134,8 +142,7 @@ def load_model(checkpoint_path):
     else:
         train_data = data_preparation(config, dataset)[0]
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_weights(model, checkpoint, checkpoint_path)
     model.eval()
     return config, model, dataset, train_data._dataset, interactions
 
@@ -236,13 +243,15 @@ def _scores(model, config, user, history):
         return model.full_sort_predict(interaction.to(model.device)).view(-1).float().cpu()
 
 
-def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, keep_history=False, loaded=None):
+def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, keep_history=False, loaded=None,
+              data_path=None, trust_checkpoint=False):
     r"""Top-``k`` items for ``user`` (raw id) or for ``history`` (list of raw item ids).
 
     Args:
         checkpoint: path of a checkpoint (or pass ``loaded=load_model(path)`` to reuse a loaded model).
         new_items: path of a TSV of new items (see the module docstring), added before ranking.
         keep_history: also rank the items of the history (excluded by default).
+        data_path, trust_checkpoint: the folder holding ``<dataset>/`` and the opt-in (see :func:`load_model`).
     Returns:
         :class:`Recommendations`.
     """
@@ -252,7 +261,8 @@ def recommend(checkpoint=None, user=None, k=10, history=None, new_items=None, ke
 
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    config, model, dataset, train_dataset, interactions = loaded if loaded is not None else load_model(checkpoint)
+    config, model, dataset, train_dataset, interactions = loaded if loaded is not None else \
+        load_model(checkpoint, data_path, trust_checkpoint)
     catalogue = _Catalogue(dataset)
     codes_of = None
     is_new, rerank = set(), None  # new items are marked in the output: held out of training, or --new-items
@@ -336,12 +346,16 @@ def main(argv=None):
                                           "user's own history; \"\" = no history)")
     parser.add_argument("--new-items", help="TSV with item_id and title columns: items added without retraining")
     parser.add_argument("--keep-history", action="store_true", help="also recommend items of the history")
+    parser.add_argument("--data_path", help="folder that holds <dataset>/ (default: searched as for training)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that is not plain data (runs code from the file; only for your own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     history = _split_ids(args.history) if args.history is not None else None
     try:
         result = recommend(args.checkpoint, user=args.user, k=args.k, history=history, new_items=args.new_items,
-                           keep_history=args.keep_history)
+                           keep_history=args.keep_history, data_path=args.data_path,
+                           trust_checkpoint=args.trust_checkpoint)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

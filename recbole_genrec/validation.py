@@ -29,11 +29,10 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- single values
 def _int(minimum):
     def check(value):
+        if isinstance(value, float) and value.is_integer():  # 64.0 or 1e3: read as a float, used as a size
+            return f"an integer >= {minimum} ({value!r} is a float: write {int(value)})"
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                return f"an integer >= {minimum}"
+            return f"an integer >= {minimum}"
         return None if value >= minimum else f"an integer >= {minimum}"
     return check
 
@@ -69,6 +68,23 @@ def _mapping(value):
     return None if value is None or isinstance(value, dict) else "a dict, e.g. {epochs: 200, lr: 0.001}"
 
 
+def _template(value):
+    if isinstance(value, str):
+        return None
+    return ("a text such as 'Title: {title}' (on the command line a bare {x} is read as a YAML mapping: quote it, "
+            "--text_template=\"'{title}'\")")
+
+
+def _teacher(value):
+    from recbole_genrec.safety import check_teacher
+
+    return check_teacher(value)
+
+
+def _flag(value):
+    return None if isinstance(value, bool) else "True or False"
+
+
 RULES = {
     "d_model": _int(1), "d_ff": _int(1), "d_kv": _int(1), "num_heads": _int(1),
     "num_encoder_layers": _int(1), "num_decoder_layers": _int(1),
@@ -81,12 +97,37 @@ RULES = {
     "text_max_length": _int(1), "text_batch_size": _int(1),
     "learning_rate": _number(0, low_open=True), "dropout_rate": _number(0, 1), "weight_decay": _number(0),
     "coldstart_epsilon": _number(0, 1, high_open=False),
+    "text_template": _template, "teacher": _teacher, "drop_duplicates": _flag, "trust_checkpoint": _flag,
 }
+_NOT_COUNTS = re.compile(r"ratio|resolution|thre?shold|^w_max$|^q$")  # integer defaults of real-valued settings
+
+
+@functools.lru_cache(maxsize=1)
+def integer_keys():
+    """Keys whose every default in RecBole's and the plugin's yaml files is an integer (sizes, counts, steps)."""
+    import yaml
+
+    from recbole_genrec.model_index import package_dir  # no import of torch or RecBole: the CLI checks with this
+
+    ours = package_dir("recbole_genrec")  # the plugin's yaml: inside the wheel, or properties/ of a checkout
+    kinds = {}
+    for root in (os.path.join(package_dir("recbole"), "properties"), os.path.join(ours, "properties"),
+                 os.path.join(os.path.dirname(ours), "properties")):
+        for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = yaml.safe_load(f)
+            except (OSError, yaml.YAMLError):
+                continue
+            for key, value in (data.items() if isinstance(data, dict) else ()):
+                if value is not None:
+                    kinds.setdefault(str(key), set()).add(type(value))
+    return frozenset(k for k, types in kinds.items() if types == {int} and not _NOT_COUNTS.search(k))
 
 
 def check_value(key, value):
     """Raise :class:`ConfigError` when ``value`` is not allowed for ``key`` (keys without a rule pass)."""
-    rule = RULES.get(key)
+    rule = RULES.get(key) or (_int(0) if key in integer_keys() and isinstance(value, float) else None)
     problem = rule(value) if rule is not None and value is not None else None
     if problem:
         raise ConfigError(f"{key}={value!r} is not allowed: {key} must be {problem} "
@@ -95,11 +136,17 @@ def check_value(key, value):
 
 def check_config(config):
     """Every rule of :data:`RULES` on ``config``, then the rules that tie keys together."""
+    from recbole_genrec.safety import check_save_settings
+
     for key in RULES:
         if key in config:
             check_value(key, config[key])
     if "coldstart_epsilon" in config and config["coldstart_epsilon"] is not None:
         _check_coldstart_epsilon(config)
+    for key, value in (getattr(config, "external_config_dict", None) or {}).items():
+        if key not in RULES:  # the user's own values of integer settings (a float there fails only later)
+            check_value(key, value)
+    check_save_settings(config)
     if "sid" in list(config["genrec_features"]):
         if config["beam_size"] is not None and config["topk"]:
             top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
@@ -124,6 +171,31 @@ def _check_coldstart_epsilon(config):
     if not issubclass(get_model(config["model"]), TIGER):
         raise ConfigError(f"coldstart_epsilon={epsilon} needs a model that decodes semantic IDs by beam search "
                           f"(TIGER, DiscRec, PRORec), not {config['model']}: set coldstart_epsilon: ~")
+
+
+def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):
+    """Every row of a side-by-side run (``--model=A,B``) can run under the shared ``protocol`` (the first model's):
+    checked for all rows before the first one trains, each problem named with its row and the fix."""
+    from recbole.utils import ModelType
+
+    from recbole_genrec.config import Config
+
+    first = models[0]
+    for name in models:
+        settings = dict(config_dict or {})
+        settings.update(protocol)
+        config = Config(name, dataset, config_file_list, settings)
+        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not _time_ordered(config):
+            order = (protocol.get("eval_args") or {}).get("order")
+            raise ConfigError(
+                f"side-by-side rows share the protocol of the first model, {first} (eval_args order {order!r}), but "
+                f"{name} is a sequential model, which needs the time order 'TO'. Put a sequential model first "
+                f"(--model={','.join([name] + [m for m in models if m != name])}), or give every row a time-ordered "
+                f"protocol (--config_files=properties/protocol/leave-one-out-20.yaml)")
+        try:
+            check_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
 def sid_param_names(method):
@@ -260,10 +332,13 @@ def _time_ordered(config):
 def check_atomic_files(config):
     """Check the dataset's atomic files against the protocol, before anything is built.
 
-    Errors (:class:`DataError`): a header field without a valid type; a time-ordered protocol (``eval_args``
-    order ``TO``, which every sequential model needs) without a loaded time field; ``nan`` timestamps under a
-    time-ordered protocol. Warnings with counts: ``nan`` timestamps otherwise, duplicate item ids in the item
-    file, interactions whose items have no text (for models that encode item text).
+    Errors (:class:`DataError`): a UTF-8 byte-order mark, bytes that are not ``encoding`` or an unclosed quote
+    (:func:`check_text_file`); a header field without a valid type; an interaction file without rows or without
+    the user or item column; a time-ordered protocol (``eval_args`` order ``TO``, which every sequential model
+    needs) without a loaded time field; ``nan`` timestamps under a time-ordered protocol; duplicated interaction
+    rows under leave-one-out. Warnings with counts: ``nan`` timestamps otherwise, duplicated interaction rows
+    otherwise, duplicate item ids in the item file, interactions whose items have no text (for models that encode
+    item text).
     """
     import pandas as pd
 
@@ -271,19 +346,24 @@ def check_atomic_files(config):
 
     dataset, folder = config["dataset"], config["data_path"]
     sep, encoding = config["field_separator"], config["encoding"] or "utf-8"
-    headers = {}
+    headers, rows = {}, {}
     for path in _atomic_files(folder, dataset):
         suffix = os.path.basename(path)[len(dataset) + 1:]  # "inter", or "train.inter" (benchmark_filename)
+        rows[suffix] = check_text_file(path, sep, encoding)
         headers[suffix] = (path, read_header(path, sep, encoding))
+    report = {}
+    for suffix, (path, fields) in headers.items():
+        if suffix == "inter" or suffix.endswith(".inter"):
+            _check_interaction_file(config, path, [n for n, _ in fields], rows[suffix])
+    report["duplicate_interactions"] = _check_duplicates(config, headers, sep, encoding)
     inter = headers.get("inter")
     if inter is None:
-        return {}
+        return report
     inter_path, inter_fields = inter
     names = [n for n, _ in inter_fields]
     loaded = _loaded(config, "inter", names)
     time_field = config["TIME_FIELD"]
     sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    report = {}
     if sequential or _time_ordered(config):
         if not time_field or time_field not in loaded:
             where = (f"is not a column of {inter_path}" if time_field not in names
@@ -332,6 +412,104 @@ def check_atomic_files(config):
     if "text_emb" in list(features) and iid in names and str(config["item_embedding_source"]) == "text":
         report["interactions_without_text"] = _interactions_without_text(config, inter_path, names, sep, encoding)
     return report
+
+
+def _line_and_column(raw, offset):
+    return raw.count(b"\n", 0, offset) + 1, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+
+
+def check_text_file(path, separator="\t", encoding="utf-8"):
+    """The number of rows of an atomic file (lines under the header); :class:`DataError` naming file, line and
+    column for a UTF-8 byte-order mark, bytes that are not ``encoding`` and a quote that its line does not close."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    encoding = encoding or "utf-8"
+    if raw.startswith(b"\xef\xbb\xbf") and encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+        raise DataError(f"{path}, line 1, column 1: the file starts with a UTF-8 byte-order mark (BOM), which RecBole "
+                        f"reads as part of the first column name; save the file as UTF-8 without a BOM, or set "
+                        f"encoding: utf-8-sig")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line, column = _line_and_column(raw, err.start)
+        raise DataError(f"{path}, line {line}, column {column}: byte {raw[err.start:err.start + 1]!r} is not valid "
+                        f"{encoding}; convert the file to {encoding} (e.g. iconv -f latin1 -t utf-8), or set encoding: "
+                        f"to the one it is written in (e.g. encoding: latin-1)") from None
+    lines = text.splitlines()
+    if '"' in text:  # RecBole's reader treats a field that starts with " as quoted, up to the closing "
+        for number, line in enumerate(lines, start=1):
+            column = 1
+            for field in line.split(separator or "\t"):
+                if field.startswith('"') and (len(field) < 2 or not field.endswith('"')):
+                    raise DataError(f"{path}, line {number}, column {column}: the value {field[:30]!r} opens a quote "
+                                    f"that its line does not close, so RecBole would read on to the end of the file "
+                                    f"as one value; remove the quote or close it")
+                column += len(field) + len(separator or "\t")
+    return sum(1 for line in lines[1:] if line.strip())
+
+
+def _check_interaction_file(config, path, names, rows):
+    """An interaction file has rows, and the user and item columns that the config names (and loads)."""
+    if rows == 0:
+        raise DataError(f"{path} has a header but no rows; add the interactions, one per line under the header")
+    loaded = _loaded(config, "inter", names)
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        field = config[key]
+        if not field:
+            continue
+        if field not in names:
+            raise DataError(f"{path}, line 1: {key}={field!r} is not a column of the header (columns: {names}); add "
+                            f"the column, or set {key} to the column that holds the ids (--{key}=<column>)")
+        if field not in loaded:
+            raise DataError(f"{path}: {key}={field!r} is a column but load_col does not load it (load_col: "
+                            f"{config['load_col']}); add '{field}' to load_col")
+
+
+def _check_duplicates(config, headers, sep, encoding):
+    """Count the interaction rows equal to an earlier row in every loaded column (over all parts of
+    ``benchmark_filename``). An error under leave-one-out (copies of a test target stay in training), a warning
+    otherwise; ``drop_duplicates: True`` drops them on load (:mod:`recbole_genrec.compat`)."""
+    import pandas as pd
+
+    from recbole_genrec.data import _benchmark_parts
+
+    parts = _benchmark_parts(config)
+    suffixes = [f"{p}.inter" for p in parts] if parts else ["inter"]
+    frames, paths = [], []
+    for suffix in suffixes:
+        if suffix not in headers:
+            continue
+        path, fields = headers[suffix]
+        names = [n for n, _ in fields]
+        loaded = _loaded(config, "inter", names)
+        if not loaded:
+            continue
+        frame = pd.read_csv(path, sep=sep, usecols=[names.index(n) for n in loaded], dtype=str, header=0,
+                            keep_default_na=False, encoding=encoding, engine="c")
+        frames.append(frame.set_axis(loaded, axis=1))
+        paths.append(path)
+    if not frames:
+        return 0
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    duplicated = table.duplicated(keep="first")
+    count = int(duplicated.sum())
+    if not count:
+        return 0
+    distinct = int(table[duplicated].drop_duplicates().shape[0])
+    example = table[duplicated].iloc[0].to_dict()
+    where = " and ".join(paths)
+    message = (f"{count} interaction rows of {where} repeat an earlier row in every loaded column ({distinct} distinct "
+               f"rows, e.g. {example}); copies of a row can land in both the training and the test split")
+    if config["drop_duplicates"]:
+        logger.info(message + "; drop_duplicates: True drops them")
+        return count
+    if "LS" in (config["eval_args"].get("split") or {}):
+        raise DataError(message + " under leave-one-out (eval_args split LS), which inflates the test metrics. Remove "
+                        "them from the file, or pass --drop_duplicates=True (drop_duplicates: True) to drop them")
+    message += "; pass --drop_duplicates=True (drop_duplicates: True) to drop them"
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return count
 
 
 def _interactions_without_text(config, inter_path, names, sep, encoding):

@@ -103,7 +103,7 @@ def test_wrong_embedding_dimension_is_named(tmp_path):
 
 
 # ----------------------------------------------------------------------------- TIGER.add_items
-from conftest import TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny  # noqa: E402
+from conftest import DATA_ROOT, TINY_T5, TINY_TIGER, make_tiny_config, prepare_tiny  # noqa: E402
 
 TIGER_SETTINGS = {**TINY_T5, **TINY_TIGER, "sid_method": "rkmeans", "sid_levels": 2, "sid_codebook_size": 8,
                   "epochs": 8, "eval_step": 8}
@@ -347,7 +347,7 @@ def tiger_checkpoint(tiger, tmp_path_factory):
 def test_recommend_for_a_user_in_raw_ids_and_titles(tiger, tiger_checkpoint):
     from recbole_genrec.recommend import load_model, recommend
 
-    loaded = load_model(tiger_checkpoint)
+    loaded = load_model(tiger_checkpoint, data_path=DATA_ROOT)
     result = recommend(user="u001", k=5, loaded=loaded)
     assert [r["rank"] for r in result.rows] == [1, 2, 3, 4, 5]
     assert all(r["item_id"].startswith("i0") and r["title"] and len(r["code"].split("-")) == 3 for r in result.rows)
@@ -368,7 +368,7 @@ def test_recommend_for_a_user_in_raw_ids_and_titles(tiger, tiger_checkpoint):
 def test_recommend_errors_and_cold_users(tiger_checkpoint):
     from recbole_genrec.recommend import load_model, recommend
 
-    loaded = load_model(tiger_checkpoint)
+    loaded = load_model(tiger_checkpoint, data_path=DATA_ROOT)
     with pytest.raises(ValueError, match="unknown user 'nobody'"):
         recommend(user="nobody", loaded=loaded)
     with pytest.raises(ValueError, match=r"unknown items \['i999', 'x'\]"):
@@ -383,11 +383,11 @@ def test_recommend_command_with_new_items(tiger, tiger_checkpoint, tmp_path, cap
     new = tmp_path / "new.tsv"
     new.write_text("item_id\ttitle\ncoffee-2\tcoffee grinder\n", encoding="utf-8")
     assert main(["--checkpoint", tiger_checkpoint, "--history", "i017,i018,i019,i021,coffee-2", "--k", "3",
-                 "--new-items", str(new)]) == 0
+                 "--new-items", str(new), "--data_path", DATA_ROOT]) == 0
     out = capsys.readouterr().out
     assert "given history: 5 history items" in out and "coffee-2" in out  # the new item is usable in a history
     assert out.count("\n") >= 5 and "code" in out
-    assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost"]) == 2
+    assert main(["--checkpoint", tiger_checkpoint, "--user", "ghost", "--data_path", DATA_ROOT]) == 2
     assert "unknown user 'ghost'" in capsys.readouterr().err
 
 

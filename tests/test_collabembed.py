@@ -14,7 +14,7 @@ import torch
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole.data import data_preparation
 
-from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny
+from conftest import DATA_ROOT, LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, prepare_tiny
 from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.collabembed import losses
 from recbole_genrec.collabembed.metrics import eval_transitions, next_item_recall
@@ -336,7 +336,7 @@ def test_end_to_end_run_exports_best_model_and_beats_raw_embeddings(tiny, monkey
     # the trainer trained the teacher once, on the training dataloader (same split as the fixture's)
     assert len(teacher_data) == 1 and isinstance(teacher_data[0], TrainDataLoader)
     assert len(teacher_data[0].dataset) == len(tiny["train"].dataset)
-    config, model, dataset, _, _, test_data = load_data_and_model(result["checkpoint"])
+    config, model, dataset, _, _, test_data = load_data_and_model(result["checkpoint"], data_path=DATA_ROOT)
     assert bool(model.teacher_ready)
     _, matrix, _ = genrec_cache.load_item_embeddings(os.path.join(str(tiny["cache"]), "tiny"), "collab")
     np.testing.assert_allclose(matrix, model.enhanced_embeddings(), rtol=0, atol=1e-6)  # best checkpoint exported

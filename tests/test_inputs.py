@@ -3,6 +3,7 @@ are validated before any work, reloads are self-contained, and side-by-side rows
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -335,14 +336,14 @@ def test_reload_uses_the_checkpoint_and_names_changed_items(tmp_path, monkeypatc
                                                                                 data_path=data))
     saved = torch.load(result["checkpoint"], weights_only=True)
     monkeypatch.setattr(text_encoder, "encode_texts", refuse_to_encode)  # the cache is intact: nothing to encode
-    config, model, *_ = load_data_and_model(result["checkpoint"])
+    config, model, *_ = load_data_and_model(result["checkpoint"], data_path=data)
     assert torch.equal(model.code_table.codes, saved["state_dict"]["code_table.codes"])
     inter = os.path.join(data, "tiny", "tiny.inter")
     with open(inter, "a", encoding="utf-8") as f:
         f.write("".join(f"u{u:03d}\ti041\t{900 + u}.0\t5.0\n" for u in range(1, 8)))
     with pytest.raises(ValueError, match="trained on 40 items.*now has 41: 1 items added \\(e.g. \\['i041'\\]\\) "
                                          "and 0 removed.*Rebuild: retrain"):
-        load_data_and_model(result["checkpoint"])
+        load_data_and_model(result["checkpoint"], data_path=data)
 
 
 # ----------------------------------------------------------------------------- side by side
@@ -378,3 +379,167 @@ def test_side_by_side_rows_share_one_protocol(tmp_path, monkeypatch):
     assert all(" |  |" not in line for line in table.splitlines()[2:4])  # no blank cells
     md = open(paths[2], encoding="utf-8").read()
     assert "Shared by every row" in md and "`MAX_ITEM_LIST_LENGTH` = `20`" in md
+
+
+# ----------------------------------------------------------------------------- every error one line: file, key, fix
+def test_wrong_value_types_are_one_line_errors_before_torch_is_imported():
+    for args, expected in (
+        (["--model=TIGER", "--d_model=64.0"], "d_model=64.0 is not allowed: d_model must be an integer >= 1 (64.0 is "
+                                              "a float: write 64)"),
+        (["--model=BPR", "--train_batch_size=1e3"], "train_batch_size=1000.0 is not allowed: train_batch_size must be "
+                                                    "an integer >= 1 (1000.0 is a float: write 1000)"),
+        (["--model=SASRec", "--hidden_size=64.0"], "hidden_size=64.0 is not allowed"),  # an integer of RecBole's yaml
+        (["--model=TIGER", "--text_template={x}"], "text_template={'x': None} is not allowed: text_template must be a "
+                                                   "text such as 'Title: {title}'"),
+        (["--model=BPR", "--x=" + "[" * 5000], "--x: the value nests 5000 levels deep (at most 64)"),
+        (["--model=BPR", "--x=&a [*a]"], "--x, line 1, column 5: alias *a refers to the value that contains it"),
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)
+
+
+def test_floats_for_integer_settings_in_a_config_file_fail_the_checks(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("d_model: 64.0\n", encoding="utf-8")
+    config = Config(model="TIGER", dataset="tiny", config_file_list=[str(path)], config_dict={"data_path": DATA_ROOT})
+    with pytest.raises(ConfigError, match=r"d_model=64.0 is not allowed.*write 64"):
+        check_config(config)
+    config = Config(model="BPR", dataset="tiny", config_dict={"data_path": DATA_ROOT, "learning_rate": 1,
+                                                              "embedding_size": 16})
+    check_config(config)  # an integer where a float is expected is fine
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("epochs: 1\nx: " + "[" * 5000 + "\n", r"line 2, column 67: the value nests more than 64 levels deep"),
+    ("epochs: 1\nx: &a [1, *a]\n", r"line 2, column 11: alias \*a refers to the value that contains it"),
+    ("- 1\n- 2\n", r"a config file is a mapping of 'key: value' lines"),
+    ("epochs: [1\n", r"line 2, column 1: .*; fix the YAML syntax there"),
+])
+def test_config_file_problems_name_file_line_and_column(tmp_path, text, expected):
+    from recbole_genrec.safety import SafetyError
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with recbole_argv(), pytest.raises(SafetyError, match=re.escape(str(path)) + ".*" + expected):
+        Config(model="BPR", dataset="tiny", config_file_list=[str(path)], config_dict={"data_path": DATA_ROOT})
+
+
+def test_latin_1_config_file_names_line_and_column(tmp_path):
+    from recbole_genrec.safety import SafetyError
+
+    path = tmp_path / "run.yaml"
+    path.write_bytes("epochs: 1\n# caf\xe9\n".encode("latin-1"))
+    with recbole_argv(), pytest.raises(SafetyError, match=re.escape(f"{path}, line 2, column 6: byte b'\\xe9'")):
+        Config(model="BPR", dataset="tiny", config_file_list=[str(path)], config_dict={"data_path": DATA_ROOT})
+
+
+def _drop_item_column(lines):
+    return ["\t".join(line.split("\t")[:1] + line.split("\t")[2:]) for line in lines]
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda lines: ["\ufeff" + lines[0]] + lines[1:],
+     r"tiny.inter, line 1, column 1: the file starts with a UTF-8 byte-order mark .*encoding: utf-8-sig"),
+    (_drop_item_column, r"tiny.inter, line 1: ITEM_ID_FIELD='item_id' is not a column of the header \(columns: "
+                        r"\['user_id', 'timestamp', 'rating'\]\); add the column, or set ITEM_ID_FIELD"),
+    (lambda lines: lines[:1], r"tiny.inter has a header but no rows; add the interactions"),
+    (lambda lines: [lines[0], lines[1].replace("i015", '"i015')] + lines[2:],
+     r"tiny.inter, line 2, column 6: the value '\"i015' opens a quote that its line does not close"),
+])
+def test_atomic_file_defects_name_file_line_and_fix(tmp_path, edit, expected):
+    data = copy_tiny(tmp_path, inter=edit)
+    with pytest.raises(DataError, match=expected):
+        check_atomic_files(config_on("BPR", data, tmp_path / "cache"))
+
+
+def test_latin_1_bytes_in_an_atomic_file_name_line_and_column(tmp_path):
+    data = copy_tiny(tmp_path)
+    inter = os.path.join(data, "tiny", "tiny.inter")
+    lines = open(inter, encoding="utf-8").read().splitlines()
+    lines[2] = lines[2].replace("u001", "u\xe9")
+    with open(inter, "wb") as f:
+        f.write(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"tiny.inter, line 3, column 2: byte b'\\xe9' is not valid utf-8.*"
+                                        r"encoding: latin-1"):
+        check_atomic_files(config_on("BPR", data, tmp_path / "cache"))
+    config = config_on("BPR", data, tmp_path / "cache", encoding="latin-1")
+    check_atomic_files(config)  # the fix the message names
+
+
+def test_a_data_defect_is_one_line_exit_2_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from recbole_genrec import cli
+
+    data = copy_tiny(tmp_path, inter=lambda lines: ["\ufeff" + lines[0]] + lines[1:])
+    monkeypatch.chdir(tmp_path)  # RecBole's log folder
+    assert cli.main(["--model=BPR", "--dataset=tiny", f"--data_path={data}", "--state=ERROR"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run_recbole_genrec.py:")]
+    assert len(errors) == 1 and "tiny.inter, line 1, column 1: the file starts with a UTF-8 byte-order" in errors[0]
+
+
+def test_duplicated_interactions_are_counted_an_error_under_leave_one_out_and_dropped_on_request(tmp_path):
+    from recbole_genrec.data import create_dataset
+
+    data = copy_tiny(tmp_path, inter=lambda lines: lines + lines[1:11] + lines[5:8])
+    loo = {"eval_args": LOO_EVAL_ARGS, "load_col": TINY_LOAD_COL}
+    with pytest.raises(DataError, match=r"13 interaction rows of .*tiny.inter repeat an earlier row in every loaded "
+                                        r"column \(10 distinct rows.*leave-one-out.*--drop_duplicates=True"):
+        check_atomic_files(config_on("SASRec", data, tmp_path / "cache", **loo))
+    with pytest.warns(UserWarning, match=r"13 interaction rows .* repeat an earlier row"):
+        report = check_atomic_files(config_on("BPR", data, tmp_path / "cache", **RANDOM_SPLIT))
+    assert report["duplicate_interactions"] == 13
+    dropped = create_dataset(config_on("SASRec", data, tmp_path / "cache", drop_duplicates=True, **loo))
+    clean = create_dataset(config_on("SASRec", copy_tiny(tmp_path / "clean"), tmp_path / "cache", **loo))
+    assert dropped.inter_num == clean.inter_num == 1077
+
+
+def test_data_path_wins_for_ml_100k_too(tmp_path):
+    config = Config(model="BPR", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    assert config["data_path"] == os.path.join(str(tmp_path), "ml-100k")
+    assert os.path.normpath(Config(model="BPR", dataset="ml-100k")["data_path"]).endswith(
+        os.path.join("recbole", "dataset_example", "ml-100k"))  # unset: RecBole's bundled copy, as before
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_any_work(tmp_path, monkeypatch):
+    from recbole_genrec import quick_start
+    from recbole_genrec.checkpoint import save_checkpoint
+
+    config = make_tiny_config("SASRec", tmp_path, {"eval_args": LOO_EVAL_ARGS, "load_col": TINY_LOAD_COL})
+    path = save_checkpoint(str(tmp_path / "sasrec.pth"), config, {})
+    monkeypatch.setattr(quick_start, "create_dataset", lambda config: pytest.fail("data was built first"))
+    with recbole_argv(), pytest.raises(ValueError, match=r"sasrec.pth holds a SASRec model, but this run builds "
+                                                         r"GRU4Rec: pass a checkpoint of GRU4Rec, or run "
+                                                         r"--model=SASRec"):
+        quick_start.run("GRU4Rec", "tiny", config_dict=tiny_settings(tmp_path, eval_args=LOO_EVAL_ARGS,
+                                                                     load_col=TINY_LOAD_COL), model_file=path)
+
+
+def test_side_by_side_conflicts_are_explained_before_any_row_trains(tmp_path, monkeypatch):
+    from recbole_genrec import quick_start
+
+    monkeypatch.setattr(quick_start, "run_recbole_genrec", lambda *a, **k: pytest.fail("a row trained first"))
+    with recbole_argv(), pytest.raises(ConfigError, match=r"share the protocol of the first model, BPR \(eval_args "
+                                                          r"order 'RO'\), but TIGER is a sequential model.*"
+                                                          r"--model=TIGER,BPR.*leave-one-out-20.yaml"):
+        quick_start.run_side_by_side(["BPR", "TIGER"], "tiny", config_dict=tiny_settings(tmp_path))
+
+
+def test_reload_after_item_texts_changed_says_what_changed(tmp_path, monkeypatch):
+    from recbole_genrec import load_data_and_model, run_recbole_genrec
+
+    monkeypatch.setattr(text_encoder, "encode_texts", fake_encode)
+    data = copy_tiny(tmp_path)
+    with recbole_argv():
+        result = run_recbole_genrec("TIGER", "tiny", config_dict=tiny_settings(tmp_path / "cache", TIGER_RUN,
+                                                                                data_path=data))
+    item = os.path.join(data, "tiny", "tiny.item")
+    lines = open(item, encoding="utf-8").read().splitlines()
+    same = ["\t".join([line.split("\t")[0], "one text", "same", "brand"]) for line in lines[1:13]]
+    with open(item, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:1] + same + lines[13:]) + "\n")  # 12 items with one text: new codes, more collisions
+    with pytest.raises(ValueError) as err:
+        load_data_and_model(result["checkpoint"], data_path=data)
+    message = str(err.value)
+    assert "\n" not in message and result["checkpoint"] in message
+    assert "does not fit the TIGER built now: sizes differ" in message and "item texts" in message

@@ -258,6 +258,8 @@ def test_level_usage_counts_the_split_given_the_prefix():
     assert usage[0]["perplexity"] == pytest.approx(3.0)
     # given the prefix, level 2 splits prefixes 0 and 1 two ways and prefix 2 not at all
     assert usage[1]["conditional_perplexity"] == pytest.approx(np.exp(np.log(2) * 4 / 6))
+    # the most it could: 6 items over prefixes of perplexity 3 -> 2 ways
+    assert usage[0]["max_split"] == pytest.approx(6.0) and usage[1]["max_split"] == pytest.approx(2.0)
 
 
 def _prorec_yaml_defaults():

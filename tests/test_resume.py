@@ -121,6 +121,14 @@ def test_resume_state_of_another_config_is_refused_naming_the_key(tmp_path):
         assert same.fit(train, valid, saved=False)[0] == trainer.best_valid_score
 
 
+def test_config_differences_compare_the_keys_both_sides_have():
+    from recbole_genrec.trainer.resume import config_differences
+
+    saved = {"learning_rate": 0.01, "epochs": 5, "removed_key": 1, "data_path": "/a"}
+    current = {"learning_rate": 0.01, "epochs": 6, "new_key": False, "data_path": "/b"}
+    assert config_differences(saved, current) == ["epochs: 5 there, 6 here"]
+
+
 def test_resume_state_of_other_data_is_refused(tmp_path):
     from recbole_genrec.trainer import resume
 

@@ -18,8 +18,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.transform import construct_transform
 from recbole.utils import get_flops, init_seed
 
-from conftest import (LOO_EVAL_ARGS, TINY_T5, TINY_TIGER, make_tiny_config, popularity_recall, prepare_tiny,
-                      recbole_argv, tiny_settings)
+from conftest import (DATA_ROOT, LOO_EVAL_ARGS, TINY_T5, TINY_TIGER, make_tiny_config, popularity_recall,
+                      prepare_tiny, recbole_argv, tiny_settings)
 from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.trainer import GenerativeTrainer, TIGERTrainer
@@ -119,7 +119,7 @@ def test_checkpoint_round_trip_recommends_identically(tiny):
     checkpoint = tiny["trainer"].saved_model_file
     state = torch.load(checkpoint, weights_only=False, map_location="cpu")
     assert "code_table.codes" in state["state_dict"] and "code_table.prefix_keys_0" in state["state_dict"]
-    _, loaded, _, _, _, test_data = load_data_and_model(checkpoint)
+    _, loaded, _, _, _, test_data = load_data_and_model(checkpoint, data_path=DATA_ROOT)
     interaction = next(iter(test_data))[0]
     seq, seq_len = interaction[loaded.ITEM_SEQ], interaction[loaded.ITEM_SEQ_LEN]
     assert torch.equal(loaded.code_table.codes, tiny["model"].code_table.codes)

@@ -18,6 +18,7 @@ import recbole
 from recbole.data import create_dataset as recbole_create_dataset
 
 from recbole_genrec.data.sampling import data_preparation
+from recbole_genrec.safety import check_pickle_caches, pickle_caches_allowed
 
 
 def _benchmark_parts(config):
@@ -42,7 +43,7 @@ def resolve_data_path(config):
     """
     dataset = config["dataset"]
     configured = config["data_path"]
-    candidates = [configured]
+    candidates = [configured] if configured else []  # a restored config has none: the search below finds it
     roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
              os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
     candidates += [os.path.join(r, dataset) for r in roots if r]
@@ -76,6 +77,7 @@ def create_dataset(config):
     run the preprocessing hook if the model needs text embeddings or semantic IDs, then build RecBole's
     dataset (which reads the registered features)."""
     resolve_data_path(config)
+    check_pickle_caches(config)  # RecBole would unpickle its saved dataset/dataloaders: refused unless trusted
     # here, not at module level: `import recbole_genrec` stays light (the hook loads pandas, faiss, the encoders)
     from recbole_genrec.preprocess.hook import prepare_features
     from recbole_genrec.validation import check_atomic_files
@@ -83,7 +85,8 @@ def create_dataset(config):
     check_atomic_files(config)  # headers, time field, nan timestamps, duplicate ids, items without text
 
     prepare_features(config)
-    return recbole_create_dataset(config)
+    with pickle_caches_allowed(config):
+        return recbole_create_dataset(config)
 
 
 __all__ = ["create_dataset", "data_preparation", "resolve_data_path"]

@@ -85,8 +85,12 @@ def apply_train_sampling(config, train_data):
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``; the training loader follows ``train_sampling``."""
-    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    """RecBole's ``data_preparation`` (its dataloader cache unpickled only with ``trust_checkpoint``); the training
+    loader follows ``train_sampling``."""
+    from recbole_genrec.safety import pickle_caches_allowed
+
+    with pickle_caches_allowed(config):
+        train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     return apply_train_sampling(config, train_data), valid_data, test_data
 
 

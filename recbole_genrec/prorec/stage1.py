@@ -237,16 +237,18 @@ def quantise(emb, params, seed, show_progress=False):
 
 
 def level_usage(codes):
-    r"""Per level of `(N, L)` codes: distinct codes, perplexity of the marginal code distribution, and the
-    perplexity *given the previous levels' prefix* (how many ways a level splits the items that share a prefix:
-    1.0 = the level adds nothing)."""
+    r"""Per level of `(N, L)` codes: distinct codes, perplexity of the marginal code distribution, the perplexity
+    *given the previous levels' prefix* (how many ways a level splits the items that share a prefix: 1.0 = the level
+    adds nothing) and ``max_split``, the most it could split them (``N / exp(H(prefix))``: a level cannot split items
+    that the previous levels already set apart)."""
     codes = np.asarray(codes, dtype=np.int64)
+    n = codes.shape[0]
     out = []
     for level in range(codes.shape[1]):
         _, counts = np.unique(codes[:, level], return_counts=True)
         marginal = float(np.exp(_entropy(counts)))
         if level == 0:
-            conditional = marginal
+            conditional, h_prefix = marginal, 0.0
         else:
             _, prefix_ids = np.unique(codes[:, :level], axis=0, return_inverse=True)
             _, joint_ids = np.unique(codes[:, : level + 1], axis=0, return_inverse=True)
@@ -254,7 +256,7 @@ def level_usage(codes):
             h_prefix = _entropy(np.bincount(prefix_ids.reshape(-1)))
             conditional = float(np.exp(h_joint - h_prefix))
         out.append({"level": level + 1, "distinct": int(counts.size), "perplexity": marginal,
-                    "conditional_perplexity": conditional})
+                    "conditional_perplexity": conditional, "max_split": float(n * np.exp(-h_prefix))})
     return out
 
 
@@ -269,6 +271,8 @@ def level_usage_problems(usage, min_conditional_perplexity=2.0):
     fewer than ``min_conditional_perplexity`` ways): a list of readable strings, empty when every level is used."""
     return [f"level {u['level']}: {u['distinct']} distinct codes, perplexity {u['perplexity']:.1f}, "
             f"{u['conditional_perplexity']:.2f} given the previous levels"
+            + (f" (at most {u['max_split']:.2f}: the previous levels already set the items apart)"
+               if "max_split" in u else "")
             for u in usage if u["conditional_perplexity"] < min_conditional_perplexity]
 
 

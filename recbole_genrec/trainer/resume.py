@@ -54,12 +54,14 @@ def data_fingerprint(train_data, valid_data=None):
 
 
 def config_differences(saved, current, limit=5):
-    """``["key: saved -> current", ...]`` for compared keys whose values differ."""
+    """``["key: saved -> current", ...]`` for compared keys whose values differ. A key that only one side has comes
+    from another version of the plugin (a new setting at its default, or a removed one), not from the user's config,
+    and is not compared."""
     diffs = []
-    for key in sorted(set(saved) | set(current), key=str):
+    for key in sorted(set(saved) & set(current), key=str):
         if key in NOT_COMPARED:
             continue
-        a, b = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        a, b = saved[key], current[key]
         if repr(a) != repr(b):
             diffs.append(f"{key}: {a!r} there, {b!r} here")
     return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
