@@ -596,8 +596,7 @@ def test_recommend_marks_new_items_of_a_cold_start_run(cold_runs, tmp_path):
     from recbole_genrec.data import coldstart
     from recbole_genrec.recommend import load_model, recommend
 
-    checkpoint = cold_runs[0.2]["checkpoint"]
-    loaded = load_model(checkpoint)
+    loaded = load_model(cold_runs[0.2]["checkpoint"], data_path=DATA_ROOT)
     config, model, dataset = loaded[:3]
     held = set(dataset.id2token(dataset.iid_field, coldstart.held_out_ids(config, dataset)).tolist())
     marked = 0
