@@ -111,13 +111,14 @@ TIGER_SETTINGS = {**TINY_T5, **TINY_TIGER, "sid_method": "rkmeans", "sid_levels"
 def train_tiny(model_name, cache_dir, **overrides):
     from recbole.utils import init_seed
 
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     tiny = prepare_tiny(make_tiny_config(model_name, cache_dir, TIGER_SETTINGS, **overrides))
     config = tiny["config"]
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, tiny["train"].dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(tiny["train"], tiny["valid"], saved=False)
     model.eval()
     return dict(tiny, model=model)

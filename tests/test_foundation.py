@@ -40,16 +40,24 @@ def test_unknown_model_lists_models():
     assert "AlphaRec" in message and "SASRec" in message and "NGCF" in message
 
 
-def test_get_trainer_fallback():
+def test_get_trainer_looks_up_and_trainer_class_composes(tmp_path):
     from recbole.trainer import Trainer, TraditionalTrainer
     from recbole.utils import ModelType
 
+    from recbole_genrec.checkpoint import PlainCheckpoints
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.trainer import GenerativeTrainer
+    from recbole_genrec.trainer.events import RunEvents
     from recbole_genrec.trainer.fast_eval import FastFullSortEvalMixin
 
-    bpr_trainer = get_trainer(ModelType.GENERAL, "BPR")  # RecBole's Trainer with the fast full-sort evaluation
-    assert issubclass(bpr_trainer, Trainer) and issubclass(bpr_trainer, FastFullSortEvalMixin)
-    assert bpr_trainer.fit is Trainer.fit and get_trainer(ModelType.GENERAL, "BPR") is bpr_trainer
+    assert get_trainer(ModelType.GENERAL, "BPR") is Trainer  # a lookup: RecBole's choice
     assert get_trainer(ModelType.TRADITIONAL, "ItemKNN") is TraditionalTrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "TIGER") is GenerativeTrainer  # the plugin's <Model>Trainer
+    bpr = trainer_class(Config("BPR", "tiny", config_dict=tiny_config(tmp_path)))
+    assert bpr.__mro__[1:5] == (RunEvents, PlainCheckpoints, FastFullSortEvalMixin, Trainer)
+    assert bpr.fit is Trainer.fit and trainer_class(Config("BPR", "tiny", config_dict=tiny_config(tmp_path))) is bpr
+    tiger = trainer_class(Config("TIGER", "tiny", config_dict=tiny_config(tmp_path)))
+    assert tiger.__mro__[1:3] == (RunEvents, GenerativeTrainer)  # it has checkpoints and sharding of its own
 
 
 def test_list_models_groups_both_packages():

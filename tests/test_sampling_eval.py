@@ -191,14 +191,15 @@ def test_fast_eval_equals_recbole_metrics(tmp_path, model_name):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     extra = ALPHAREC_TINY if model_name == "AlphaRec" else {}
     config, _, (train, valid, test) = loaders(tmp_path, model_name, metrics=ALL_METRICS, topk=[1, 5, 10],
                                               eval_batch_size=80, **extra)  # RecBole: 2 users per batch
     torch.manual_seed(0)
     model = get_model(model_name)(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer = trainer_class(config)(config, model)
     assert isinstance(trainer, fast_eval.FastFullSortEvalMixin)
     trainer.fit(train, valid_data=None, saved=False, verbose=False)  # a few epochs: non-trivial rankings
     trainer.eval_collector.data_collect(train)
@@ -226,12 +227,13 @@ def test_fast_eval_chunks_and_opt_out(tmp_path):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR", metrics=["Recall", "NDCG", "MRR"], topk=[3, 10])
     torch.manual_seed(0)
     model = get_model("BPR")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(train, saved=False, verbose=False)
     reference = Trainer.evaluate(trainer, test, load_best_model=False)
     factors = fast_eval.matrix_factors(model, test, test._dataset.item_num)
@@ -252,7 +254,8 @@ def test_fast_eval_declines_a_model_that_is_not_a_matrix_product(tmp_path):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR")
     torch.manual_seed(0)
@@ -260,7 +263,7 @@ def test_fast_eval_declines_a_model_that_is_not_a_matrix_product(tmp_path):
     predict = model.full_sort_predict
     model.full_sort_predict = lambda inter: torch.sigmoid(predict(inter))  # monotone, but not U @ I.T
     assert fast_eval.matrix_factors(model, test, test._dataset.item_num) is None
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.eval_collector.data_collect(train)
     assert dict(trainer.evaluate(test, load_best_model=False)) == dict(Trainer.evaluate(trainer, test,
                                                                                          load_best_model=False))
@@ -270,12 +273,13 @@ def test_fast_eval_hands_rank_metrics_to_recbole_collector(tmp_path):
     """GAUC needs rec.meanrank: each chunk goes through RecBole's own collection, with the same result."""
     from recbole.trainer import Trainer
 
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR", metrics=["GAUC", "Recall", "MRR"], topk=[5])
     torch.manual_seed(0)
     model = get_model("BPR")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(train, saved=False, verbose=False)
     fast = trainer.evaluate(test, load_best_model=False)
     assert set(fast) == {"gauc", "recall@5", "mrr@5"}

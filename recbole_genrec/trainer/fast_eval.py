@@ -196,24 +196,5 @@ class FastFullSortEvalMixin:
         return result
 
 
-_WRAPPED = {}
-
-
-def with_fast_eval(trainer_class):
-    """``trainer_class`` with :class:`FastFullSortEvalMixin` in front (cached), unless it defines its
-    own ``evaluate`` (then it is returned unchanged)."""
-    from recbole.trainer import Trainer
-
-    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, FastFullSortEvalMixin):
-        return trainer_class
-    if trainer_class.evaluate is not Trainer.evaluate:
-        return trainer_class
-    if trainer_class not in _WRAPPED:
-        _WRAPPED[trainer_class] = type(trainer_class.__name__, (FastFullSortEvalMixin, trainer_class),
-                                       {"__module__": trainer_class.__module__,
-                                        "__doc__": trainer_class.__doc__})
-    return _WRAPPED[trainer_class]
-
-
 __all__ = ["CHUNK_ELEMENTS", "FastFullSortEvalMixin", "FullSortIndex", "fast_full_sort_collect",
-           "full_sort_index", "matrix_factors", "with_fast_eval"]
+           "full_sort_index", "matrix_factors"]
