@@ -269,13 +269,11 @@ def load_data_and_model(model_file, trust_checkpoint=False):
         tokens, source = _items_before_building(config)
         if tokens is not None:
             check_items(model_file, config, saved_tokens, tokens, f"{source}/{config['dataset']}.*")
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
+    data = prepare(config)  # the run's own path: cold start (held-out items) and train_sampling included
+    dataset, train_data, valid_data, test_data, _ = data
     if saved_tokens is not None:
         check_items(model_file, config, saved_tokens, item_tokens(dataset), f"the dataset '{config['dataset']}'")
-    data = Prepared(dataset, *data_preparation(config, dataset))
-    train_data, valid_data, test_data = data.train, data.valid, data.test
     model = build_model(config, data)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
