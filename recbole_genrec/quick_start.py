@@ -21,9 +21,9 @@ from recbole.utils import calculate_valid_score, get_environment, get_flops, ini
 from recbole_genrec import threads
 from recbole_genrec.checkpoint import load_checkpoint
 from recbole_genrec.config import Config
-from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
+from recbole_genrec.data import coldstart
 from recbole_genrec.distributed import process_group
-from recbole_genrec.run_builder import Prepared, build, build_model, build_trainer, item_tokens, prepare
+from recbole_genrec.run_builder import build, build_model, build_trainer, item_tokens, prepare
 from recbole_genrec.validation import check_config
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
@@ -190,10 +190,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
     check_config(config)
     threads.configure(config)
-    init_seed(config["seed"], config["reproducibility"])
     logging.basicConfig(level=logging.ERROR)
-    dataset = create_dataset(config)
-    data = Prepared(dataset, *data_preparation(config, dataset))
+    data = prepare(config)
     model_name = config["model"]
     model, trainer = build(config, data)
     train_data, valid_data, test_data = data.train, data.valid, data.test

@@ -80,3 +80,13 @@ def test_a_cold_start_reload_scores_identically_to_the_run_that_saved_it(cold_ru
     assert trainer_class(config) is type(trainer)
     reloaded = trainer_class(config)(config, model).evaluate(test, load_best_model=False)
     assert dict(reloaded) == dict(result["test_result"])
+
+
+def test_tuning_objective_runs_the_same_cold_start_protocol(cold_run):
+    from recbole_genrec import objective_function
+
+    settings, result, _ = cold_run
+    with recbole_argv():
+        tuned = objective_function(dict(settings, model="AlphaRec", dataset="tiny"))
+    assert dict(tuned["test_result"]) == dict(result["test_result"])
+    assert dict(tuned["best_valid_result"]) == dict(result["best_valid_result"])
