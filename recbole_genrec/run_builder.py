@@ -42,9 +42,10 @@ def item_tokens(dataset):
 def split(config, dataset):
     """``(train, valid, test, cold start info or None)`` of a built dataset: the one data-preparation path."""
     if coldstart.enabled(config):  # items held out of training (recbole_genrec.data.coldstart)
-        return coldstart.data_preparation(config, dataset)
-    train, valid, test = recbole_data_preparation(config, dataset)
-    return apply_train_sampling(config, train), valid, test, None
+        train, valid, test, cold = coldstart.data_preparation(config, dataset)
+    else:
+        (train, valid, test), cold = recbole_data_preparation(config, dataset), None
+    return apply_train_sampling(config, train), valid, test, cold
 
 
 def prepare(config, group=None):

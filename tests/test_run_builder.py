@@ -1,6 +1,7 @@
 """The run builder (recbole_genrec/run_builder.py): one data path, one trainer factory, listeners instead of patches."""
 
 import pytest
+import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from conftest import recbole_argv, tiny_settings
@@ -90,3 +91,20 @@ def test_tuning_objective_runs_the_same_cold_start_protocol(cold_run):
         tuned = objective_function(dict(settings, model="AlphaRec", dataset="tiny"))
     assert dict(tuned["test_result"]) == dict(result["test_result"])
     assert dict(tuned["best_valid_result"]) == dict(result["best_valid_result"])
+
+
+def test_cold_start_keeps_train_sampling(cold_run):
+    from recbole_genrec.data.sampling import UserUniformTrainDataLoader
+    from recbole_genrec.run_builder import prepare
+
+    settings, _, _ = cold_run
+    with recbole_argv():
+        from recbole_genrec import Config
+
+        config = Config("AlphaRec", "tiny", config_dict=settings)
+    data = prepare(config)
+    assert config["train_sampling"] == "user_uniform" and data.coldstart is not None
+    assert isinstance(data.train, UserUniformTrainDataLoader)  # was RecBole's TrainDataLoader under cold start
+    held = data.coldstart["held_out"]
+    rows = data.train.user_uniform_rows(range(4 * len(data.train.dataset)))
+    assert not torch.isin(data.train.dataset.inter_feat["item_id"][torch.as_tensor(rows)], held).any()
