@@ -16,7 +16,7 @@ from logging import getLogger
 
 import torch
 from recbole.data.transform import construct_transform
-from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, set_color
 
 from recbole_genrec import threads
 from recbole_genrec.checkpoint import load_checkpoint

@@ -113,25 +113,18 @@ def load_model(checkpoint_path):
 
     ``interactions`` is the dataset's ``(user, item, time)`` table of internal ids, all splits, taken before
     RecBole turns sequential data into (history, target) samples."""
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_genrec.data import coldstart, create_dataset
-    from recbole_genrec.utils import get_model
+    from recbole_genrec.run_builder import Prepared, build_model, load_dataset, split
 
     checkpoint = load_checkpoint(checkpoint_path)
     config = _config_from(checkpoint)
     config["device"] = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
     config["show_progress"] = False
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = load_dataset(config)
     columns = [c for c in (dataset.uid_field, dataset.iid_field, dataset.time_field) if c in dataset.inter_feat]
-    interactions = dataset.inter_feat[columns].copy()
-    if coldstart.enabled(config):
-        train_data = coldstart.data_preparation(config, dataset)[0]
-    else:
-        train_data = data_preparation(config, dataset)[0]
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    interactions = dataset.inter_feat[columns].copy()  # before split() turns sequences into samples
+    data = Prepared(dataset, *split(config, dataset))  # the run's own path (cold start included)
+    train_data = data.train
+    model = build_model(config, data)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()

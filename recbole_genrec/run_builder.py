@@ -48,12 +48,17 @@ def split(config, dataset):
     return apply_train_sampling(config, train), valid, test, cold
 
 
-def prepare(config, group=None):
-    """Seed, build the dataset (rank 0 first: it fills the preprocessing caches) and split it: a :class:`Prepared`."""
+def load_dataset(config, group=None):
+    """Seed and build the dataset (rank 0 first: it fills the preprocessing caches); :func:`split` comes next."""
     group = group or DistributedRun()
     init_seed(config["seed"], config["reproducibility"])
     with group.rank_zero_first():  # text embeddings / semantic IDs: built by rank 0, read by the others
-        dataset = create_dataset(config)
+        return create_dataset(config)
+
+
+def prepare(config, group=None):
+    """:func:`load_dataset`, then :func:`split`: a :class:`Prepared`."""
+    dataset = load_dataset(config, group)
     return Prepared(dataset, *split(config, dataset))
 
 
@@ -119,5 +124,5 @@ def build(config, data, group=None, listeners=()):
     return model, build_trainer(config, model, data, group, listeners)
 
 
-__all__ = ["Prepared", "build", "build_model", "build_trainer", "item_tokens", "prepare", "split", "trainer_class",
-           "trainer_mixins"]
+__all__ = ["Prepared", "build", "build_model", "build_trainer", "item_tokens", "load_dataset", "prepare", "split",
+           "trainer_class", "trainer_mixins"]

@@ -108,3 +108,23 @@ def test_cold_start_keeps_train_sampling(cold_run):
     held = data.coldstart["held_out"]
     rows = data.train.user_uniform_rows(range(4 * len(data.train.dataset)))
     assert not torch.isin(data.train.dataset.inter_feat["item_id"][torch.as_tensor(rows)], held).any()
+
+
+def test_every_entry_point_gets_the_same_split_loaders_and_trainer(cold_run):
+    from recbole_genrec import load_data_and_model, objective_function
+    from recbole_genrec.data.sampling import UserUniformTrainDataLoader
+    from recbole_genrec.recommend import load_model
+    from recbole_genrec.run_builder import prepare, trainer_class
+
+    settings, result, trainer = cold_run
+    config, _, _, train, valid, test = load_data_and_model(result["checkpoint"])
+    direct = prepare(config)
+    assert isinstance(direct.train, UserUniformTrainDataLoader)  # AlphaRec.yaml's train_sampling, cold start too
+    for mine, theirs in ((train, direct.train), (valid, direct.valid), (test, direct.test)):
+        assert type(mine) is type(theirs) and _rows(mine) == _rows(theirs)
+    _, _, _, train_dataset, _ = load_model(result["checkpoint"])
+    assert train_dataset.inter_feat["item_id"].tolist() == _rows(train)["item_id"]
+    with recbole_argv():
+        tuned = objective_function(dict(settings, model="AlphaRec", dataset="tiny"))
+    assert dict(tuned["test_result"]) == dict(result["test_result"])
+    assert trainer_class(config) is type(trainer)

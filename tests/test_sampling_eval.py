@@ -27,12 +27,13 @@ ALPHAREC_TINY = {"neg_num": 8, "embedding_size": 16, "learning_rate": 0.005}
 def loaders(cache, model="BPR", **overrides):
     from recbole.utils import init_seed
 
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.run_builder import split
 
     config = make_tiny_config(model, cache, GENERAL, **overrides)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
-    return config, dataset, data_preparation(config, dataset)
+    return config, dataset, split(config, dataset)[:3]
 
 
 def drawn_pairs(train_data, epochs):
@@ -142,7 +143,8 @@ def write_presplit(folder, name="tinysplit"):
 
 def test_presplit_dataset_runs_end_to_end(tmp_path):
     from recbole_genrec import run_recbole_genrec
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.run_builder import split
 
     parts = write_presplit(tmp_path / "data")
     settings = tiny_settings(tmp_path / "cache", GENERAL, ALPHAREC_TINY, data_path=str(tmp_path / "data"),
@@ -159,7 +161,7 @@ def test_presplit_dataset_runs_end_to_end(tmp_path):
     with recbole_argv():
         config = Config(model="AlphaRec", dataset="tinysplit", config_dict=settings)
     dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    train, valid, test, _ = split(config, dataset)
     for loader, part in ((train, "train"), (valid, "valid"), (test, "test")):
         ds = loader._dataset
         got = set(zip(ds.id2token(ds.uid_field, ds.inter_feat[ds.uid_field].numpy()).tolist(),

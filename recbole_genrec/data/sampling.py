@@ -13,11 +13,10 @@ Both yield RecBole ``Interaction`` batches of training rows, so negative samplin
 from the official loader: RecBole keeps the last, partial batch (the official ``DataLoader`` has
 ``drop_last=True``).
 
-:func:`data_preparation` is RecBole's ``data_preparation`` plus this choice of training loader.
+:func:`apply_train_sampling` is called by :func:`recbole_genrec.run_builder.split` on every training loader.
 """
 
 import numpy as np
-from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import TrainDataLoader
 
 TRAIN_SAMPLING = ("interaction", "user_uniform")
@@ -84,11 +83,4 @@ def apply_train_sampling(config, train_data):
     return UserUniformTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=train_data.shuffle)
 
 
-def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``; the training loader follows ``train_sampling``."""
-    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
-    return apply_train_sampling(config, train_data), valid_data, test_data
-
-
-__all__ = ["TRAIN_SAMPLING", "UserUniformTrainDataLoader", "apply_train_sampling", "data_preparation",
-           "train_sampling_mode"]
+__all__ = ["TRAIN_SAMPLING", "UserUniformTrainDataLoader", "apply_train_sampling", "train_sampling_mode"]
