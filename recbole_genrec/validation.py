@@ -97,12 +97,8 @@ def check_config(config):
     for key in RULES:
         if key in config:
             check_value(key, config[key])
+    check_beam(config)
     if "sid" in list(config["genrec_features"]):
-        if config["beam_size"] is not None and config["topk"]:
-            top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
-            if config["beam_size"] < top:
-                raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
-                                  f"returns beam_size items per user; set beam_size >= {top} or lower topk")
         levels, sizes = config["sid_levels"], config["sid_codebook_size"]
         if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
             raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
@@ -110,17 +106,23 @@ def check_config(config):
         check_sid_params(config["sid_method"], config["sid_params"])
 
 
+def check_beam(config):
+    """Generative models (every model with ``beam_size``, PRORec included) return ``beam_size`` items per user."""
+    if config["beam_size"] is None or not config["topk"]:
+        return
+    top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
+    if config["beam_size"] < top:
+        raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
+                          f"returns beam_size items per user; set beam_size >= {top} or lower topk")
+
+
 def sid_param_names(method):
     """Keyword arguments the tokenizer ``method`` accepts in ``sid_params``."""
-    import inspect
-
-    from recbole_genrec.tokenizers import TOKENIZERS
+    from recbole_genrec.tokenizers import TOKENIZERS, tokenizer_params
 
     if method not in TOKENIZERS:
         raise ConfigError(f"sid_method={method!r} is not allowed: sid_method must be one of {sorted(TOKENIZERS)}")
-    params = inspect.signature(TOKENIZERS[method].__init__).parameters
-    fixed = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
-    return sorted(n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tokenizer_params(method)
 
 
 def check_sid_params(method, params):

@@ -138,9 +138,11 @@ def test_unknown_sid_params_key_names_the_allowed_ones():
         check_config(config)
 
 
-def test_beam_smaller_than_topk_is_refused_up_front():
-    config = Config(model="TIGER", dataset="tiny", config_dict={"data_path": DATA_ROOT, "beam_size": 5,
-                                                                "topk": [10]})
+@pytest.mark.parametrize("model", ["TIGER", "DiscRec", "PRORec"])
+def test_beam_smaller_than_topk_is_refused_up_front(model):
+    """PRORec builds its codes in stage I (genrec_features has no sid): the rule still runs before any work."""
+    config = Config(model=model, dataset="tiny", config_dict={"data_path": DATA_ROOT, "beam_size": 5,
+                                                               "topk": [10]})
     with pytest.raises(ConfigError, match="beam_size=5 is smaller than max\\(topk\\)=10"):
         check_config(config)
 
