@@ -41,11 +41,13 @@ def item_tokens(dataset):
 # ============================================================================= data
 def split(config, dataset):
     """``(train, valid, test, cold start info or None)`` of a built dataset: the one data-preparation path."""
-    if coldstart.enabled(config):  # items held out of training (recbole_genrec.data.coldstart)
-        train, valid, test, cold = coldstart.data_preparation(config, dataset)
-    else:
-        (train, valid, test), cold = recbole_data_preparation(config, dataset), None
-    return apply_train_sampling(config, train), valid, test, cold
+    if not coldstart.enabled(config):
+        train, valid, test = recbole_data_preparation(config, dataset)
+        return apply_train_sampling(config, train), valid, test, None
+    train, valid, test, cold = coldstart.data_preparation(config, dataset)  # items held out of every fit
+    train = apply_train_sampling(config, train)
+    coldstart.guard(config, Prepared(dataset, train, valid, test, cold))  # names the first leaking item
+    return train, valid, test, cold
 
 
 def load_dataset(config, group=None):
@@ -103,7 +105,10 @@ def build_model(config, data, group=None):
     group = group or DistributedRun()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     with group.rank_zero_first():
-        return get_model(config["model"])(config, data.train._dataset).to(config["device"])
+        model = get_model(config["model"])(config, data.train._dataset).to(config["device"])
+    if data.coldstart is not None:
+        coldstart.guard_model(model, data)  # codes and negatives of the model's own
+    return model
 
 
 def build_trainer(config, model, data, group=None, listeners=()):

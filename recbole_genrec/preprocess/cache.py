@@ -324,7 +324,7 @@ def save_item_embeddings(config, source_name, item_tokens, matrix, key_extra=Non
 def load_item_embeddings(store, source_name):
     """Read ``embeddings-<source>.npy`` written by :func:`save_item_embeddings`.
 
-    Returns ``(item_tokens, matrix [n, D] float32, sha256)``. Raises ``FileNotFoundError`` when it
+    Returns ``(item_tokens, matrix [n, D] float32, sha256, key_extra)``. Raises ``FileNotFoundError`` when it
     was never written and ``ValueError`` when it does not match its sidecar.
     """
     path = embeddings_path(store, source_name)
@@ -337,4 +337,4 @@ def load_item_embeddings(store, source_name):
         )
     if check_artifact(path, meta.get("key")) != "hit":
         raise ValueError(f"{path} does not match its checksum in {path + META_SUFFIX}; rerun CollabEmbed to rewrite it")
-    return list(meta["item_tokens"]), load_npy(path).astype(np.float32), meta["sha256"]
+    return list(meta["item_tokens"]), load_npy(path).astype(np.float32), meta["sha256"], meta.get("key_extra") or {}

@@ -67,7 +67,7 @@ def prepare_features(config, plot=False):
     with cache.locked(store):
         tokens = surviving_item_tokens(config, source_dir, store, summary)  # [N] external tokens
         emb, emb_key = item_embeddings_for(config, source_dir, store, tokens, summary)  # [N, D]
-        hashes = {"text_emb": emb_key}
+        hashes = {"text_emb": emb_key, "embedding_held_out": summary.get("embedding_held_out")}
         feature_files = {}  # suffix -> the store's feature file the view links as <dataset>.<suffix>
         if "text_emb" in features:
             hashes["genemb_file"], feature_files[EMB_SUFFIX] = write_emb_file(store, tokens, emb, emb_key, summary)
@@ -234,7 +234,7 @@ def item_embeddings_for(config, source_dir, store, tokens, summary):
 
 def _external_embeddings(store, source, tokens, summary):
     """Rows of ``embeddings-<source>.npy`` (written by e.g. CollabEmbed) for ``tokens``."""
-    ext_tokens, matrix, sha = cache.load_item_embeddings(store, source)
+    ext_tokens, matrix, sha, key_extra = cache.load_item_embeddings(store, source)
     row_of = {t: i for i, t in enumerate(ext_tokens)}
     missing = [t for t in tokens if t not in row_of]
     if missing:
@@ -248,6 +248,7 @@ def _external_embeddings(store, source, tokens, summary):
     summary["timings"]["embedding_s"] = 0.0
     key = cache.content_key({"kind": "external_embeddings", "source": source, "sha256": sha,
                              "items": cache.strings_hash(tokens), "format": FORMAT_VERSION})
+    summary["embedding_held_out"] = key_extra.get("held_out")  # the cold-start set of the run that wrote them
     return emb, key
 
 

@@ -96,6 +96,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_genrec.data import coldstart
 from recbole_genrec.preprocess.features import item_embeddings
 
 
@@ -176,6 +177,14 @@ class AlphaRec(GeneralRecommender):
         coo = inter_csr.tocoo()
         keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
         self.register_buffer("train_keys", torch.from_numpy(keys), persistent=False)
+        # Cold start: the held-out items are never drawn as negatives (recbole_genrec.data.coldstart).
+        pool = None
+        if coldstart.enabled(config):
+            keep = torch.ones(self.n_items, dtype=torch.bool)
+            keep[0] = False
+            keep[coldstart.held_out_ids(config, dataset)] = False
+            pool = keep.nonzero().flatten()  # [n_items - 1 - n_held]
+        self.register_buffer("negative_pool", pool, persistent=False)
         if self.n_users * self.n_items <= 2e7:  # small graphs: dense boolean lookup is faster
             dense = torch.zeros(self.n_users * self.n_items, dtype=torch.bool)
             dense[torch.from_numpy(keys)] = True
@@ -248,10 +257,15 @@ class AlphaRec(GeneralRecommender):
         pos = torch.searchsorted(self.train_keys, keys).clamp_(max=self.train_keys.numel() - 1)
         return self.train_keys[pos] == keys
 
+    def _uniform_items(self, shape, device):
+        if self.negative_pool is None:
+            return torch.randint(1, self.n_items, shape, device=device)
+        return self.negative_pool[torch.randint(0, self.negative_pool.numel(), shape, device=device)]
+
     def sample_negatives(self, users, num):
         """``[B, num]`` uniform item ids in ``1..n_items-1``; those in the user's training
         items are re-drawn (up to 10 rounds, then kept) when ``neg_exclude_pos``."""
-        neg = torch.randint(1, self.n_items, (users.shape[0], num), device=users.device)
+        neg = self._uniform_items((users.shape[0], num), users.device)
         if not self.neg_exclude_pos or self.train_keys.numel() == 0:
             return neg
         rows = users.unsqueeze(1).expand_as(neg)
@@ -259,7 +273,7 @@ class AlphaRec(GeneralRecommender):
         for _ in range(10):
             if idx[0].numel() == 0:
                 break
-            redraw = torch.randint(1, self.n_items, (idx[0].numel(),), device=neg.device)
+            redraw = self._uniform_items((idx[0].numel(),), neg.device)
             neg[idx] = redraw
             still = self._is_train_pair(rows[idx], redraw)
             idx = (idx[0][still], idx[1][still])
