@@ -56,27 +56,10 @@ class Recommendations:
 
 # ============================================================================= checkpoint -> model
 def load_checkpoint(path):
-    """The checkpoint dict, read with ``weights_only=True``.
+    """The checkpoint dict, read as data (:func:`recbole_genrec.checkpoint.load_checkpoint`)."""
+    from recbole_genrec.checkpoint import load_checkpoint as read_checkpoint
 
-    Uses :func:`recbole_genrec.checkpoint.load_checkpoint` (plain-data checkpoints, RecBole's through an
-    allow-list) when the plugin has it; otherwise ``torch.load(weights_only=True)`` with RecBole's enums allowed.
-    """
-    try:
-        from recbole_genrec.checkpoint import load_checkpoint as plugin_loader  # plain-data checkpoints
-    except ImportError:
-        plugin_loader = None
-    if plugin_loader is not None:
-        return plugin_loader(path)
-    from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
-
-    with torch.serialization.safe_globals([ModelType, InputType, EvaluatorType, FeatureType, FeatureSource]):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle.UnpicklingError and friends
-            raise ValueError(
-                f"{path} cannot be read as data (torch.load weights_only=True: {type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}). RecBole's own checkpoints pickle its Config object; save "
-                f"the model as {{'config': <dict of config values>, 'state_dict': ...}}") from None
+    return read_checkpoint(path)
 
 
 def _config_from(checkpoint):

@@ -189,20 +189,3 @@ def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"])
     config = Config(model="Pop", dataset="tiny", config_dict=dict(parsed, data_path=DATA_ROOT))
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
-
-
-@pytest.mark.slow
-def test_moved_alpharec_modules_keep_their_old_paths():
-    """``recbole_genrec.zeroshot`` / ``.intention`` moved to ``recbole_genrec.alpharec``; old imports still work."""
-    import subprocess
-    import sys
-
-    import recbole_genrec.alpharec.intention as new_intention
-    import recbole_genrec.alpharec.zeroshot as new_zeroshot
-    import recbole_genrec.intention as old_intention
-    import recbole_genrec.zeroshot as old_zeroshot
-
-    assert old_zeroshot.zero_shot is new_zeroshot.zero_shot
-    assert old_intention.recommend_with_intention is new_intention.recommend_with_intention
-    out = subprocess.run([sys.executable, "-m", "recbole_genrec.zeroshot", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--source" in out.stdout, out.stderr

@@ -274,8 +274,7 @@ def load_for_config(config):
     if not hashes.get("sid"):
         raise ValueError("this config has no semantic IDs prepared by the hook (genrec_features lacks 'sid'), so "
                          "there is no stored tokenizer to encode new items with")
-    store = (getattr(cache, "store_dir", None) or cache.overlay_dir)(config)  # the dataset's store (renamed in #16)
-    return FittedTokenizer.load(tokenizer_stem(store, hashes["sid"]), hashes["sid"])
+    return FittedTokenizer.load(tokenizer_stem(cache.store_dir(config), hashes["sid"]), hashes["sid"])
 
 
 def embed_texts(config, texts):
