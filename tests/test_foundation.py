@@ -71,7 +71,9 @@ def test_config_layers_plugin_yaml_after_recbole():
     config = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert config["genrec_features"] == ["text_emb"]  # properties/model/AlphaRec.yaml
     assert config["text_encoder"] == "all-MiniLM-L6-v2"  # properties/overall.yaml
-    assert config["learning_rate"] is not None  # RecBole's overall.yaml still underneath
+    # RecBole's overall.yaml underneath: keys only it sets, and one both set, where the plugin's yaml wins
+    assert config["learner"] == "adam" and config["metric_decimal_place"] == 4 and config["epochs"] == 300
+    assert config["train_batch_size"] == 4096  # AlphaRec.yaml over RecBole's 2048
     user = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT, "text_encoder": "x"})
     assert user["text_encoder"] == "x"  # the user's settings win
 
@@ -189,3 +191,15 @@ def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run_recbole_genrec.py"])
     config = Config(model="Pop", dataset="tiny", config_dict=dict(parsed, data_path=DATA_ROOT))
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
+
+
+def test_checkpoint_allow_list_touches_no_deprecated_numpy_module():
+    import warnings
+
+    from recbole_genrec import checkpoint
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = [name for _, name in (e for e in checkpoint._numpy_globals() if isinstance(e, tuple))]
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    assert {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar"} <= set(names)

@@ -325,6 +325,7 @@ def test_orphaned_temp_files_are_removed_on_the_next_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reload
+@pytest.mark.slow
 def test_reload_uses_the_checkpoint_and_names_changed_items(tmp_path, monkeypatch):
     import torch
 
