@@ -203,3 +203,14 @@ def test_checkpoint_allow_list_touches_no_deprecated_numpy_module():
         names = [name for _, name in (e for e in checkpoint._numpy_globals() if isinstance(e, tuple))]
     assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
     assert {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar"} <= set(names)
+
+
+def test_preprocess_command_parses_overrides_like_the_main_command_line(monkeypatch):
+    from recbole_genrec.preprocess.__main__ import build_config, parse_args
+
+    monkeypatch.setattr(sys, "argv", ["python -m recbole_genrec.preprocess", "--epochs=[unread]"])
+    args, extra = parse_args(["--dataset=tiny", f"--data_path={DATA_ROOT}", "--metrics=[Recall,NDCG]",
+                              "--sid_params={niter: 5}", "--topk=[5]"])
+    config = build_config(args, extra)
+    assert config["metrics"] == ["Recall", "NDCG"] and config["sid_params"] == {"niter": 5} and config["topk"] == [5]
+    assert config["epochs"] == 300 and sys.argv[1:] == ["--epochs=[unread]"]  # RecBole read no command line
