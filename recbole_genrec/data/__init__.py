@@ -19,10 +19,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 
 
 def _benchmark_parts(config):
-    try:
-        parts = config["benchmark_filename"]
-    except (KeyError, TypeError):
-        return None
+    parts = config["benchmark_filename"]  # RecBole's overall.yaml: ~
     if not parts:
         return None
     return [parts] if isinstance(parts, str) else list(parts)

@@ -35,10 +35,7 @@ logger = logging.getLogger(__name__)
 
 # ============================================================================= which items
 def enabled(config):
-    try:
-        return bool(config["genrec_coldstart"])
-    except (KeyError, TypeError):
-        return False
+    return bool(config["genrec_coldstart"])
 
 
 def _ratio_and_seed(config):

@@ -23,12 +23,8 @@ TRAIN_SAMPLING = ("interaction", "user_uniform")
 
 
 def train_sampling_mode(config):
-    """The validated ``train_sampling`` of ``config`` (``interaction`` when unset)."""
-    try:
-        mode = config["train_sampling"]
-    except (KeyError, TypeError):
-        mode = None
-    mode = "interaction" if mode is None else str(mode).lower()
+    """The validated ``train_sampling`` of ``config`` (default ``interaction``, properties/overall.yaml)."""
+    mode = str(config["train_sampling"]).lower()
     if mode not in TRAIN_SAMPLING:
         raise ValueError(f"train_sampling must be one of {TRAIN_SAMPLING}, got {mode!r}: set "
                          f"train_sampling: interaction (RecBole's) or user_uniform (official AlphaRec).")

@@ -17,7 +17,7 @@ Which models: one exposing ``full_sort_factors() -> (user_e, item_e)`` (AlphaRec
 one with ``user_embedding`` / ``item_embedding`` tables (BPR, ...). Before each evaluation the
 factors are checked against ``full_sort_predict`` on a sample of users; a model whose scores are
 not that product (or a multi-process run, or a sampled evaluation) goes through RecBole's loop.
-``fast_full_sort_eval: False`` turns the fast path off (default ``True``, ``properties/overall.yaml``).
+``fast_full_sort_eval: False`` turns the fast path off (``properties/overall.yaml``).
 """
 
 from logging import getLogger
@@ -158,9 +158,8 @@ class FastFullSortEvalMixin:
 
     def _fast_eval_applicable(self, eval_data):
         config = self.config
-        enabled = config["fast_full_sort_eval"]
         return (
-            (enabled is None or bool(enabled))
+            bool(config["fast_full_sort_eval"])
             and isinstance(eval_data, FullSortEvalDataLoader)
             and not eval_data.is_sequential
             and config["MODEL_TYPE"] == ModelType.GENERAL
