@@ -232,6 +232,7 @@ def _items_before_building(config):
     """The items the preprocessing hook would keep (RecBole's filter pass, cached), without building features."""
     from recbole_genrec.data import resolve_data_path
     from recbole_genrec.preprocess import cache, hook
+    from recbole_genrec.store import store_dir
 
     if not hook.requested_features(config):
         return None, None
@@ -240,7 +241,7 @@ def _items_before_building(config):
         config["data_path"] = source
         resolve_data_path(config)
         source = config["data_path"]
-    store = cache.store_dir(config)
+    store = store_dir(config)
     with cache.locked(store):
         tokens = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
     return tokens, source

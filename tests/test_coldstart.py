@@ -13,7 +13,9 @@ import torch
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec.preprocess import cache, hook, text_encoder
 from recbole_genrec.tokenizers import generate_semantic_ids
-from recbole_genrec.tokenizers.artifact import FittedTokenizer, load_for_config, tokenizer_stem
+from recbole_genrec.store import load_tokenizer, load_tokenizer_for_config as load_for_config, save_tokenizer, \
+    save_item_embeddings, store_dir, tokenizer_stem
+from recbole_genrec.tokenizers.artifact import FittedTokenizer
 
 from test_preprocess import FAST_SID, TINY_RQVAE, fake_vectors, make_config as make_hook_config
 
@@ -32,7 +34,7 @@ def test_stored_tokenizer_encodes_existing_items_to_their_codes(tmp_path, fake_e
     summary = hook.prepare_features(make_hook_config(tmp_path, sid_method=method, sid_params=params))
     codes = np.load(summary["codes_path"])  # [40, L+1]
     emb = np.load(os.path.join(summary["store"], "embeddings-text.npy"))  # [40, D]
-    stored = FittedTokenizer.load(tokenizer_stem(summary["store"], summary["hashes"]["sid"]))
+    stored = load_tokenizer(tokenizer_stem(summary["store"], summary["hashes"]["sid"]))
     assert stored.method == method and stored.collision == "extra_level"
     assert np.array_equal(stored.encode_raw(emb), codes[:, :-1])  # every level the tokenizer produces
     assert np.array_equal(stored.codes, codes)
@@ -64,8 +66,8 @@ def test_new_items_get_unique_codes_without_changing_existing(tmp_path):
     codes, info = generate_semantic_ids(emb, method="rkmeans", n_levels=2, codebook_size=3, collision="extra_level",
                                         seed=1, show_progress=False)
     fitted = FittedTokenizer(info["tokenizer"], codes, info["codebook_sizes"], "extra_level")
-    fitted.save(str(tmp_path / "tok"), "k")
-    loaded = FittedTokenizer.load(str(tmp_path / "tok"), "k")
+    save_tokenizer(str(tmp_path / "tok"), fitted, "k")
+    loaded = load_tokenizer(str(tmp_path / "tok"), "k")
     new = np.concatenate([emb[:5], rng.normal(size=(5, 8)).astype(np.float32)])  # copies of existing items + others
     new_codes, sizes = loaded.assign(new)
     everything = np.concatenate([codes, new_codes])
@@ -524,13 +526,13 @@ def test_external_embeddings_must_come_from_a_run_with_the_same_held_out_set(tmp
     from recbole_genrec.data import coldstart
 
     config = make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS)
-    tokens = hook.surviving_item_tokens(config, config["data_path"], cache.store_dir(config),
+    tokens = hook.surviving_item_tokens(config, config["data_path"], store_dir(config),
                                         {"cache": {}, "timings": {}})
     matrix = np.random.default_rng(0).normal(size=(len(tokens), 8)).astype(np.float32)
-    cache.save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": None})
+    save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": None})
     with pytest.raises(coldstart.ColdStartLeak, match="item embeddings of source 'collab'"):
         _prepare_cold(tmp_path, "TIGER", TIGER_SETTINGS, item_embedding_source="collab")
     held = coldstart.held_out_key(coldstart.held_out_tokens(make_tiny_config("TIGER", tmp_path, **COLD), tokens))
-    cache.save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": held})
+    save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": held})
     data = _prepare_cold(tmp_path, "TIGER", TIGER_SETTINGS, item_embedding_source="collab")
     assert data.train.config["genrec_feature_hashes"]["embedding_held_out"] == held

@@ -288,7 +288,9 @@ def test_staleness_uses_the_content_not_size_and_mtime(tmp_path):
     data = copy_tiny(tmp_path)
     config = config_on("TIGER", data, tmp_path / "cache", **TIGER_RUN)
     source = os.path.join(data, "tiny")
-    store = cache.store_dir(config)
+    from recbole_genrec.store import store_dir
+
+    store = store_dir(config)
     first = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
     path = os.path.join(source, "tiny.inter")
     stat = os.stat(path)

@@ -46,7 +46,6 @@ the global RNG (and therefore stage II's initialisation) is the same.
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -58,6 +57,7 @@ from recbole_genrec.prorec.adapter import AdaLNAdapter, popularity_buckets
 from recbole_genrec.prorec.data import item_counts, sequences_hash, user_sequences, windows
 from recbole_genrec.prorec.encoder import CollabSequenceEncoder
 from recbole_genrec.prorec.losses import next_item_loss, paired_info_nce, sampled_next_item_loss
+from recbole_genrec import store
 from recbole_genrec.preprocess import cache
 from recbole_genrec import tokenizers
 from recbole_genrec.tokenizers.artifact import FittedTokenizer
@@ -324,15 +324,7 @@ def stage1_key(dataset, sequences, text_emb, params, seed, held_key=None):
 
 
 def _paths(folder):
-    paths = {"id_emb": os.path.join(folder, "id_emb.npy"), "adapted_text": os.path.join(folder, "adapted_text.npy"),
-             "report": os.path.join(folder, "stage1.json")}
-    paths.update({f"codes-{s}": os.path.join(folder, f"codes-{s}.npy") for s in CODE_SOURCES})
-    # what encodes new items (PRORec.add_items): the adapter's weights and each source's fitted tokenizer
-    paths["adapter"] = os.path.join(folder, "adapter.safetensors")
-    for s in CODE_SOURCES:
-        paths[f"tokenizer-{s}"] = os.path.join(folder, f"tokenizer-{s}.safetensors")
-        paths[f"tokenizer-{s}-meta"] = os.path.join(folder, f"tokenizer-{s}.json")
-    return paths
+    return store.prorec_paths(folder, CODE_SOURCES)
 
 
 def _load(folder, key):
@@ -343,7 +335,7 @@ def _load(folder, key):
     if bad:
         return None, next(iter(bad.values()))
     report = cache.load_json(paths["report"])
-    codes = {s: cache.load_npy(paths[f"codes-{s}"]).astype(np.int64) for s in CODE_SOURCES}
+    codes = {s: cache.load_npy(paths["codes", s]).astype(np.int64) for s in CODE_SOURCES}
     return Stage1Result(codes=codes, codebook_sizes={s: list(report["codebook_sizes"][s]) for s in CODE_SOURCES},
                         id_emb=cache.load_npy(paths["id_emb"]).astype(np.float32),
                         adapted_text=cache.load_npy(paths["adapted_text"]).astype(np.float32),
@@ -357,11 +349,11 @@ def _save(result, key):
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in result.adapter_state.items()})
     cache.write_artifact(paths["adapter"], lambda f: f.write(blob), key, {"what": "PRORec stage-I adapter"})
     for source, tokenizer in result.tokenizers.items():
-        tokenizer.save(paths[f"tokenizer-{source}"][:-len(".safetensors")], key, {"source": source})
+        store.save_tokenizer(store.prorec_tokenizer_stem(result.folder, source), tokenizer, key, {"source": source})
     cache.save_npy(paths["id_emb"], result.id_emb, key, {"what": "PRORec stage-I item-ID embeddings"})
     cache.save_npy(paths["adapted_text"], result.adapted_text, key, {"what": "PRORec stage-I adapted text"})
     for source in CODE_SOURCES:
-        cache.save_npy(paths[f"codes-{source}"], result.codes[source], key,
+        cache.save_npy(paths["codes", source], result.codes[source], key,
                        {"source": source, "codebook_sizes": result.codebook_sizes[source]})
     cache.save_json(paths["report"], result.report, key)  # written last: its presence marks a complete build
     result.files = paths
@@ -459,8 +451,8 @@ def run_stage1(config, dataset, text_emb):
         held = coldstart.held_out_ids(config, dataset)
         held_key = coldstart.held_out_key(dataset.field2id_token[dataset.iid_field][held.numpy()])
     key = stage1_key(dataset, user_sequences(dataset), text, params, seed, held_key)
-    root = os.path.join(cache.store_dir(config), "prorec")
-    folder = os.path.join(root, key[:16])
+    root = store.prorec_root(store.store_dir(config))
+    folder = store.prorec_dir(store.store_dir(config), key)
     with cache.locked(root):
         result, status = _load(folder, key)
         cache.report_status(f"PRORec stage I artifacts in {folder}", status)

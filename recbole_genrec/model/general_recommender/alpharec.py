@@ -342,7 +342,7 @@ class AlphaRec(GeneralRecommender):
         normalisation its score is ``cos(user, mapping(e_i))``. Nothing else changes: existing users and items
         keep their scores exactly.
         """
-        from recbole_genrec.tokenizers.artifact import embed_texts
+        from recbole_genrec.preprocess.text_encoder import embed_texts
 
         if (texts is None) == (embeddings is None):
             raise ValueError("pass exactly one of texts= or embeddings=")

@@ -52,7 +52,7 @@ Our adaptation
   ``last`` item's) and every item's tower vector. It uses the tower only (no teacher at inference):
   it measures what the exported embeddings themselves carry.
 - Export: :meth:`CollabEmbed.export_embeddings` writes the unit tower vectors of all items, aligned
-  with the item tokens, through ``recbole_genrec.preprocess.cache.save_item_embeddings(config,
+  with the item tokens, through ``recbole_genrec.store.save_item_embeddings(config,
   'collab', ...)``; other models read them with ``item_embedding_source: collab`` (TIGER/DiscRec
   semantic IDs, AlphaRec's LM table). The trainer exports after reloading the best checkpoint.
   Consumers must evaluate on a split whose valid/test interactions are outside CollabEmbed's
@@ -71,7 +71,7 @@ from recbole.utils import InputType
 from recbole_genrec.collabembed import losses
 from recbole_genrec.collabembed.teacher import build_teacher, load_teacher, train_teacher
 from recbole_genrec.data import coldstart
-from recbole_genrec.preprocess.cache import save_item_embeddings
+from recbole_genrec.store import save_item_embeddings
 from recbole_genrec.preprocess.features import item_embeddings
 
 logger = logging.getLogger(__name__)

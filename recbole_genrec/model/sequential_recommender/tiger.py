@@ -255,9 +255,9 @@ class TIGER(SequentialRecommender):
     def new_item_codes(self, embeddings: np.ndarray) -> np.ndarray:
         r"""Code tuples `(M, L)` for new items' text embeddings `(M, D)`: the hook's stored tokenizer and its
         collision rule, with the current code table as the codes already taken (override for other codes)."""
-        from recbole_genrec.tokenizers.artifact import load_for_config
+        from recbole_genrec.store import load_tokenizer_for_config
 
-        codes, _ = load_for_config(self.config).assign(embeddings, existing=self.code_table.codes.cpu().numpy())
+        codes, _ = load_tokenizer_for_config(self.config).assign(embeddings, existing=self.code_table.codes.cpu().numpy())
         return codes
 
     @torch.no_grad()
@@ -282,7 +282,7 @@ class TIGER(SequentialRecommender):
             :class:`AddedItems`. Existing items keep their codes, so their scores (``predict``, beam scores) do not
             change; the beam may now return new items instead of some of them.
         """
-        from recbole_genrec.tokenizers.artifact import embed_texts
+        from recbole_genrec.preprocess.text_encoder import embed_texts
 
         if (texts is None) == (embeddings is None):
             raise ValueError("pass exactly one of texts= or embeddings=")
