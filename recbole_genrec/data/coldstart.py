@@ -9,13 +9,17 @@ training data and asks whether the model retrieves them at test time from their 
    and seed holds out the same items;
 2. the preprocessing hook fits the tokenizer on the other items only and gives the held-out items no code
    (``-1`` rows); their text embeddings are kept (text is content, not an interaction);
-3. :func:`data_preparation` is RecBole's, then removes every interaction of a held-out item from what trains or
-   selects a model: training and validation samples whose target is held out are dropped, held-out items are
+3. :func:`data_preparation` (called by :func:`recbole_genrec.run_builder.split`, which then applies
+   ``train_sampling``) is RecBole's, then removes every interaction of a held-out item from what trains or
+   selects a model, and keeps RecBole's training sampler from drawing them as negatives: training and validation samples whose target is held out are dropped, held-out items are
    removed from the histories of training and validation samples (the rest of the history is kept, in order), and
    samples left with an empty history are dropped. For general models (one row per interaction) the rows of
    held-out items are dropped. Test samples are left as RecBole builds them: a held-out item may be the target
    and may appear in the history, as an item that arrived after training would;
-4. after training, models with ``add_items`` get the held-out items (TIGER family: codes from the stored tokenizer;
+4. :func:`guard` (end of the split) and :func:`guard_model` (after the model is built) raise :class:`ColdStartLeak`
+   naming the first held-out item that reaches a fit: a split, the sampler, the hook's tokenizer, external
+   embeddings written for another held-out set, a model's own codes (PRORec's stage I) or negatives (AlphaRec);
+5. after training, models with ``add_items`` get the held-out items (TIGER family: codes from the stored tokenizer;
    AlphaRec: nothing to add, its text mapping already scores every item) and :func:`evaluate` ranks all items for
    every test interaction, reporting Recall@K / NDCG@K separately for held-out targets and for the rest, and the
    share of held-out items in the top K.

@@ -26,7 +26,7 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    per node), ``prorec_code_levels`` x ``prorec_codebook_size`` (an int, or one size per level), and made unique
    with ``prorec_collision`` (default: TIGER's extra level).  Hierarchical k-means with 256 children per node on a
    12k-item catalogue leaves ~47 items per level-1 node, so level 2 already isolates almost every item and level 3
-   is near-constant (measured: 256 / 256 / 7 / 1 distinct codes, 99.4 % of items unique after two levels); the
+   is near-constant (benchmarks/README.md, PRORec stage I); the
    per-level usage and perplexity of every source are in ``stage1.json`` (``diagnostics``) and in the log, and
    :func:`level_usage_problems` names the levels that carry almost no information.
    Baselines (``prorec_code_source``): ``text`` = raw :math:`E^{text}`, ``id`` = raw :math:`E^{id}` of the same
