@@ -1,4 +1,5 @@
-"""How the package's parts are joined: no import cycle, tokenizers/ knows no store and no config, one store owner."""
+"""How the package's parts are joined: no import cycle (module level or inside functions), tokenizers/ knows no store
+and no config, one owner of the store's file names."""
 
 import ast
 import glob
@@ -48,7 +49,7 @@ def _graph(top_level_only=False):
     return graph
 
 
-def test_no_import_cycle_at_module_level():
+def test_no_import_cycle():
     graph, state, cycles = _graph(), {}, []
 
     def visit(node, trail):
@@ -70,7 +71,7 @@ def test_the_cycle_detector_sees_a_cycle(monkeypatch):
     graph = {"a": {"b"}, "b": {"a"}}
     monkeypatch.setattr(__import__(__name__), "_graph", lambda: graph)
     with pytest.raises(AssertionError, match="cycles"):
-        test_no_import_cycle_at_module_level()
+        test_no_import_cycle()
 
 
 def test_tokenizers_know_no_store_and_no_config():
