@@ -77,10 +77,10 @@ def test_load_data_and_model_refuses_code(hostile):
 
 
 def test_run_with_model_file_refuses_code_before_any_work(hostile, tmp_path, monkeypatch):
-    from recbole_genrec import quick_start
+    from recbole_genrec import quick_start, run_builder
 
     path, marker = hostile
-    monkeypatch.setattr(quick_start, "create_dataset", lambda config: pytest.fail("data was built first"))
+    monkeypatch.setattr(run_builder, "create_dataset", lambda config: pytest.fail("data was built first"))
     with recbole_argv():
         assert_refused(lambda: quick_start.run("SASRec", "tiny", config_dict=tiny_settings(tmp_path, SEQ),
                                                model_file=path), marker)
