@@ -78,12 +78,9 @@ def like_files(name, model_name):
 
 
 def run_row(row, args):
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
-
     from recbole_genrec import Config
-    from recbole_genrec.data import coldstart, create_dataset
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.run_builder import build, prepare
 
     model_name, settings = row_settings(row, args)
     files = like_files(args.like, model_name) if args.like else None
@@ -92,13 +89,10 @@ def run_row(row, args):
         config = Config(model=model_name, dataset=args.dataset, config_file_list=files, config_dict=settings)
     finally:
         sys.argv = saved_argv
-    init_seed(config["seed"], config["reproducibility"])
     start = time.perf_counter()
-    dataset = create_dataset(config)
-    if coldstart.enabled(config):
-        train_data, valid_data, test_data, info = coldstart.data_preparation(config, dataset)
-    else:
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+    data = prepare(config)
+    dataset, train_data, valid_data, test_data, info = data
+    if info is None:  # a row without the protocol is still scored on the items the protocol would hold out
         info = {"held_out": coldstart.held_out_ids(config, dataset)}
     out = {"row": row, "model": model_name, "dataset": args.dataset}
     if row.startswith("KNN"):
@@ -114,9 +108,7 @@ def run_row(row, args):
         metrics = coldstart.evaluate(score_fn, test_data, info["held_out"])
         out.update(epochs=0, train_s=0.0, add_items={"added": 0, "skipped": 0, "how": "text embeddings"})
     else:
-        init_seed(config["seed"], config["reproducibility"])
-        model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-        trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+        model, trainer = build(config, data)
         fit_start = time.perf_counter()
         trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         out["train_s"] = round(time.perf_counter() - fit_start, 1)

@@ -159,7 +159,7 @@ GPU_ABLATIONS = [
 
 # beauty-cpu: the leaderboard on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out, history 20, full
 # ranking), 2 cores, one row at a time, every row trained to early stopping on validation NDCG@10. Rows resume to the
-# epoch across invocations (resume_training: the state of each row lives under <cache>/runs/), so the preset is run
+# epoch across invocations (resume_training: the state of each row lives under <cache>/<dataset>/runs/), so the preset is run
 # again until every row has finished.
 # SASRec: a small grid (loss, width, dropout, learning rate); the row with the best validation NDCG@10 is the tuned
 # SASRec. Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 (about 1/4.7

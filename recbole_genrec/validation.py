@@ -140,16 +140,12 @@ def check_config(config):
     for key in RULES:
         if key in config:
             check_value(key, config[key])
+    check_beam(config)
     for key, value in (getattr(config, "external_config_dict", None) or {}).items():
         if key not in RULES:  # the user's own values of integer settings (a float there fails only later)
             check_value(key, value)
     check_save_settings(config)
     if "sid" in list(config["genrec_features"]):
-        if config["beam_size"] is not None and config["topk"]:
-            top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
-            if config["beam_size"] < top:
-                raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
-                                  f"returns beam_size items per user; set beam_size >= {top} or lower topk")
         levels, sizes = config["sid_levels"], config["sid_codebook_size"]
         if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
             raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
@@ -182,17 +178,23 @@ def check_shared_protocol(models, dataset, config_file_list, config_dict, protoc
             raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
+def check_beam(config):
+    """Generative models (every model with ``beam_size``, PRORec included) return ``beam_size`` items per user."""
+    if config["beam_size"] is None or not config["topk"]:
+        return
+    top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
+    if config["beam_size"] < top:
+        raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
+                          f"returns beam_size items per user; set beam_size >= {top} or lower topk")
+
+
 def sid_param_names(method):
     """Keyword arguments the tokenizer ``method`` accepts in ``sid_params``."""
-    import inspect
-
-    from recbole_genrec.tokenizers import TOKENIZERS
+    from recbole_genrec.tokenizers import TOKENIZERS, tokenizer_params
 
     if method not in TOKENIZERS:
         raise ConfigError(f"sid_method={method!r} is not allowed: sid_method must be one of {sorted(TOKENIZERS)}")
-    params = inspect.signature(TOKENIZERS[method].__init__).parameters
-    fixed = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
-    return sorted(n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tokenizer_params(method)
 
 
 def check_sid_params(method, params):

@@ -133,9 +133,9 @@ def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty(tmp_path):
 def test_fresh_forgets_the_rows_resume_states(tmp_path):
     preset = dict(presets.PRESETS["smoke"], resume_rows=True)
     args = run.parse_args(["--preset", "smoke", "--fresh"])
-    datasets = {"tiny": {"max_users": None, "cache_dir": str(tmp_path)}}
+    datasets = {"tiny": {"max_users": None, "cache_dir": str(tmp_path), "recbole_name": "tiny"}}
     rows = bench_rows.select_rows(preset, args, datasets)
-    states = [tmp_path / "runs" / r["config"]["resume_name"] for r in rows]
+    states = [tmp_path / "tiny" / "runs" / r["config"]["resume_name"] for r in rows]
     for folder in states:
         folder.mkdir(parents=True)
         (folder / "state.pth").write_bytes(b"")

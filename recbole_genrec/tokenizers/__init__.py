@@ -65,7 +65,8 @@ def tokenizer_params(method):
     import inspect
 
     common = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
-    return sorted(set(inspect.signature(TOKENIZERS[method].__init__).parameters) - common)
+    params = inspect.signature(TOKENIZERS[method].__init__).parameters
+    return sorted(n for n, p in params.items() if n not in common and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
 def _check_params(method, params):
