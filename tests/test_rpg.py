@@ -84,3 +84,138 @@ def test_opq_settings_that_cannot_work_fail_with_the_fix():
         OPQTokenizer(n_levels=8, codebook_sizes=16, pca_dim=12)
     with pytest.raises(ValueError, match="needs at least K items"):
         OPQTokenizer(n_levels=4, codebook_sizes=256, show_progress=False).fit(x[:100])
+
+
+# ----------------------------------------------------------------------------- one row per user sequence
+def test_sequence_rows_keep_the_last_row_and_every_window_before_it():
+    from recbole_genrec.data.sequences import sequence_row_mask
+
+    users = np.array([7, 7, 3, 7, 3, 7, 7, 7, 7, 5])  # user 7: 7 rows, user 3: 2 rows, user 5: 1 row
+    keep = sequence_row_mask(users, window=3)
+    # user 7's rows are positions 0,1,3,5,6,7,8; its rows 0, 3 and 6 back from its last are positions 8, 5 and 0
+    assert keep.tolist() == [True, False, False, False, True, True, False, False, True, True]
+
+
+# ----------------------------------------------------------------------------- the model on tests/data/tiny
+import torch  # noqa: E402
+
+from conftest import LOO_EVAL_ARGS, TINY_LOAD_COL, make_tiny_config, popularity_recall  # noqa: E402
+
+TINY_RPG = {
+    "eval_args": LOO_EVAL_ARGS, "load_col": TINY_LOAD_COL, "sid_levels": 8, "sid_codebook_size": 16,
+    "sid_params": {"pca_dim": 16}, "n_embd": 32, "n_head": 2, "n_inner": 64, "MAX_ITEM_LIST_LENGTH": 50,
+    "genrec_count_flops": False, "warmup_steps": 5, "topk": [5], "valid_metric": "Recall@5",
+}
+
+
+def _prepare(tmp_path, **overrides):
+    from recbole.utils import init_seed
+
+    from recbole_genrec.data import create_dataset, data_preparation
+
+    config = make_tiny_config("RPG", tmp_path, TINY_RPG, **overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    return {"config": config, "dataset": dataset, "train": train, "valid": valid, "test": test}
+
+
+def _model(tiny, seed=0):
+    from recbole_genrec.model.sequential_recommender.rpg import RPG
+
+    torch.manual_seed(seed)
+    return RPG(tiny["config"], tiny["train"]._dataset).eval()
+
+
+def _all_rows(loader):
+    return loader._dataset[torch.arange(len(loader._dataset))]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _prepare(tmp_path_factory.mktemp("rpg"))
+
+
+def test_sequences_cover_every_training_target_once(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("rpg-rows")
+    prefixes = _prepare(cache, seq_train_rows="prefixes", MAX_ITEM_LIST_LENGTH=3)
+    sequences = _prepare(cache, seq_train_rows="sequences", MAX_ITEM_LIST_LENGTH=3)
+    pre, seq = _all_rows(prefixes["train"]), _all_rows(sequences["train"])
+    assert len(seq) < len(pre) and len(torch.unique(seq["user_id"])) == len(torch.unique(pre["user_id"]))
+    covered = []
+    for user, items, length, target in zip(seq["user_id"].tolist(), seq["item_id_list"].tolist(),
+                                           seq["item_length"].tolist(), seq["item_id"].tolist()):
+        covered += [(user, item) for item in items[1:length] + [target]]  # what every position predicts
+    assert sorted(covered) == sorted(zip(pre["user_id"].tolist(), pre["item_id"].tolist()))
+    # validation and test rows are RecBole's, whatever the training rows
+    for part in ("valid", "test"):
+        a, b = _all_rows(prefixes[part]), _all_rows(sequences[part])
+        assert torch.equal(a["item_id_list"], b["item_id_list"]) and torch.equal(a["item_id"], b["item_id"])
+
+
+def test_one_pass_loss_equals_the_loss_over_every_prefix(tmp_path_factory, tiny):
+    """Every position of one row per user gives the same loss as RecBole's one row per prefix trained at its last
+    position (no history is cut: 50 items > the longest tiny sequence)."""
+    prefixes = _prepare(tmp_path_factory.mktemp("rpg-prefix"), seq_train_rows="prefixes")
+    sequences = _all_rows(tiny["train"])
+    prefix_rows = _all_rows(prefixes["train"])
+    model = _model(tiny)
+    assert model.all_positions
+    with torch.no_grad():
+        one_pass = model.calculate_loss(sequences)
+        model.all_positions = False
+        per_prefix = model.calculate_loss(prefix_rows)
+        # and by hand: the mean over prefixes of the mean over codes of -log p(code of the target)
+        log_probs = model.code_log_probs(prefix_rows)  # [P, K, C]
+        codes = model.codes[prefix_rows["item_id"]]  # [P, K]
+        by_hand = -log_probs.gather(2, codes.unsqueeze(2)).mean()
+    assert int(sequences["item_length"].sum()) == len(prefix_rows)  # the same targets
+    torch.testing.assert_close(one_pass, per_prefix, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_prefix, by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_scores_equal_a_brute_force_loop(tiny):
+    model = _model(tiny)
+    batch = next(iter(tiny["test"]))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)  # [B, n_items]
+        log_probs = model.code_log_probs(batch)  # [B, K, C]
+    codes = model.codes.tolist()
+    expected = torch.full_like(scores, float("-inf"))
+    for b in range(scores.size(0)):
+        for item in range(1, model.n_items):
+            expected[b, item] = sum(float(log_probs[b, k, c]) for k, c in enumerate(codes[item])) / len(codes[item])
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+    # predict() scores the given items the same way
+    items = torch.randint(1, model.n_items, (scores.size(0),))
+    batch.interaction["item_id"] = items
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(batch), scores[torch.arange(len(items)), items])
+
+
+def test_graph_decoding_over_a_complete_graph_is_exact(tiny):
+    """With every item a neighbour of every item, one propagation step scores all items: the beams are the exact
+    top items with their exact scores."""
+    model = _model(tiny)
+    model.decoding, model.n_edges, model.propagation_steps, model.num_beams = "graph", model.n_items, 1, 5
+    batch = next(iter(tiny["test"]))[0]
+    with torch.no_grad():
+        graph = model.full_sort_predict(batch)
+        model.decoding = "exact"
+        exact = model.full_sort_predict(batch)
+    top = exact.topk(5, dim=1)
+    assert torch.isfinite(graph).sum(dim=1).eq(5).all()
+    torch.testing.assert_close(graph.gather(1, top.indices), top.values)
+
+
+def test_graph_neighbours_are_the_most_similar_items(tiny):
+    model = _model(tiny)
+    model.n_edges, model.graph_chunk_size = 4, 7  # several chunks
+    with torch.no_grad():
+        adjacency = model.build_graph()  # [n_items, 4]
+        table = torch.nn.functional.normalize(model.code_embedding.weight, dim=-1)
+        vectors = table[model.flat_codes()]  # [N, K, d]
+        sim = (1 + torch.einsum("ikd,jkd->ijk", vectors, vectors)).mean(dim=2) / 2  # [N, N]
+        sim[:, 0] = float("-inf")
+    expected = sim.topk(4, dim=1).values
+    torch.testing.assert_close(sim.gather(1, adjacency)[1:], expected[1:])

@@ -85,8 +85,12 @@ def apply_train_sampling(config, train_data):
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation``; the training loader follows ``train_sampling``."""
+    """RecBole's ``data_preparation``; the training loader follows ``train_sampling`` and, for sequential data,
+    ``seq_train_rows`` (:mod:`recbole_genrec.data.sequences`)."""
+    from recbole_genrec.data.sequences import apply_seq_train_rows
+
     train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    train_data = apply_seq_train_rows(config, train_data)
     return apply_train_sampling(config, train_data), valid_data, test_data
 
 

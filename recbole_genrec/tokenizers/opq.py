@@ -156,8 +156,16 @@ class OPQTokenizer(BaseTokenizer):
         y = self._project(x)  # [N, d]
         check_opq_shape(y.shape[1], self.n_levels, k)
         index = faiss.index_factory(y.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
-        with _faiss_warnings_counted(f"opq ({self.factory}, {y.shape[0]} items)"):
-            index.train(y)
+        opq = faiss.downcast_VectorTransform(index.chain.at(0))
+        # OPQ learns its rotation with an internal PQ of 8-bit codes unless given one: give it the index's code
+        # size (the same PQ as the default for 256 codes; fewer codes train on fewer items)
+        rotation_pq = faiss.ProductQuantizer(y.shape[1], self.n_levels, self.bits)
+        opq.pq = rotation_pq
+        try:
+            with _faiss_warnings_counted(f"opq ({self.factory}, {y.shape[0]} items)"):
+                index.train(y)
+        finally:
+            opq.pq = None  # the pointer must not outlive rotation_pq; only training reads it
         self.index = index
         self.fitted = True
         return self
