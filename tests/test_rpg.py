@@ -3,6 +3,8 @@
 
 Random vectors for the tokenizer; tests/data/tiny (40 items in 5 themes, 120 users) for the model."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -111,12 +113,15 @@ TINY_RPG = {
 def _prepare(tmp_path, **overrides):
     from recbole.utils import init_seed
 
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.data import coldstart, create_dataset, data_preparation
 
     config = make_tiny_config("RPG", tmp_path, TINY_RPG, **overrides)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    if coldstart.enabled(config):  # as run_recbole_genrec prepares the data
+        train, valid, test, _ = coldstart.data_preparation(config, dataset)
+    else:
+        train, valid, test = data_preparation(config, dataset)
     return {"config": config, "dataset": dataset, "train": train, "valid": valid, "test": test}
 
 
@@ -219,3 +224,100 @@ def test_graph_neighbours_are_the_most_similar_items(tiny):
         sim[:, 0] = float("-inf")
     expected = sim.topk(4, dim=1).values
     torch.testing.assert_close(sim.gather(1, adjacency)[1:], expected[1:])
+
+
+# ----------------------------------------------------------------------------- new items
+def test_add_items_fills_held_out_items_with_the_fitted_transform(tmp_path_factory):
+    """Cold start: the held-out items have no codes and no score; add_items gives them the stored tokenizer's codes
+    of their text embeddings and scores them exactly like every other item; the other items' scores change only for
+    users with a held-out item in their history (it was a zero vector without codes)."""
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.preprocess.features import item_embeddings
+    from recbole_genrec.tokenizers.artifact import load_for_config
+
+    cold = _prepare(tmp_path_factory.mktemp("rpg-cold"), genrec_coldstart=True, coldstart_ratio=0.1)
+    held = coldstart.held_out_ids(cold["config"], cold["dataset"])
+    coldstart.check_training_free_of(cold["train"]._dataset, held)
+    model = _model(cold)
+    assert (model.codes[held] == -1).all()
+    batch = next(iter(cold["test"]))[0]
+    with torch.no_grad():
+        before = model.full_sort_predict(batch)
+    assert torch.isinf(before[:, held]).all()
+    emb = item_embeddings(cold["dataset"])[held].numpy()
+    added = model.add_items(embeddings=emb, item_ids=held)
+    assert torch.equal(added.item_ids, held) and not added.skipped.any()
+    assert np.array_equal(model.codes[held].numpy(), load_for_config(cold["config"]).tokenizer.encode(emb))
+    with torch.no_grad():
+        after = model.full_sort_predict(batch)
+        log_probs = model.code_log_probs(batch)  # [B, K, C]
+    others = torch.ones(model.n_items, dtype=torch.bool)
+    others[held] = False
+    plain = ~torch.isin(batch["item_id_list"], held).any(dim=1)  # users whose history holds no held-out item
+    assert plain.any() and torch.equal(after[plain][:, others], before[plain][:, others])
+    expected = log_probs.gather(2, model.codes[held].t().unsqueeze(0).expand(len(log_probs), -1, -1)).mean(1)
+    torch.testing.assert_close(after[:, held], expected)
+    # appended items get new ids and columns
+    n = model.n_items
+    appended = model.add_items(embeddings=emb[:2])
+    assert appended.item_ids.tolist() == [n, n + 1] and model.n_items == n + 2
+    with torch.no_grad():
+        wider = model.full_sort_predict(batch)
+    torch.testing.assert_close(wider[:, n:], after[:, held[:2]])
+
+
+# ----------------------------------------------------------------------------- settings checked before any work
+@pytest.mark.parametrize("overrides,message", [
+    ({"sid_codebook_size": 100}, "sid_codebook_size=100 .* power of two"),
+    ({"sid_levels": 5, "sid_params": {"pca_dim": 128}}, r"sid_levels=5 does not divide pca_dim \(128\)"),
+    ({"sid_levels": 7, "sid_params": {}}, r"sid_levels=7 does not divide the output size of text_encoder.*\(384\)"),
+    ({"n_embd": 30, "n_head": 4}, "n_embd=30 is not divisible by n_head=4"),
+    ({"seq_train_rows": "users"}, "seq_train_rows='users' is not allowed"),
+])
+def test_malformed_settings_fail_before_any_work(tmp_path, monkeypatch, overrides, message):
+    from conftest import recbole_argv, tiny_settings
+    from recbole_genrec import run_recbole_genrec
+    from recbole_genrec.preprocess import text_encoder
+    from recbole_genrec.validation import ConfigError
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the check that should have failed")
+
+    monkeypatch.setattr(text_encoder, "encode_texts", refuse)
+    with recbole_argv(), pytest.raises(ConfigError, match=message):
+        run_recbole_genrec("RPG", "tiny", config_dict=tiny_settings(tmp_path, TINY_RPG, **overrides))
+    assert not (tmp_path / "tiny").exists()  # no cache store was made
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_rpg_trains_through_run_recbole_genrec_and_beats_popularity(tmp_path):
+    from conftest import recbole_argv, tiny_settings
+    from recbole_genrec import run_recbole_genrec
+
+    settings = tiny_settings(tmp_path, TINY_RPG, n_embd=64, epochs=40, eval_step=5, stopping_step=4,
+                             embd_pdrop=0.1, attn_pdrop=0.1, genrec_count_flops=True)
+    with recbole_argv():
+        result = run_recbole_genrec("RPG", "tiny", config_dict=settings)
+    tiny = _prepare(tmp_path)  # same split and features (cached)
+    assert len(tiny["train"]._dataset) == len(torch.unique(_all_rows(tiny["train"])["user_id"]))  # one row per user
+    baseline = popularity_recall({"train": tiny["train"], "test": tiny["test"]}, 5)
+    assert result["test_result"]["recall@5"] > baseline + 0.1, (result["test_result"], baseline)
+    assert result["train_losses"][-1] < result["train_losses"][0]
+
+
+@pytest.mark.slow
+def test_rpg_and_sasrec_side_by_side_with_cold_start_rows(tmp_path):
+    from conftest import recbole_argv, tiny_settings
+    from recbole_genrec.quick_start import run_side_by_side
+
+    settings = tiny_settings(tmp_path, TINY_RPG, epochs=2, eval_step=1, genrec_coldstart=True, coldstart_ratio=0.1,
+                             results_dir=str(tmp_path / "results"))
+    with recbole_argv():
+        results, paths = run_side_by_side(["RPG", "SASRec"], "tiny", config_dict=settings)
+    assert [r["model"] for r in results] == ["RPG", "SASRec"] and all(os.path.isfile(p) for p in paths)
+    for key in ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "seed"):
+        assert results[0]["protocol"][key] == results[1]["protocol"][key]  # same split, history, metrics
+    rpg, sasrec = (r["coldstart"] for r in results)
+    assert rpg["add_items"]["added"] == rpg["n_held_out"] > 0 and sasrec["add_items"]["added"] == 0
+    assert rpg["metrics"]["held_out"]["targets"] == sasrec["metrics"]["held_out"]["targets"]
