@@ -185,6 +185,11 @@ def test_exact_scores_equal_a_brute_force_loop(tiny):
     with torch.no_grad():
         scores = model.full_sort_predict(batch)  # [B, n_items]
         log_probs = model.code_log_probs(batch)  # [B, K, C]
+        # users are decoded in groups of similar history length: the same states as the whole padded batch
+        item_seq, lengths = batch["item_id_list"], batch["item_length"]
+        full = model.decode(item_seq)[torch.arange(len(lengths)), lengths - 1]
+        torch.testing.assert_close(model.last_hidden(item_seq, lengths), full, rtol=1e-5, atol=1e-5)
+    assert len(lengths) > 64 and lengths.min() < lengths.max()  # several groups of different lengths
     codes = model.codes.tolist()
     expected = torch.full_like(scores, float("-inf"))
     for b in range(scores.size(0)):

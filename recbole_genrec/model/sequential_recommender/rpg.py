@@ -51,6 +51,8 @@ from recbole_genrec.data.sequences import seq_train_rows_mode
 from recbole_genrec.model.sequential_recommender.tiger import AddedItems
 from recbole_genrec.preprocess.features import codebook_sizes, item_codes
 
+_EVAL_GROUP = 64  # users per decoder call at inference (groups of similar history length)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, attn_pdrop: float, resid_pdrop: float):
@@ -232,11 +234,20 @@ class RPG(SequentialRecommender):
         return F.cross_entropy(logits.reshape(-1, self.codebook_size), labels.t().reshape(-1), ignore_index=-100)
 
     # ----------------------------------------------------------------------------------------------- inference
+    def last_hidden(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        r"""Hidden state at the last position of every history, `(B, d)`. Users run in groups of similar history
+        length, each trimmed to its longest history (exact: the causal decoder never reads a later position), so
+        an evaluation batch does not pay the longest history for every user."""
+        out = item_seq.new_empty(item_seq.size(0), self.d_model, dtype=self.code_embedding.weight.dtype)
+        for group in lengths.argsort().split(_EVAL_GROUP):
+            group_lengths = lengths[group]
+            hidden = self.decode(item_seq[group, : int(group_lengths.max())])  # [g, T_g, d]
+            out[group] = hidden[torch.arange(len(group), device=hidden.device), group_lengths - 1]
+        return out
+
     def code_log_probs(self, interaction) -> torch.Tensor:
         r"""Log-probabilities of every code value at the last position of every history: `(B, K, C)`."""
-        item_seq, lengths = self._trimmed(interaction)
-        hidden = self.decode(item_seq)  # [B, T, d]
-        last = hidden[torch.arange(item_seq.size(0), device=item_seq.device), lengths - 1]  # [B, d]
+        last = self.last_hidden(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, d]
         return F.log_softmax(self.code_logits(last), dim=-1).transpose(0, 1)  # [B, K, C]
 
     def item_means(self, values: torch.Tensor, item_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
