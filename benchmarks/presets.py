@@ -183,6 +183,23 @@ BEAUTY_CPU = {
     "PRORec": dict(BEAUTY_T5, prorec_code_levels=3, prorec_stage1_epochs=20, train_time_budget_s=1500),
 }
 
+# RPG on beauty-cpu: properties/model/RPG.yaml is the official Beauty recipe (OPQ 32 x 256 codes, GPT-2 2 x 448, lr
+# 0.01, batch 256, up to 150 epochs, validation every epoch, patience 20), trained to early stopping. Tagged rows:
+# the paper's 50-item history, the protocol's 20, and the codebook ablation at history 50 (the 32-codebook row is
+# hist50). Every row trains for hours on 2 cores: run them apart, e.g. `--models RPG --row-timeout 43200
+# --total-budget 180000`.
+BEAUTY_RPG = [
+    ("hist50", {"MAX_ITEM_LIST_LENGTH": 50}),
+    ("hist20", {"MAX_ITEM_LIST_LENGTH": 20}),
+    ("cb16", {"MAX_ITEM_LIST_LENGTH": 50, "sid_levels": 16}),
+    ("cb8", {"MAX_ITEM_LIST_LENGTH": 50, "sid_levels": 8}),
+]
+
+
+def _tagged_rows(model, dataset, variants):
+    return [{"model": model, "tag": tag, "dataset": dataset, "protocol": protocol_of(model), "config": dict(config)}
+            for tag, config in variants]
+
 
 def _rows(models, datasets, schedule, small=False, extra=None):
     """Model-major order (each model on every dataset in turn): a budget cut drops whole models, not a dataset."""
@@ -245,10 +262,13 @@ def build_presets():
         "beauty-cpu": {
             "description": "issue 15: TIGER, DiscRec, PRORec (2+2-layer T5, d_model 128) against SASRec and BERT4Rec "
                            "on full amazon-beauty, leave-one-out, history 20, full ranking; 2 threads, one row at a "
-                           "time, about 150 minutes; resumable (a second invocation runs only unfinished rows)",
+                           "time, about 150 minutes; resumable (a second invocation runs only unfinished rows). RPG rows "
+                           "(history 50 / 20, 8 / 16 / 32 codebooks) train to early stopping, hours each: run them "
+                           "apart with --models RPG and a longer --row-timeout / --total-budget",
             "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 50 * 60, "total_budget_s": 150 * 60,
             "datasets": {"amazon-beauty": {"max_users": None}},
-            "rows": _rows(["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"], ["amazon-beauty"], BEAUTY_CPU),
+            "rows": _rows(["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"], ["amazon-beauty"], BEAUTY_CPU)
+            + _tagged_rows("RPG", "amazon-beauty", BEAUTY_RPG),
             "resume": True, "plot": "valid_curves",
         },
         "gpu": {

@@ -129,8 +129,8 @@ def check_opq(config):
         raise ConfigError(f"sid_codebook_size={config['sid_codebook_size']} is not allowed with sid_method=opq: "
                           f"every codebook has the same size, a power of two (PQ codes are log2(K)-bit integers), "
                           f"e.g. 256")
-    params = config["sid_params"] or {}
-    dim, what = params.get("pca_dim") or None, "pca_dim"
+    params = config["sid_params"]
+    dim, what = (params.get("pca_dim") if isinstance(params, dict) else None) or None, "pca_dim"
     if dim is None:
         dim, what = _text_embedding_dim(config), f"the output size of text_encoder={config['text_encoder']!r}"
     if dim is not None and levels and dim % levels:

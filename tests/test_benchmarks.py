@@ -109,7 +109,11 @@ def test_bundle_with_max_users_is_refused_before_any_work(tmp_path, capsys):
 def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty():
     preset = presets.PRESETS["beauty-cpu"]
     assert preset["datasets"] == {"amazon-beauty": {"max_users": None}} and preset["resume"]
-    assert [r["model"] for r in preset["rows"]] == ["SASRec", "BERT4Rec", "TIGER", "DiscRec", "PRORec"]
+    assert [r["model"] for r in preset["rows"] if not r.get("tag")] == ["SASRec", "BERT4Rec", "TIGER", "DiscRec",
+                                                                       "PRORec"]
+    rpg = {r["tag"]: r["config"] for r in preset["rows"] if r["model"] == "RPG"}
+    assert {tag: (c["MAX_ITEM_LIST_LENGTH"], c.get("sid_levels", 32)) for tag, c in rpg.items()} == {
+        "hist50": (50, 32), "hist20": (20, 32), "cb16": (50, 16), "cb8": (50, 8)}  # paper, protocol, ablation
     assert all(r["protocol"] == "loo" for r in preset["rows"])
     assert presets.PROTOCOLS["loo"]["MAX_ITEM_LIST_LENGTH"] == 20
     assert {5, 10} <= set(presets.TOPK) and {"Recall", "NDCG"} <= set(presets.METRICS)

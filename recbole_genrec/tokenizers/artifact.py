@@ -70,7 +70,7 @@ def tokenizer_tensors(tokenizer):
             tensors[f"hkmeans.{level}.counts"] = torch.from_numpy(counts)
             tensors[f"hkmeans.{level}.centroids"] = torch.from_numpy(np.ascontiguousarray(cents))
     elif isinstance(tokenizer, OPQTokenizer):
-        params.update({"pca_dim": tokenizer.pca_dim, "whiten": tokenizer.whiten})
+        params.update({"pca_dim": tokenizer.pca_dim, "whiten": tokenizer.whiten, "niter": tokenizer.niter})
         tensors.update({f"opq.{k}": torch.from_numpy(v) for k, v in tokenizer.state_arrays().items()})
     else:
         raise TypeError(f"cannot store a {type(tokenizer).__name__}: only rqvae, rkmeans, hkmeans and opq tokenizers")
@@ -102,7 +102,7 @@ def tokenizer_from_tensors(tensors, params):
             cents = np.split(tensors[f"hkmeans.{level}.centroids"].numpy(), np.cumsum(counts)[:-1])
             tok.nodes.append({tuple(int(c) for c in p): cent for p, cent in zip(prefixes, cents)})
     elif method == "opq":
-        tok = OPQTokenizer(pca_dim=params["pca_dim"], whiten=params["whiten"], **common)
+        tok = OPQTokenizer(pca_dim=params["pca_dim"], whiten=params["whiten"], niter=params["niter"], **common)
         tok.load_state_arrays({k[len("opq."):]: v.numpy() for k, v in tensors.items() if k.startswith("opq.")})
     else:
         raise ValueError(f"unknown tokenizer method {method!r} in a stored tokenizer")

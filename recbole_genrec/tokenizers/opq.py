@@ -81,14 +81,15 @@ def unpack_codes(packed, n_codes, bits):
 class OPQTokenizer(BaseTokenizer):
     """faiss ``OPQ{M},IVF1,PQ{M}x{bits}`` (inner product) on the (optionally PCA-whitened) embeddings.
 
-    ``n_levels`` = ``M`` codebooks; every codebook has the same power-of-two size ``K``. faiss's training is
+    ``n_levels`` = ``M`` codebooks; every codebook has the same power-of-two size ``K``. ``niter``: OPQ's
+    iterations (each trains ``M`` k-means; minutes on one core for ten thousand items). faiss's training is
     deterministic (its own fixed seeds); ``seed`` is recorded only.
     """
 
     name = "opq"
 
     def __init__(self, n_levels=32, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
-                 pca_dim=0, whiten=True, n_threads=None):
+                 pca_dim=0, whiten=True, niter=50, n_threads=None):
         super().__init__(n_levels, codebook_sizes, seed, device, show_progress, n_threads)
         if len(set(self.codebook_sizes)) != 1:
             raise ValueError(f"opq: every codebook has the same size (one PQ), got sid_codebook_size="
@@ -100,6 +101,9 @@ class OPQTokenizer(BaseTokenizer):
         if self.pca_dim:
             check_opq_shape(self.pca_dim, self.n_levels, self.codebook_sizes[0])
         self.whiten = bool(whiten)
+        self.niter = int(niter)  # OPQ's alternating rotation / PQ iterations (faiss's default 50)
+        if self.niter < 1:
+            raise ValueError(f"opq: niter={niter} must be >= 1")
         self.pca_mean = None  # [D] float32
         self.pca_components = None  # [pca_dim, D] float32, rows scaled by 1/sqrt(variance) when whitening
         self.index = None  # faiss IndexPreTransform(OPQ) -> IndexIVFPQ(nlist=1)
@@ -161,6 +165,7 @@ class OPQTokenizer(BaseTokenizer):
         # size (the same PQ as the default for 256 codes; fewer codes train on fewer items)
         rotation_pq = faiss.ProductQuantizer(y.shape[1], self.n_levels, self.bits)
         opq.pq = rotation_pq
+        opq.niter = self.niter
         try:
             with _faiss_warnings_counted(f"opq ({self.factory}, {y.shape[0]} items)"):
                 index.train(y)
