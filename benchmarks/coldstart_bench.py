@@ -11,6 +11,9 @@ held-out items in the top 10. Rows:
   inherit the beam score of a generated item with the same first ``L - 1`` codes, at most ``--epsilon`` x 10 of them
   per top 10 (:func:`recbole_genrec.data.coldstart.prefix_match_score_fn`, the paper's cold-start retrieval),
 * ``AlphaRec`` (same leave-one-out split; its text mapping scores the held-out items directly),
+* ``RPG`` (``properties/model/RPG.yaml`` with the protocol's 20-item history, ``--rpg-epochs`` and a short warm-up;
+  ``train_time_budget_s``): the held-out items get OPQ codes from the stored tokenizer through ``add_items`` and
+  are scored exactly like every other item,
 * ``KNN-1``, ``KNN-5``: content k-NN, TIGER's Semantic_KNN (mean text-embedding cosine with the last 1 / 5 history
   items, history items excluded),
 * ``SASRec``, ``Pop`` (RecBole; they have untrained / zero-count rows for the held-out items),
@@ -38,7 +41,7 @@ import torch  # noqa: E402
 import recbole_genrec  # noqa: E402,F401  (compat shims before RecBole)
 
 ALL_ROWS = ("Pop", "KNN-1", "KNN-5", "SASRec", "TIGER", "TIGER-eps", "AlphaRec", "DiscRec", "DiscRec-eps",
-            "TIGER-all")
+            "TIGER-all", "RPG")
 LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
        "MAX_ITEM_LIST_LENGTH": 20, "topk": [10], "metrics": ["Recall", "NDCG"], "valid_metric": "NDCG@10",
        "show_progress": False, "genrec_count_flops": False, "save_dataloaders": False}
@@ -55,6 +58,9 @@ def row_settings(row, args):
     if row in ("TIGER", "DiscRec", "TIGER-all", "TIGER-eps", "DiscRec-eps"):
         return row.split("-")[0], dict(base, epochs=args.gen_epochs, train_time_budget_s=args.budget_s, eval_step=1,
                                        stopping_step=3, topk=[10, 20])
+    if row == "RPG":
+        return "RPG", dict(base, epochs=args.rpg_epochs, eval_step=1, stopping_step=5,
+                           warmup_steps=args.rpg_warmup_steps, train_time_budget_s=args.budget_s)
     if row == "SASRec":
         return "SASRec", dict(base, epochs=args.sasrec_epochs, eval_step=1, stopping_step=3)
     if row == "AlphaRec":
@@ -195,6 +201,8 @@ def main(argv=None):
     parser.add_argument("--gen-epochs", type=int, default=1)
     parser.add_argument("--sasrec-epochs", type=int, default=2)
     parser.add_argument("--alpharec-epochs", type=int, default=10)
+    parser.add_argument("--rpg-epochs", type=int, default=50)
+    parser.add_argument("--rpg-warmup-steps", type=int, default=50, help="RPG.yaml's 10,000 suit full Beauty only")
     parser.add_argument("--epsilon", type=float, default=0.1, help="-eps rows: max share of new items in the top 10")
     parser.add_argument("--data-path", default=None)
     parser.add_argument("--like", default=None, help="use the yaml files of this dataset (for a truncated copy)")

@@ -17,6 +17,7 @@ from recbole.utils import ModelType, init_seed
 from recbole_genrec.checkpoint import PlainCheckpoints
 from recbole_genrec.data import coldstart, create_dataset
 from recbole_genrec.data.sampling import apply_train_sampling
+from recbole_genrec.data.sequences import apply_seq_train_rows
 from recbole_genrec.distributed import DistributedRun, ShardedEvaluation
 from recbole_genrec.safety import pickle_caches_allowed
 from recbole_genrec.trainer.events import RunEvents
@@ -46,6 +47,7 @@ def split(config, dataset):
     if not coldstart.enabled(config):
         with pickle_caches_allowed(config):  # RecBole's saved dataloaders: unpickled only with trust_checkpoint
             train, valid, test = recbole_data_preparation(config, dataset)
+        train = apply_seq_train_rows(config, train)  # RPG: one training row per user sequence
         return apply_train_sampling(config, train), valid, test, None
     with pickle_caches_allowed(config):
         train, valid, test, cold = coldstart.data_preparation(config, dataset)  # items held out of every fit

@@ -89,7 +89,7 @@ RULES = {
     "d_model": _int(1), "d_ff": _int(1), "d_kv": _int(1), "num_heads": _int(1),
     "num_encoder_layers": _int(1), "num_decoder_layers": _int(1),
     "sid_levels": _int(1), "sid_codebook_size": _codebook_size, "sid_params": _mapping,
-    "sid_method": _choice("rqvae", "rkmeans", "hkmeans"),
+    "sid_method": _choice("rqvae", "rkmeans", "hkmeans", "opq"),
     "sid_collision": _choice("extra_level", "sinkhorn", "none"),
     "beam_size": _int(1), "beam_batch_size": _int(1), "user_token_buckets": _int(1),
     "MAX_ITEM_LIST_LENGTH": _int(1), "train_batch_size": _int(1), "eval_batch_size": _int(1),
@@ -97,6 +97,11 @@ RULES = {
     "text_max_length": _int(1), "text_batch_size": _int(1),
     "learning_rate": _number(0, low_open=True), "dropout_rate": _number(0, 1), "weight_decay": _number(0),
     "text_template": _template, "teacher": _teacher, "drop_duplicates": _flag, "trust_checkpoint": _flag,
+    "seq_train_rows": _choice("prefixes", "sequences"),
+    "n_embd": _int(1), "n_layer": _int(1), "n_head": _int(1), "n_inner": _int(1), "embd_pdrop": _number(0, 1),
+    "attn_pdrop": _number(0, 1), "resid_pdrop": _number(0, 1), "rpg_temperature": _number(0, low_open=True),
+    "rpg_decoding": _choice("exact", "graph"), "rpg_num_beams": _int(1), "rpg_n_edges": _int(1),
+    "rpg_propagation_steps": _int(1), "rpg_graph_chunk_size": _int(1),
 }
 _NOT_COUNTS = re.compile(r"ratio|resolution|thre?shold|^w_max$|^q$")  # integer defaults of real-valued settings
 
@@ -151,6 +156,49 @@ def check_config(config):
             raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
                               f"give one size per level or a single integer")
         check_sid_params(config["sid_method"], config["sid_params"])
+        if config["sid_method"] == "opq":
+            check_opq(config)
+    if config["n_embd"] is not None and config["n_head"] is not None and config["n_embd"] % config["n_head"]:
+        raise ConfigError(f"n_embd={config['n_embd']} is not divisible by n_head={config['n_head']}: every attention "
+                          f"head takes n_embd / n_head dimensions")
+
+
+def check_opq(config):
+    """OPQ codes: codebook sizes a power of two (log2(K)-bit PQ codes), the number of codebooks dividing the
+    vectors they quantize (``pca_dim`` when set, else the text encoder's output size when it can be read)."""
+    sizes, levels = config["sid_codebook_size"], config["sid_levels"]
+    sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    if any(k & (k - 1) for k in sizes) or len(set(sizes)) != 1:
+        raise ConfigError(f"sid_codebook_size={config['sid_codebook_size']} is not allowed with sid_method=opq: "
+                          f"every codebook has the same size, a power of two (PQ codes are log2(K)-bit integers), "
+                          f"e.g. 256")
+    params = config["sid_params"]
+    dim, what = (params.get("pca_dim") if isinstance(params, dict) else None) or None, "pca_dim"
+    if dim is None:
+        dim, what = _text_embedding_dim(config), f"the output size of text_encoder={config['text_encoder']!r}"
+    if dim is not None and levels and dim % levels:
+        raise ConfigError(f"sid_levels={levels} does not divide {what} ({dim}): OPQ cuts every vector into "
+                          f"sid_levels equal sub-vectors; choose sid_levels among the divisors of {dim} or set "
+                          f"sid_params {{pca_dim: N}} with N a multiple of {levels}")
+
+
+def _text_embedding_dim(config):
+    """The text encoder's output size from its config files (``None`` when it cannot be read without loading it)."""
+    import json
+
+    if str(config["item_embedding_source"]) != "text":
+        return None
+    try:
+        from recbole_genrec.preprocess.text_encoder import resolve_encoder_path
+
+        path = resolve_encoder_path(config["text_encoder"])
+        dense = sorted(glob.glob(os.path.join(path, "*_Dense", "config.json")))
+        with open(dense[-1] if dense else os.path.join(path, "config.json"), encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError, ImportError):
+        return None
+    dim = values.get("out_features") if dense else values.get("hidden_size", values.get("d_model"))
+    return int(dim) if isinstance(dim, int) else None
 
 
 def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):

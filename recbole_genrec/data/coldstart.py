@@ -148,6 +148,8 @@ def data_preparation(config, dataset):
     from recbole.data.utils import create_samplers, get_dataloader
     from recbole.utils import ModelType
 
+    from recbole_genrec.data.sequences import apply_seq_train_rows
+
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
         raise ValueError("the cold-start protocol supports general and sequential models, not knowledge-aware ones")
     held = held_out_ids(config, dataset)
@@ -158,6 +160,7 @@ def data_preparation(config, dataset):
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
     train_sampler = exclude_from_sampler(train_sampler, held)
     train_data = get_dataloader(config, "train")(config, train_ds, train_sampler, shuffle=config["shuffle"])
+    train_data = apply_seq_train_rows(config, train_data)  # seq_train_rows: sequences (RPG)
     valid_data = get_dataloader(config, "valid")(config, valid_ds, valid_sampler, shuffle=False)
     test_data = get_dataloader(config, "test")(config, test_ds, test_sampler, shuffle=False)
     test_targets = test_ds.inter_feat[test_ds.iid_field]
@@ -329,12 +332,13 @@ def add_held_out_items(model, dataset, held):
     code would fall outside the trained vocabulary are skipped and counted); every other model scores the rows it
     already has (AlphaRec maps every item's text; ID-based models have untrained rows for them).
     """
-    if not hasattr(model, "code_table") or not hasattr(model, "add_items"):
+    codes = model.code_table.codes if hasattr(model, "code_table") else getattr(model, "codes", None)  # RPG: codes
+    if not torch.is_tensor(codes) or codes.dim() != 2 or not hasattr(model, "add_items"):
         return {"added": 0, "skipped": 0, "how": "the model scores its existing rows (no add_items needed)"}
     from recbole_genrec.preprocess.features import item_embeddings
 
     held = held.cpu()
-    missing = held[~(model.code_table.codes.cpu()[held] >= 0).all(dim=1)]  # held-out rows still without a code
+    missing = held[~(codes.cpu()[held] >= 0).all(dim=1)]  # held-out rows still without a code
     if missing.numel() == 0:
         return {"added": 0, "skipped": 0, "how": "every held-out item already had a code"}
     emb = item_embeddings(dataset)[missing].numpy()  # [M, D]

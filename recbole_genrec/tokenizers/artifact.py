@@ -1,9 +1,10 @@
 """A fitted semantic-ID tokenizer that outlives its fit: tensors (safetensors) + JSON, never a pickle.
 
 :meth:`FittedTokenizer.to_bytes` gives the two parts: the weights (RQ-VAE state dict, residual k-means codebooks,
-or the hierarchical k-means tree: per level node prefixes, child counts, centroids; plus ``codes`` [N, L'] = the
-final codes of the items it was fitted for, the collision state) as safetensors bytes, and a JSON-able dict (method,
-hyperparameters, configured and final codebook sizes, collision rule). Where they are stored is the dataset
+the hierarchical k-means tree: per level node prefixes, child counts, centroids, or the OPQ rotation, coarse
+centroid, PQ codebooks and PCA projection; plus ``codes`` [N, L'] = the final codes of the items it was fitted for,
+the collision state) as safetensors bytes, and a JSON-able dict (method, hyperparameters, configured and final
+codebook sizes, collision rule). Where they are stored is the dataset
 store's business (:func:`recbole_genrec.store.save_tokenizer`).
 
 :class:`FittedTokenizer` encodes any embedding of the same
@@ -29,6 +30,7 @@ import torch
 from .collisions import _finite_costs, greedy_match, sinkhorn_plan
 from .diagnostics import tuple_groups
 from .kmeans import HierarchicalKMeansTokenizer, ResidualKMeansTokenizer, validate_embeddings
+from .opq import OPQTokenizer
 from .rqvae import RQVAE, RQVAETokenizer
 
 logger = logging.getLogger(__name__)
@@ -63,8 +65,11 @@ def tokenizer_tensors(tokenizer):
             tensors[f"hkmeans.{level}.prefixes"] = torch.from_numpy(prefixes)
             tensors[f"hkmeans.{level}.counts"] = torch.from_numpy(counts)
             tensors[f"hkmeans.{level}.centroids"] = torch.from_numpy(np.ascontiguousarray(cents))
+    elif isinstance(tokenizer, OPQTokenizer):
+        params.update({"pca_dim": tokenizer.pca_dim, "whiten": tokenizer.whiten, "niter": tokenizer.niter})
+        tensors.update({f"opq.{k}": torch.from_numpy(v) for k, v in tokenizer.state_arrays().items()})
     else:
-        raise TypeError(f"cannot store a {type(tokenizer).__name__}: only rqvae, rkmeans and hkmeans tokenizers")
+        raise TypeError(f"cannot store a {type(tokenizer).__name__}: only rqvae, rkmeans, hkmeans and opq tokenizers")
     params["method"] = tokenizer.name
     return tensors, params
 
@@ -92,6 +97,9 @@ def tokenizer_from_tensors(tensors, params):
             counts = tensors[f"hkmeans.{level}.counts"].numpy()
             cents = np.split(tensors[f"hkmeans.{level}.centroids"].numpy(), np.cumsum(counts)[:-1])
             tok.nodes.append({tuple(int(c) for c in p): cent for p, cent in zip(prefixes, cents)})
+    elif method == "opq":
+        tok = OPQTokenizer(pca_dim=params["pca_dim"], whiten=params["whiten"], niter=params["niter"], **common)
+        tok.load_state_arrays({k[len("opq."):]: v.numpy() for k, v in tensors.items() if k.startswith("opq.")})
     else:
         raise ValueError(f"unknown tokenizer method {method!r} in a stored tokenizer")
     tok.fitted = True
@@ -103,7 +111,7 @@ class FittedTokenizer:
     r"""A fitted tokenizer plus the final codes of the items it was fitted for.
 
     Args:
-        tokenizer: a fitted rqvae / rkmeans / hkmeans tokenizer.
+        tokenizer: a fitted rqvae / rkmeans / hkmeans / opq tokenizer.
         codes (`(N, L')` int64): final (collision-handled) codes of the fitted items, rows in item order.
         codebook_sizes (`list[int]` of length `L'`): final sizes (extra level included).
         collision (`str`): ``extra_level`` | ``sinkhorn`` | ``none``.
@@ -140,6 +148,8 @@ class FittedTokenizer:
             return int(tok.model.encoder[0].in_features)
         if isinstance(tok, ResidualKMeansTokenizer):
             return int(tok.centroids[0].shape[1])
+        if isinstance(tok, OPQTokenizer):
+            return tok.input_dim
         return int(tok.nodes[0][()].shape[1])
 
     def assign(self, emb, existing=None):
