@@ -14,7 +14,8 @@ import torch
 import recbole_genrec
 import transformers
 from recbole_genrec import load_data_and_model, run_recbole_genrec
-from recbole_genrec.utils import get_model, get_trainer, properties_dir
+from recbole_genrec.run_builder import trainer_class
+from recbole_genrec.utils import get_model, properties_dir
 
 data = os.path.abspath(sys.argv[1])
 assert "site-packages" in recbole_genrec.__file__, f"not the installed wheel: {recbole_genrec.__file__}"
@@ -34,7 +35,7 @@ settings = {
 sys.argv = sys.argv[:1]  # RecBole reads --key=value options from the command line
 result = run_recbole_genrec(model="TIGER", dataset="tiny", config_dict=settings)
 config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
-reloaded = get_trainer(config["MODEL_TYPE"], config["model"])(config, model).evaluate(test_data, load_best_model=False)
+reloaded = trainer_class(config)(config, model).evaluate(test_data, load_best_model=False)
 assert {k: round(float(v), 6) for k, v in reloaded.items()} == \
     {k: round(float(v), 6) for k, v in result["test_result"].items()}, (reloaded, result["test_result"])
 model.eval()

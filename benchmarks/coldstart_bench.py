@@ -22,8 +22,10 @@ train or select a model (targets, histories, tokenizer fit, negatives): every tr
     decoded items' prefixes, where it ranks when admitted (among all items, and among the admitted new items: rank r
     enters the top K only when floor(epsilon * K) >= r), and the held-out share of the top 10 of every ranking.
 
-* ``RPG``: scores every item exactly from its codes (no prefix rule, no epsilon); recorded as skipped, with the reason,
-  while ``get_model("RPG")`` does not know the model.
+* ``RPG``: ``properties/model/RPG.yaml`` (amazon-beauty: the official settings) with the protocol's 20-item history;
+  the held-out items get OPQ codes from the stored tokenizer (``add_items``) and are scored exactly like every other
+  item (no prefix rule, no epsilon); diagnostics over its top 50. A row whose model this version does not know is
+  recorded as skipped, with the lookup error.
 * ``KNN-1``, ``KNN-5``: content k-NN, TIGER's Semantic_KNN over the same text embeddings (mean cosine with the last
   1 / 5 history items, history items excluded).
 * ``SASRec`` (untrained rows for the held-out items), ``Pop`` (zero counts), ``AlphaRec`` (its text mapping scores
@@ -77,12 +79,13 @@ def schedules(dataset):
     if dataset == "amazon-beauty":  # benchmarks/presets.py's beauty-cpu rows, beam 50 for Recall@50
         return {"TIGER": dict(BEAUTY_CPU["TIGER"], beam_size=50),
                 "DiscRec": dict(BEAUTY_CPU["DiscRec"], beam_size=50),
-                "RPG": {"epochs": 150, "eval_step": 1, "stopping_step": 20},
+                "RPG": {},  # properties/model/RPG.yaml: the official Beauty settings, to early stopping
                 "SASRec": dict(SASREC_BEAUTY), "AlphaRec": dict(ALPHAREC_CPU["AlphaRec"]),
                 "Pop": {"epochs": 1}}
     # ml-100k and the rest: the CPU presets properties/quick_start/<Model>-ml-100k.yaml, to early stopping
     gen = {"epochs": 100, "eval_step": 2, "stopping_step": 3, "beam_size": 50}
-    return {"TIGER": dict(gen), "DiscRec": dict(gen), "RPG": {"epochs": 100, "eval_step": 2, "stopping_step": 3},
+    rpg = {"epochs": 100, "eval_step": 2, "stopping_step": 3, "warmup_steps": 50}  # RPG.yaml's 10,000: full Beauty
+    return {"TIGER": dict(gen), "DiscRec": dict(gen), "RPG": rpg,
             "SASRec": {"epochs": 100, "eval_step": 2, "stopping_step": 3},
             "AlphaRec": {"epochs": 100, "eval_step": 5, "stopping_step": 4}, "Pop": {"epochs": 1}}
 
@@ -136,32 +139,13 @@ def make_config(model_name, settings, args):
 
 
 def prepare(config):
-    """``(dataset, train, valid, test, info)``: the dataset and the protocol's loaders (RecBole's without it)."""
-    from recbole.data import data_preparation
-    from recbole.utils import init_seed
+    """``(data, info)``: the run builder's prepared data (the protocol's loaders, RecBole's without it) and the
+    cold-start info (without the protocol: the items it would hold out, for the same targets)."""
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.run_builder import prepare as prepare_run
 
-    from recbole_genrec.data import coldstart, create_dataset
-
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    if coldstart.enabled(config):
-        return (dataset, *coldstart.data_preparation(config, dataset))
-    train, valid, test = data_preparation(config, dataset)
-    return dataset, train, valid, test, {"held_out": coldstart.held_out_ids(config, dataset)}
-
-
-def build(config, dataset, train_data):
-    """``(model, trainer)`` as ``run_recbole_genrec`` builds them (plain checkpoints, resumable training)."""
-    from recbole.utils import init_seed
-
-    from recbole_genrec.quick_start import _trainer, item_tokens
-    from recbole_genrec.utils import get_model
-
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = _trainer(config, model)
-    trainer.genrec_item_tokens = item_tokens(dataset)
-    return model, trainer
+    data = prepare_run(config)
+    return data, data.coldstart or {"held_out": coldstart.held_out_ids(config, data.dataset)}
 
 
 def train(model, trainer, train_data, valid_data):
@@ -232,7 +216,8 @@ def run_row(row, args):
         return {"row": row, "model": model_name, "skipped": f"ValueError: {str(err).splitlines()[0][:300]}"}
     config = make_config(model_name, settings, args)
     start = time.perf_counter()
-    dataset, train_data, valid_data, test_data, info = prepare(config)
+    data, info = prepare(config)
+    dataset, train_data, valid_data, test_data = data.dataset, data.train, data.valid, data.test
     held = info["held_out"]
     out = {"row": row, "model": model_name, "dataset": args.dataset}
     out.update({key: value for key, value in info.items() if key != "held_out"})
@@ -245,7 +230,9 @@ def run_row(row, args):
         out.update(epochs=0, train_s=0.0, metrics=coldstart.evaluate(fn, test_data, held, KS),
                    add_items={"added": 0, "skipped": 0, "how": "text embeddings"})
     else:
-        model, trainer = build(config, dataset, train_data)
+        from recbole_genrec.run_builder import build
+
+        model, trainer = build(config, data)  # plain checkpoints, resumable training, the cold-start guards
         protocol = coldstart.enabled(config)
         if protocol:  # before add_items and before training (the check restores the random states it uses)
             out["leaks"] = coldstart.leak_counts(config, dataset, train_data, valid_data, held, model)

@@ -84,23 +84,19 @@ def bench_dataset(dataset_name, args, ProxyEvaluator):
     import numpy as np
     import torch
     from recbole.trainer import Trainer
-    from recbole.utils import init_seed
-
     from recbole_genrec import Config
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.run_builder import prepare, trainer_class
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.utils import get_model
 
     config = Config(model="AlphaRec", dataset=dataset_name,
                     config_file_list=[os.path.join(ROOT, "properties", "protocol", "random-8-1-1.yaml")],
                     config_dict={"data_path": args.data_path, "state": "ERROR", "show_progress": False,
                                  "genrec_count_flops": False, "topk": [20]})
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    dataset, train, valid, test, _ = prepare(config)
     torch.manual_seed(0)
     model = get_model("AlphaRec")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "AlphaRec")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.eval_collector.data_collect(train)
     model.eval()
     user_e, item_e = model.full_sort_factors()

@@ -159,7 +159,7 @@ GPU_ABLATIONS = [
 
 # beauty-cpu: the leaderboard on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out, history 20, full
 # ranking), 2 cores, one row at a time, every row trained to early stopping on validation NDCG@10. Rows resume to the
-# epoch across invocations (resume_training: the state of each row lives under <cache>/runs/), so the preset is run
+# epoch across invocations (resume_training: the state of each row lives under <cache>/<dataset>/runs/), so the preset is run
 # again until every row has finished.
 # SASRec: a small grid (loss, width, dropout, learning rate); the row with the best validation NDCG@10 is the tuned
 # SASRec. Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 (about 1/4.7
@@ -199,6 +199,22 @@ BEAUTY_VARIANTS = [  # (model, tag, change of BEAUTY_CPU[model])
     ("TIGER", "paper-8ep", dict(EIGHT_EPOCHS, **PAPER_T5)),
 ]
 
+# RPG on beauty-cpu: properties/model/RPG.yaml is the official Beauty recipe (OPQ 32 x 256 codes, GPT-2 2 x 448, lr
+# 0.01, batch 256, up to 150 epochs, validation every epoch, patience 20), trained to early stopping. Tagged rows:
+# the paper's 50-item history, the protocol's 20, and the codebook ablation at history 50 (the 32-codebook row is
+# hist50).
+BEAUTY_RPG = [
+    ("hist50", {"MAX_ITEM_LIST_LENGTH": 50}),
+    ("hist20", {"MAX_ITEM_LIST_LENGTH": 20}),
+    ("cb16", {"MAX_ITEM_LIST_LENGTH": 50, "sid_levels": 16}),
+    ("cb8", {"MAX_ITEM_LIST_LENGTH": 50, "sid_levels": 8}),
+]
+
+
+def _tagged_rows(model, dataset, variants):
+    return [{"model": model, "tag": tag, "dataset": dataset, "protocol": protocol_of(model), "config": dict(config)}
+            for tag, config in variants]
+
 
 def _rows(models, datasets, schedule, small=False, extra=None):
     """Model-major order (each model on every dataset in turn): a budget cut drops whole models, not a dataset."""
@@ -223,19 +239,23 @@ def _ablation_rows(dataset, schedule):
 
 
 def _beauty_rows():
-    """SASRec grid first (the baseline everything is compared with), the 8-epoch fp32 / bf16 TIGER pair (it decides
-    the CPU precision), the generative rows to early stopping, BERT4Rec, and the 8-epoch paper-size TIGER."""
+    """The order rows run in: the first SASRec settings (the baseline everything is compared with), RPG at the paper's
+    history, the 8-epoch fp32 / bf16 TIGER pair (it decides the CPU precision), TIGER to early stopping, the rest of
+    the SASRec grid, then the other rows."""
     base = {r["model"]: r for r in _rows(["SASRec", "TIGER", "DiscRec", "PRORec", "BERT4Rec"], ["amazon-beauty"],
                                          BEAUTY_CPU)}
-    variants = {}
+    tagged = {}
     for model, tag, change in BEAUTY_VARIANTS:
         row = copy.deepcopy(base[model])
         row["config"].update(copy.deepcopy(change))
-        variants.setdefault(model, []).append(dict(row, tag=tag))
-    tiger_8 = [r for r in variants["TIGER"] if r["tag"].startswith("cpu-8ep")]
-    paper = [r for r in variants["TIGER"] if r["tag"] == "paper-8ep"]
-    return ([base["SASRec"]] + variants["SASRec"] + tiger_8
-            + [base["TIGER"], base["DiscRec"], base["PRORec"], base["BERT4Rec"]] + paper)
+        tagged[f"{model}[{tag}]"] = dict(row, tag=tag)
+    for row in _tagged_rows("RPG", "amazon-beauty", BEAUTY_RPG):
+        tagged[f"RPG[{row['tag']}]"] = row
+    order = ["SASRec", "SASRec[lr3e-3]", "RPG[hist50]", "TIGER[cpu-8ep]", "TIGER[cpu-8ep-bf16]", "TIGER",
+             "SASRec[h128]", "SASRec[drop0.2]", "SASRec[bpr-h128-lr5e-4]", "RPG[hist20]", "DiscRec", "PRORec",
+             "BERT4Rec", "TIGER[paper-8ep]", "RPG[cb16]", "RPG[cb8]"]
+    rows = dict(base, **tagged)
+    return [rows[label] for label in order]
 
 
 def build_presets():
@@ -276,9 +296,10 @@ def build_presets():
         },
         "beauty-cpu": {
             "description": "leaderboard on full amazon-beauty, leave-one-out, history 20, full ranking: a SASRec grid, "
-                           "BERT4Rec, TIGER, DiscRec and PRORec (2+2-layer T5, d_model 128) trained to early stopping, "
-                           "and 8-epoch TIGER rows (CPU size fp32 / bf16, paper size); 2 threads, one row at a time; "
-                           "every row resumes to the epoch, so invoke it again until all rows have finished",
+                           "RPG (history 50 and 20, 8 / 16 / 32 codebooks), BERT4Rec, TIGER, DiscRec and PRORec "
+                           "(2+2-layer T5, d_model 128) trained to early stopping, and 8-epoch TIGER rows (CPU size "
+                           "fp32 / bf16, paper size); 2 threads, one row at a time; every row resumes to the epoch, so "
+                           "invoke it again until all rows have finished",
             "device": "cpu", "threads": 2, "jobs": 1, "row_timeout_s": 7 * 24 * 3600, "total_budget_s": None,
             "datasets": {"amazon-beauty": {"max_users": None}},
             "rows": _beauty_rows(),

@@ -141,15 +141,16 @@ def earlier_rows(args, stem, own_report=False):
 
 
 def forget_resume_states(rows, datasets):
-    """``--fresh``: delete the resume states of the selected rows (``<cache>/runs/<resume_name>/``)."""
+    """``--fresh``: delete the resume states of the selected rows (``<cache>/<dataset>/runs/<resume_name>/``)."""
     import shutil
 
     from recbole_genrec.trainer.resume import run_dir
 
     for row in rows:
         if row["config"].get("resume_training"):
+            dataset = datasets[row["dataset"]]
             folder = run_dir({"resume_name": row["config"]["resume_name"], "model": row["model"],
-                              "dataset": row["dataset"], "genrec_cache_dir": datasets[row["dataset"]]["cache_dir"]})
+                              "dataset": dataset["recbole_name"], "genrec_cache_dir": dataset["cache_dir"]})
             if os.path.isdir(folder):
                 shutil.rmtree(folder)
                 say(f"--fresh: removed the resume state {folder}")

@@ -5,8 +5,8 @@ SASRec on amazon-beauty (leave-one-out, history 20, CE over every item, batch 51
 step of each in turn so that they share the machine's load, each on its own copy of the same weights and the same
 batches:
 
-* ``entry point`` -- the trainer ``run_recbole_genrec`` builds (``quick_start._trainer``: RecBole's ``Trainer`` with
-  the plugin's plain checkpoints), one ``_train_epoch`` call per batch;
+* ``entry point`` -- the trainer ``run_recbole_genrec`` builds (``run_builder.trainer_class``: RecBole's ``Trainer``
+  with the plugin's mixins), one ``_train_epoch`` call per batch;
 * ``bare``        -- ``model.calculate_loss(batch).backward(); optimizer.step()``, nothing else;
 * ``bare+anomaly``-- the same under ``torch.autograd.detect_anomaly()``: what every step cost while RecBole's
   ``sine.py`` left anomaly mode on.
@@ -79,11 +79,11 @@ def main(argv=None):
         return 2
     sys.argv = sys.argv[:1]  # RecBole reads --key=value options from the command line
     torch.set_num_threads(args.threads)
-    from recbole_genrec.quick_start import _trainer
+    from recbole_genrec.run_builder import trainer_class
 
     config, model, batches = build(args)
     models = {name: copy.deepcopy(model) for name in LOOPS}
-    trainer = _trainer(config, models["entry point"])
+    trainer = trainer_class(config)(config, models["entry point"])
     optimizers = {name: torch.optim.Adam(models[name].parameters(), lr=config["learning_rate"])
                   for name in ("bare", "bare+anomaly")}
 

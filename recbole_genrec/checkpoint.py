@@ -120,12 +120,12 @@ def restored_keys(checkpoint):
 
 
 def _numpy_globals():
-    names = []
-    for module_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        module = getattr(np, module_name.split(".")[1], None)
-        multiarray = getattr(module, "multiarray", None) if module is not None else None
-        if multiarray is not None and hasattr(multiarray, "scalar"):
-            names.append((multiarray.scalar, f"{module_name}.scalar"))
+    try:  # numpy 2 (numpy.core still imports there, with a DeprecationWarning)
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import scalar
+    # pickles name it by the numpy that wrote them: accept both names
+    names = [(scalar, "numpy._core.multiarray.scalar"), (scalar, "numpy.core.multiarray.scalar")]
     names.append(np.dtype)
     if hasattr(np, "dtypes"):  # numpy >= 1.25: the dtype classes have names (numpy.dtypes.Float64DType, ...)
         names += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]

@@ -21,8 +21,6 @@ from recbole.utils import ModelType
 
 from recbole_genrec.utils import get_model, properties_dir
 
-_UNIFORM_SAMPLING = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
-
 
 def model_yaml_chain(model, model_class):
     """Names whose ``properties/model/<name>.yaml`` hold the model's defaults, base class first, ``model`` last.
@@ -73,6 +71,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        recbole_sampling = self.internal_config_dict.get("train_neg_sample_args")  # RecBole's yaml value
         root = properties_dir()
         sequential = model_class.type == ModelType.SEQUENTIAL
         user_sets_sampling = "train_neg_sample_args" in self.external_config_dict
@@ -98,5 +97,5 @@ class Config(RecBoleConfig):
         warn_unknown_keys(self.external_config_dict, extra_known=self.internal_config_dict)
         loss = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if sequential and not user_sets_sampling and loss not in (None, "CE"):
-            # A sequential model trained with BPR needs RecBole's uniform sampler back.
-            self.internal_config_dict["train_neg_sample_args"] = dict(_UNIFORM_SAMPLING)
+            # A sequential model trained with BPR needs RecBole's sampler back.
+            self.internal_config_dict["train_neg_sample_args"] = recbole_sampling

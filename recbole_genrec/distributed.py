@@ -37,8 +37,8 @@ barrier and then read them (the file lock of :func:`recbole_genrec.preprocess.ca
 guard, e.g. for ranks of another machine sharing the cache folder); :meth:`~DistributedRun.share_checkpoint` gives
 every rank rank 0's checkpoint path (RecBole names it after each process's own clock).
 
-:class:`ShardedEvaluation` (a trainer mixin, used by ``GenerativeTrainer`` and added to any other trainer by
-:func:`with_sharded_evaluation`) makes distributed evaluation exact: RecBole's ``DistributedSampler`` shards the
+:class:`ShardedEvaluation` (a trainer mixin, used by ``GenerativeTrainer`` and added to any other trainer of a
+multi-process run by :func:`recbole_genrec.run_builder.trainer_class`) makes distributed evaluation exact: RecBole's ``DistributedSampler`` shards the
 evaluated users across ranks but pads the last shard with repeated users, and ``Trainer._map_reduce`` averages
 the ranks' metrics weighted by ``len(batched_data)`` summed over batches (4 per batch: a batch-count weight).
 Instead, every rank's per-user evaluation rows are gathered, users evaluated twice are dropped and the metrics
@@ -136,10 +136,6 @@ class DistributedRun:
             dist.broadcast_object_list(names, src=0)
             trainer.saved_model_file = names[0]
         return trainer
-
-    def trainer_class(self, trainer_class):
-        """``trainer_class``, with exact sharded evaluation in a multi-process run (:func:`with_sharded_evaluation`)."""
-        return with_sharded_evaluation(trainer_class) if self.enabled else trainer_class
 
 
 def _checked_init(rank, world_size):
@@ -285,12 +281,4 @@ class ShardedEvaluation:
                 for key in result}
 
 
-def with_sharded_evaluation(trainer_class):
-    """``trainer_class`` itself if it already has :class:`ShardedEvaluation`, else a subclass that adds it."""
-    if issubclass(trainer_class, ShardedEvaluation):
-        return trainer_class
-    return type(trainer_class.__name__, (ShardedEvaluation, trainer_class), {"__module__": trainer_class.__module__})
-
-
-__all__ = ["BACKENDS", "DistributedRun", "ShardedEvaluation", "process_group", "requested", "resolve_backend",
-           "with_sharded_evaluation"]
+__all__ = ["BACKENDS", "DistributedRun", "ShardedEvaluation", "process_group", "requested", "resolve_backend"]

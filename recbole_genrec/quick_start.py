@@ -14,56 +14,23 @@ import sys
 import time
 from logging import getLogger
 
-import torch
 from recbole.data.transform import construct_transform
-from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, set_color
 
-from recbole_genrec.checkpoint import (check_checkpoint_model, load_checkpoint, load_weights, plain_checkpoint_trainer,
-                                       restore_config)
 from recbole_genrec import threads
+from recbole_genrec.checkpoint import check_checkpoint_model, load_checkpoint, load_weights, restore_config
 from recbole_genrec.config import Config
+from recbole_genrec.data import coldstart
 from recbole_genrec.distributed import process_group
-from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
-from recbole_genrec.utils import get_model, get_trainer
-from recbole_genrec.trainer.resume import resumable
+from recbole_genrec.run_builder import build, build_model, build_trainer, item_tokens, prepare
 from recbole_genrec.validation import check_config, check_shared_protocol
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "load_col", "seed")
 
 
-def item_tokens(dataset):
-    """The item vocabulary in RecBole's id order (``[PAD]`` first), stored with the weights."""
-    return [str(t) for t in dataset.field2id_token[dataset.iid_field]]
-
-
-def _trainer(config, model, group=None):
-    trainer_class = plain_checkpoint_trainer(get_trainer(config["MODEL_TYPE"], config["model"]))
-    if config["resume_training"]:
-        trainer_class = resumable(trainer_class)
-    if group is not None:
-        trainer_class = group.trainer_class(trainer_class)
-    return trainer_class(config, model)
-
-
-def _timed_epochs(trainer):
-    """Wrap ``trainer._train_epoch`` so that wall time per training epoch is recorded."""
-    trainer.genrec_epoch_seconds = []
-    train_epoch = trainer._train_epoch
-
-    def timed(train_data, epoch_idx, *args, **kwargs):
-        skipped = getattr(trainer, "skips_epoch", lambda _: False)(epoch_idx)  # over train_time_budget_s
-        start = time.perf_counter()
-        out = train_epoch(train_data, epoch_idx, *args, **kwargs)
-        if not skipped:
-            trainer.genrec_epoch_seconds.append(time.perf_counter() - start)
-        return out
-
-    trainer._train_epoch = timed
-
-
 def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
-                       model_file=None):
+                       model_file=None, listeners=()):
     r"""Train and test one model, exactly like ``recbole.quick_start.run_recbole``.
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
@@ -75,6 +42,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     sets instead of training. With ``local_rank`` in ``config_dict`` this is one rank of a multi-process
     run (see :func:`run` and :mod:`recbole_genrec.distributed`): rank 0 builds the preprocessing caches
     while the others wait, every rank evaluates its shard of the users and all get the metrics of all users.
+    ``listeners``: objects told when the trainer is built, an epoch trained and an evaluation done
+    (:mod:`recbole_genrec.trainer.events`).
     """
     with process_group(config_dict, config_file_list) as group:
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
@@ -85,7 +54,6 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         if model_file is not None:  # refuse a checkpoint that is not data, or of another model, before any work
             check_checkpoint_model(load_checkpoint(model_file, bool(config["trust_checkpoint"])), model_file,
                                    config["model"])
-        init_seed(config["seed"], config["reproducibility"])
         # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
         for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
             os.makedirs(folder, exist_ok=True)
@@ -94,27 +62,18 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         logger.info(sys.argv)
         logger.info(config)
 
-        with group.rank_zero_first():  # text embeddings / semantic IDs: built by rank 0, read by the others
-            dataset = create_dataset(config)
+        data = prepare(config, group)
+        dataset, train_data, valid_data, test_data, cold_info = data
         logger.info(dataset)
-        if coldstart.enabled(config):  # items held out of training (recbole_genrec.data.coldstart)
-            train_data, valid_data, test_data, cold_info = coldstart.data_preparation(config, dataset)
-        else:
-            train_data, valid_data, test_data = data_preparation(config, dataset)
 
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        with group.rank_zero_first():  # caches built in a model's __init__ (PRORec stage I)
-            model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        model = build_model(config, data, group)
         logger.info(model)
         if config["genrec_count_flops"]:
             transform = construct_transform(config)
             flops = get_flops(model, dataset, config["device"], logger, transform)
             logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
-        trainer = _trainer(config, model, group)
-        trainer.genrec_item_tokens = item_tokens(dataset)
-        group.share_checkpoint(trainer)
-        _timed_epochs(trainer)
+        trainer = build_trainer(config, model, data, group, listeners)
         start = time.perf_counter()
         if model_file is None:
             best_valid_score, best_valid_result = trainer.fit(
@@ -131,7 +90,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         test_result = trainer.evaluate(test_data, load_best_model=load, model_file=model_file,
                                        show_progress=config["show_progress"])
 
-        cold_report = coldstart.report(model, dataset, test_data, cold_info) if coldstart.enabled(config) else None
+        cold_report = coldstart.report(model, dataset, test_data, cold_info) if cold_info is not None else None
 
         logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
         logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -235,15 +194,11 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
     check_config(config)
     threads.configure(config)
-    init_seed(config["seed"], config["reproducibility"])
     logging.basicConfig(level=logging.ERROR)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
+    data = prepare(config)
     model_name = config["model"]
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = _trainer(config, model)
-    trainer.genrec_item_tokens = item_tokens(dataset)
+    model, trainer = build(config, data)
+    train_data, valid_data, test_data = data.train, data.valid, data.test
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
     return {
@@ -281,6 +236,7 @@ def _items_before_building(config):
     """The items the preprocessing hook would keep (RecBole's filter pass, cached), without building features."""
     from recbole_genrec.data import resolve_data_path
     from recbole_genrec.preprocess import cache, hook
+    from recbole_genrec.store import store_dir
 
     if not hook.requested_features(config):
         return None, None
@@ -289,7 +245,7 @@ def _items_before_building(config):
         config["data_path"] = source
         resolve_data_path(config)
         source = config["data_path"]
-    store = cache.store_dir(config)
+    store = store_dir(config)
     with cache.locked(store):
         tokens = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
     return tokens, source
@@ -314,13 +270,11 @@ def load_data_and_model(model_file, trust_checkpoint=False, data_path=None):
         tokens, source = _items_before_building(config)
         if tokens is not None:
             check_items(model_file, config, saved_tokens, tokens, f"{source}/{config['dataset']}.*")
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
+    data = prepare(config)  # the run's own path: cold start (held-out items) and train_sampling included
+    dataset, train_data, valid_data, test_data, _ = data
     if saved_tokens is not None:
         check_items(model_file, config, saved_tokens, item_tokens(dataset), f"the dataset '{config['dataset']}'")
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, data)
     load_weights(model, checkpoint, model_file)
     return config, model, dataset, train_data, valid_data, test_data

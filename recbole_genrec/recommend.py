@@ -60,28 +60,11 @@ class Recommendations:
 
 # ============================================================================= checkpoint -> model
 def load_checkpoint(path, trust_checkpoint=False):
-    """The checkpoint dict, read with ``weights_only=True`` (``trust_checkpoint``: the opt-in, see
-    :mod:`recbole_genrec.checkpoint`).
+    """The checkpoint dict, read as data (:func:`recbole_genrec.checkpoint.load_checkpoint`; ``trust_checkpoint``:
+    the opt-in for files that are not)."""
+    from recbole_genrec.checkpoint import load_checkpoint as read_checkpoint
 
-    Uses :func:`recbole_genrec.checkpoint.load_checkpoint` (plain-data checkpoints, RecBole's through an
-    allow-list) when the plugin has it; otherwise ``torch.load(weights_only=True)`` with RecBole's enums allowed.
-    """
-    try:
-        from recbole_genrec.checkpoint import load_checkpoint as plugin_loader  # plain-data checkpoints
-    except ImportError:
-        plugin_loader = None
-    if plugin_loader is not None:
-        return plugin_loader(path, trust_checkpoint)
-    from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType
-
-    with torch.serialization.safe_globals([ModelType, InputType, EvaluatorType, FeatureType, FeatureSource]):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle.UnpicklingError and friends
-            raise ValueError(
-                f"{path} cannot be read as data (torch.load weights_only=True: {type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}). RecBole's own checkpoints pickle its Config object; save "
-                f"the model as {{'config': <dict of config values>, 'state_dict': ...}}") from None
+    return read_checkpoint(path, trust_checkpoint)
 
 
 def _config_from(checkpoint):
@@ -121,11 +104,8 @@ def load_model(checkpoint_path, data_path=None, trust_checkpoint=False):
 
     ``interactions`` is the dataset's ``(user, item, time)`` table of internal ids, all splits, taken before
     RecBole turns sequential data into (history, target) samples."""
-    from recbole.utils import init_seed
-
     from recbole_genrec.checkpoint import drop_unrestored, load_weights, restore_config
-    from recbole_genrec.data import coldstart, create_dataset, data_preparation
-    from recbole_genrec.utils import get_model
+    from recbole_genrec.run_builder import Prepared, build_model, load_dataset, split
 
     checkpoint = load_checkpoint(checkpoint_path, trust_checkpoint)
     if isinstance(checkpoint.get("config"), dict):  # a config saved as a plain dict (trusted files only)
@@ -133,15 +113,12 @@ def load_model(checkpoint_path, data_path=None, trust_checkpoint=False):
         checkpoint["genrec_dropped_config"] = drop_unrestored(checkpoint["config"])
     config = restore_config(checkpoint, checkpoint_path, data_path, trust_checkpoint)
     config["show_progress"] = False
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = load_dataset(config)
     columns = [c for c in (dataset.uid_field, dataset.iid_field, dataset.time_field) if c in dataset.inter_feat]
-    interactions = dataset.inter_feat[columns].copy()
-    if coldstart.enabled(config):
-        train_data = coldstart.data_preparation(config, dataset)[0]
-    else:
-        train_data = data_preparation(config, dataset)[0]
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    interactions = dataset.inter_feat[columns].copy()  # before split() turns sequences into samples
+    data = Prepared(dataset, *split(config, dataset))  # the run's own path (cold start included)
+    train_data = data.train
+    model = build_model(config, data)
     load_weights(model, checkpoint, checkpoint_path)
     model.eval()
     return config, model, dataset, train_data._dataset, interactions

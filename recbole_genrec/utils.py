@@ -1,18 +1,14 @@
 """Model and trainer lookup: the plugin first, then RecBole (RecBole-GNN's shape).
 
-``create_dataset`` and ``resolve_data_path`` live in :mod:`recbole_genrec.data` and are
-re-exported here.
+The trainer a run uses is composed from the looked-up one by :func:`recbole_genrec.run_builder.trainer_class`.
 """
 
 import importlib
 import os
 import pkgutil
 
-from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
-
-from recbole_genrec.data import create_dataset, resolve_data_path
 
 MODEL_SUBMODULES = [
     "general_recommender",
@@ -92,20 +88,15 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """``recbole_genrec.trainer.<Model>Trainer`` if it exists, else RecBole's choice; a general
-    model's trainer gets the fast full-ranking evaluation (``fast_full_sort_eval``,
-    :mod:`recbole_genrec.trainer.fast_eval`) unless it defines its own ``evaluate``."""
+    """``recbole_genrec.trainer.<Model>Trainer`` if it exists, else RecBole's choice (``RecBole.utils.get_trainer``).
+
+    A lookup only: :func:`recbole_genrec.run_builder.trainer_class` composes what a run adds (fast evaluation,
+    plain checkpoints, sharded evaluation, epoch timing).
+    """
     trainers = importlib.import_module("recbole_genrec.trainer")
     if hasattr(trainers, model_name + "Trainer"):
-        trainer = getattr(trainers, model_name + "Trainer")
-    else:
-        trainer = recbole_get_trainer(model_type, model_name)
-    if model_type == ModelType.GENERAL:
-        from recbole_genrec.trainer.fast_eval import with_fast_eval
-
-        trainer = with_fast_eval(trainer)
-    return trainer
+        return getattr(trainers, model_name + "Trainer")
+    return recbole_get_trainer(model_type, model_name)
 
 
-__all__ = ["ModelType", "create_dataset", "get_model", "get_trainer", "list_models", "properties_dir",
-           "resolve_data_path"]
+__all__ = ["get_model", "get_trainer", "list_models", "properties_dir"]

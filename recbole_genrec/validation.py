@@ -89,7 +89,7 @@ RULES = {
     "d_model": _int(1), "d_ff": _int(1), "d_kv": _int(1), "num_heads": _int(1),
     "num_encoder_layers": _int(1), "num_decoder_layers": _int(1),
     "sid_levels": _int(1), "sid_codebook_size": _codebook_size, "sid_params": _mapping,
-    "sid_method": _choice("rqvae", "rkmeans", "hkmeans"),
+    "sid_method": _choice("rqvae", "rkmeans", "hkmeans", "opq"),
     "sid_collision": _choice("extra_level", "sinkhorn", "none"),
     "beam_size": _int(1), "beam_batch_size": _int(1), "user_token_buckets": _int(1),
     "MAX_ITEM_LIST_LENGTH": _int(1), "train_batch_size": _int(1), "eval_batch_size": _int(1),
@@ -98,6 +98,11 @@ RULES = {
     "learning_rate": _number(0, low_open=True), "dropout_rate": _number(0, 1), "weight_decay": _number(0),
     "coldstart_epsilon": _number(0, 1, high_open=False),
     "text_template": _template, "teacher": _teacher, "drop_duplicates": _flag, "trust_checkpoint": _flag,
+    "seq_train_rows": _choice("prefixes", "sequences"),
+    "n_embd": _int(1), "n_layer": _int(1), "n_head": _int(1), "n_inner": _int(1), "embd_pdrop": _number(0, 1),
+    "attn_pdrop": _number(0, 1), "resid_pdrop": _number(0, 1), "rpg_temperature": _number(0, low_open=True),
+    "rpg_decoding": _choice("exact", "graph"), "rpg_num_beams": _int(1), "rpg_n_edges": _int(1),
+    "rpg_propagation_steps": _int(1), "rpg_graph_chunk_size": _int(1),
 }
 _NOT_COUNTS = re.compile(r"ratio|resolution|thre?shold|^w_max$|^q$")  # integer defaults of real-valued settings
 
@@ -141,23 +146,62 @@ def check_config(config):
     for key in RULES:
         if key in config:
             check_value(key, config[key])
-    if "coldstart_epsilon" in config and config["coldstart_epsilon"] is not None:
+    check_beam(config)
+    if config["coldstart_epsilon"] is not None:
         _check_coldstart_epsilon(config)
     for key, value in (getattr(config, "external_config_dict", None) or {}).items():
         if key not in RULES:  # the user's own values of integer settings (a float there fails only later)
             check_value(key, value)
     check_save_settings(config)
     if "sid" in list(config["genrec_features"]):
-        if config["beam_size"] is not None and config["topk"]:
-            top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
-            if config["beam_size"] < top:
-                raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
-                                  f"returns beam_size items per user; set beam_size >= {top} or lower topk")
         levels, sizes = config["sid_levels"], config["sid_codebook_size"]
         if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
             raise ConfigError(f"sid_codebook_size={list(sizes)} has {len(sizes)} entries but sid_levels={levels}: "
                               f"give one size per level or a single integer")
         check_sid_params(config["sid_method"], config["sid_params"])
+        if config["sid_method"] == "opq":
+            check_opq(config)
+    if config["n_embd"] is not None and config["n_head"] is not None and config["n_embd"] % config["n_head"]:
+        raise ConfigError(f"n_embd={config['n_embd']} is not divisible by n_head={config['n_head']}: every attention "
+                          f"head takes n_embd / n_head dimensions")
+
+
+def check_opq(config):
+    """OPQ codes: codebook sizes a power of two (log2(K)-bit PQ codes), the number of codebooks dividing the
+    vectors they quantize (``pca_dim`` when set, else the text encoder's output size when it can be read)."""
+    sizes, levels = config["sid_codebook_size"], config["sid_levels"]
+    sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    if any(k & (k - 1) for k in sizes) or len(set(sizes)) != 1:
+        raise ConfigError(f"sid_codebook_size={config['sid_codebook_size']} is not allowed with sid_method=opq: "
+                          f"every codebook has the same size, a power of two (PQ codes are log2(K)-bit integers), "
+                          f"e.g. 256")
+    params = config["sid_params"]
+    dim, what = (params.get("pca_dim") if isinstance(params, dict) else None) or None, "pca_dim"
+    if dim is None:
+        dim, what = _text_embedding_dim(config), f"the output size of text_encoder={config['text_encoder']!r}"
+    if dim is not None and levels and dim % levels:
+        raise ConfigError(f"sid_levels={levels} does not divide {what} ({dim}): OPQ cuts every vector into "
+                          f"sid_levels equal sub-vectors; choose sid_levels among the divisors of {dim} or set "
+                          f"sid_params {{pca_dim: N}} with N a multiple of {levels}")
+
+
+def _text_embedding_dim(config):
+    """The text encoder's output size from its config files (``None`` when it cannot be read without loading it)."""
+    import json
+
+    if str(config["item_embedding_source"]) != "text":
+        return None
+    try:
+        from recbole_genrec.preprocess.text_encoder import resolve_encoder_path
+
+        path = resolve_encoder_path(config["text_encoder"])
+        dense = sorted(glob.glob(os.path.join(path, "*_Dense", "config.json")))
+        with open(dense[-1] if dense else os.path.join(path, "config.json"), encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError, ImportError):
+        return None
+    dim = values.get("out_features") if dense else values.get("hidden_size", values.get("d_model"))
+    return int(dim) if isinstance(dim, int) else None
 
 
 def _check_coldstart_epsilon(config):
@@ -198,17 +242,23 @@ def check_shared_protocol(models, dataset, config_file_list, config_dict, protoc
             raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
+def check_beam(config):
+    """Generative models (every model with ``beam_size``, PRORec included) return ``beam_size`` items per user."""
+    if config["beam_size"] is None or not config["topk"]:
+        return
+    top = max(config["topk"]) if isinstance(config["topk"], (list, tuple)) else config["topk"]
+    if config["beam_size"] < top:
+        raise ConfigError(f"beam_size={config['beam_size']} is smaller than max(topk)={top}: beam search "
+                          f"returns beam_size items per user; set beam_size >= {top} or lower topk")
+
+
 def sid_param_names(method):
     """Keyword arguments the tokenizer ``method`` accepts in ``sid_params``."""
-    import inspect
-
-    from recbole_genrec.tokenizers import TOKENIZERS
+    from recbole_genrec.tokenizers import TOKENIZERS, tokenizer_params
 
     if method not in TOKENIZERS:
         raise ConfigError(f"sid_method={method!r} is not allowed: sid_method must be one of {sorted(TOKENIZERS)}")
-    params = inspect.signature(TOKENIZERS[method].__init__).parameters
-    fixed = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
-    return sorted(n for n, p in params.items() if n not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tokenizer_params(method)
 
 
 def check_sid_params(method, params):

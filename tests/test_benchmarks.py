@@ -110,15 +110,18 @@ def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty(tmp_path):
     preset = presets.PRESETS["beauty-cpu"]
     assert preset["datasets"] == {"amazon-beauty": {"max_users": None}} and preset["resume"] and preset["resume_rows"]
     labels = [bench_rows.row_label(r) for r in preset["rows"]]
-    assert labels[:5] == ["SASRec", "SASRec[h128]", "SASRec[drop0.2]", "SASRec[lr3e-3]", "SASRec[bpr-h128-lr5e-4]"]
-    assert {"TIGER", "DiscRec", "PRORec", "BERT4Rec", "TIGER[cpu-8ep]", "TIGER[cpu-8ep-bf16]",
-            "TIGER[paper-8ep]"} <= set(labels)
+    assert labels[:3] == ["SASRec", "SASRec[lr3e-3]", "RPG[hist50]"]  # the baseline, then RPG at the paper's history
+    assert {"SASRec[h128]", "SASRec[drop0.2]", "SASRec[bpr-h128-lr5e-4]", "TIGER", "DiscRec", "PRORec", "BERT4Rec",
+            "TIGER[cpu-8ep]", "TIGER[cpu-8ep-bf16]", "TIGER[paper-8ep]"} <= set(labels) and len(set(labels)) == 16
+    rpg = {r["tag"]: r["config"] for r in preset["rows"] if r["model"] == "RPG"}
+    assert {tag: (c["MAX_ITEM_LIST_LENGTH"], c.get("sid_levels", 32)) for tag, c in rpg.items()} == {
+        "hist50": (50, 32), "hist20": (20, 32), "cb16": (50, 16), "cb8": (50, 8)}  # paper, protocol, ablation
     assert all(r["protocol"] == "loo" for r in preset["rows"])
     assert presets.PROTOCOLS["loo"]["MAX_ITEM_LIST_LENGTH"] == 20
     assert {5, 10} <= set(presets.TOPK) and {"Recall", "NDCG"} <= set(presets.METRICS)
     for r in preset["rows"]:  # to early stopping: no time budget, an epoch cap far above convergence
         assert "train_time_budget_s" not in r["config"]
-        assert r["config"]["epochs"] >= 200 or r.get("tag", "").endswith(("8ep", "8ep-bf16"))
+        assert r["config"].get("epochs", 150) >= 150 or r.get("tag", "").endswith(("8ep", "8ep-bf16"))
     generative = [r for r in preset["rows"] if r["model"] in presets.GENERATIVE]
     assert all(r["config"]["train_length_buckets"] for r in generative)
     bf16 = {r["tag"]: r["config"] for r in generative if r.get("tag", "").startswith("cpu-8ep")}
@@ -133,9 +136,9 @@ def test_beauty_cpu_preset_is_the_paper_protocol_on_full_beauty(tmp_path):
 def test_fresh_forgets_the_rows_resume_states(tmp_path):
     preset = dict(presets.PRESETS["smoke"], resume_rows=True)
     args = run.parse_args(["--preset", "smoke", "--fresh"])
-    datasets = {"tiny": {"max_users": None, "cache_dir": str(tmp_path)}}
+    datasets = {"tiny": {"max_users": None, "cache_dir": str(tmp_path), "recbole_name": "tiny"}}
     rows = bench_rows.select_rows(preset, args, datasets)
-    states = [tmp_path / "runs" / r["config"]["resume_name"] for r in rows]
+    states = [tmp_path / "tiny" / "runs" / r["config"]["resume_name"] for r in rows]
     for folder in states:
         folder.mkdir(parents=True)
         (folder / "state.pth").write_bytes(b"")

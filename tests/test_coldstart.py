@@ -13,7 +13,9 @@ import torch
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec.preprocess import cache, hook, text_encoder
 from recbole_genrec.tokenizers import generate_semantic_ids
-from recbole_genrec.tokenizers.artifact import FittedTokenizer, load_for_config, tokenizer_stem
+from recbole_genrec.store import load_tokenizer, load_tokenizer_for_config as load_for_config, save_tokenizer, \
+    save_item_embeddings, store_dir, tokenizer_stem
+from recbole_genrec.tokenizers.artifact import FittedTokenizer
 
 from test_preprocess import FAST_SID, TINY_RQVAE, fake_vectors, make_config as make_hook_config
 
@@ -33,7 +35,7 @@ def test_stored_tokenizer_encodes_existing_items_to_their_codes(tmp_path, fake_e
     summary = hook.prepare_features(make_hook_config(tmp_path, sid_method=method, sid_params=params))
     codes = np.load(summary["codes_path"])  # [40, L+1]
     emb = np.load(os.path.join(summary["store"], "embeddings-text.npy"))  # [40, D]
-    stored = FittedTokenizer.load(tokenizer_stem(summary["store"], summary["hashes"]["sid"]))
+    stored = load_tokenizer(tokenizer_stem(summary["store"], summary["hashes"]["sid"]))
     assert stored.method == method and stored.collision == "extra_level"
     assert np.array_equal(stored.encode_raw(emb), codes[:, :-1])  # every level the tokenizer produces
     assert np.array_equal(stored.codes, codes)
@@ -65,8 +67,8 @@ def test_new_items_get_unique_codes_without_changing_existing(tmp_path):
     codes, info = generate_semantic_ids(emb, method="rkmeans", n_levels=2, codebook_size=3, collision="extra_level",
                                         seed=1, show_progress=False)
     fitted = FittedTokenizer(info["tokenizer"], codes, info["codebook_sizes"], "extra_level")
-    fitted.save(str(tmp_path / "tok"), "k")
-    loaded = FittedTokenizer.load(str(tmp_path / "tok"), "k")
+    save_tokenizer(str(tmp_path / "tok"), fitted, "k")
+    loaded = load_tokenizer(str(tmp_path / "tok"), "k")
     new = np.concatenate([emb[:5], rng.normal(size=(5, 8)).astype(np.float32)])  # copies of existing items + others
     new_codes, sizes = loaded.assign(new)
     everything = np.concatenate([codes, new_codes])
@@ -112,13 +114,14 @@ TIGER_SETTINGS = {**TINY_T5, **TINY_TIGER, "sid_method": "rkmeans", "sid_levels"
 def train_tiny(model_name, cache_dir, **overrides):
     from recbole.utils import init_seed
 
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     tiny = prepare_tiny(make_tiny_config(model_name, cache_dir, TIGER_SETTINGS, **overrides))
     config = tiny["config"]
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, tiny["train"].dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(tiny["train"], tiny["valid"], saved=False)
     model.eval()
     return dict(tiny, model=model)
@@ -675,3 +678,92 @@ def test_negative_leaks_count_the_training_loaders_negatives_and_keep_the_random
     assert "RecBole's sampler" in counts["source"]
     assert torch.equal(torch.get_rng_state(), state) and torch.equal(train.generator.get_state(), loader_state)
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+
+
+# ----------------------------------------------------------------------------- the leak guard
+def _prepare_cold(tmp_path, model, *presets, **overrides):
+    from recbole_genrec.run_builder import prepare
+
+    return prepare(make_tiny_config(model, tmp_path, *presets, **COLD, **overrides))
+
+
+def test_guard_names_a_held_out_item_left_in_the_training_split(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+
+    monkeypatch.setattr(coldstart, "remove_held_out", lambda ds, held, what: (ds, {"samples": 0, "dropped": 0}))
+    with pytest.raises(coldstart.ColdStartLeak, match=r"held-out item 'i\d+' \(id \d+\) reaches the training split"):
+        _prepare_cold(tmp_path, "Pop", {"load_col": TIGER_SETTINGS["load_col"]})
+
+
+def test_training_negatives_of_recbole_sampler_skip_held_out_items(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+
+    data = _prepare_cold(tmp_path, "BPR", {"load_col": TIGER_SETTINGS["load_col"]})
+    sampler, held = data.train._sampler, data.coldstart["held_out"]
+    users = np.repeat(np.arange(1, 121), 50)
+    drawn = sampler.sample_by_user_ids(users, np.ones_like(users), 4).numpy()  # [4 * 6000]
+    assert not np.isin(drawn, held.numpy()).any() and len(np.unique(drawn)) == 40 - held.numel()
+    monkeypatch.setattr(coldstart, "exclude_from_sampler", lambda sampler, held: sampler)  # the mutant
+    with pytest.raises(coldstart.ColdStartLeak, match="training negatives of RecBole's sampler"):
+        _prepare_cold(tmp_path, "BPR", {"load_col": TIGER_SETTINGS["load_col"]})
+
+
+def test_guard_names_a_held_out_item_the_tokenizer_was_fitted_on(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+
+    monkeypatch.setattr(hook, "_held_out_rows", lambda config, tokens, inputs: None)  # the mutant: fit on all items
+    with pytest.raises(coldstart.ColdStartLeak, match="semantic-ID tokenizer's fit"):
+        _prepare_cold(tmp_path, "TIGER", TIGER_SETTINGS)
+
+
+def test_alpharec_draws_no_held_out_negative(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.model.general_recommender.alpharec import AlphaRec
+    from recbole_genrec.run_builder import build_model
+    from test_run_builder import COLD_ALPHAREC
+
+    settings = {k: v for k, v in COLD_ALPHAREC.items() if k not in COLD}
+    data = _prepare_cold(tmp_path, "AlphaRec", settings)
+    model = build_model(data.train.config, data)  # guard_model: a large draw holds no held-out item
+    assert model.negative_pool.numel() == 40 - data.coldstart["held_out"].numel()
+    monkeypatch.setattr(AlphaRec, "_uniform_items", lambda self, shape, device: torch.randint(1, self.n_items, shape))
+    with pytest.raises(coldstart.ColdStartLeak, match="negatives AlphaRec draws"):
+        build_model(data.train.config, data)
+
+
+def test_prorec_stage1_fits_nothing_on_held_out_items(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.prorec import stage1
+    from recbole_genrec.run_builder import build_model
+    from test_prorec import PROREC_SETTINGS
+
+    settings = dict(PROREC_SETTINGS, prorec_stage1_epochs=2, prorec_codebook_size=8)
+    data = _prepare_cold(tmp_path, "PRORec", settings)
+    held = data.coldstart["held_out"]
+    model = build_model(data.train.config, data)
+    for source, codes in model.stage1.codes.items():  # every source's tokenizer saw the 36 other items only
+        assert (codes[held.numpy()] < 0).all() and (codes[1:] >= 0).all(axis=1).sum() == 36, source
+        assert model.stage1.tokenizers[source].codes.shape[0] == 36
+    added = coldstart.add_held_out_items(model, data.dataset, held)  # from their text, after training
+    assert added["added"] + added["skipped"] == held.numel() == 4
+    quantise = stage1.quantise
+    monkeypatch.setattr(stage1, "quantise", lambda emb, params, seed, show_progress=False, fit_rows=None:
+                        quantise(emb, params, seed, show_progress))  # the mutant: the tokenizer sees every item
+    with pytest.raises(coldstart.ColdStartLeak, match="PRORec's own code fit"):
+        build_model(make_tiny_config("PRORec", tmp_path, settings, **COLD, prorec_stage1_lr=0.004), data)
+
+
+def test_external_embeddings_must_come_from_a_run_with_the_same_held_out_set(tmp_path):
+    from recbole_genrec.data import coldstart
+
+    config = make_tiny_config("TIGER", tmp_path, TIGER_SETTINGS)
+    tokens = hook.surviving_item_tokens(config, config["data_path"], store_dir(config),
+                                        {"cache": {}, "timings": {}})
+    matrix = np.random.default_rng(0).normal(size=(len(tokens), 8)).astype(np.float32)
+    save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": None})
+    with pytest.raises(coldstart.ColdStartLeak, match="item embeddings of source 'collab'"):
+        _prepare_cold(tmp_path, "TIGER", TIGER_SETTINGS, item_embedding_source="collab")
+    held = coldstart.held_out_key(coldstart.held_out_tokens(make_tiny_config("TIGER", tmp_path, **COLD), tokens))
+    save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "held_out": held})
+    data = _prepare_cold(tmp_path, "TIGER", TIGER_SETTINGS, item_embedding_source="collab")
+    assert data.train.config["genrec_feature_hashes"]["embedding_held_out"] == held

@@ -19,6 +19,7 @@ from recbole_genrec import load_data_and_model, run_recbole_genrec
 from recbole_genrec.collabembed import losses
 from recbole_genrec.collabembed.metrics import eval_transitions, next_item_recall
 from recbole_genrec.model.sequential_recommender.collabembed import CollabEmbed
+from recbole_genrec import store as dataset_store
 from recbole_genrec.preprocess import cache as genrec_cache
 from recbole_genrec.preprocess.features import item_embeddings
 from recbole_genrec.data import create_dataset
@@ -267,7 +268,7 @@ def test_export_is_used_by_item_embeddings_alpharec_and_tokenizer(tiny, monkeypa
     assert path == os.path.join(str(tiny["cache"]), "tiny", "embeddings-collab.npy")
     exported = model.enhanced_embeddings()  # [n_items - 1, d]
     row_of = {t: i for i, t in enumerate(model.item_tokens)}
-    tokens_file, matrix, _ = genrec_cache.load_item_embeddings(os.path.dirname(path), "collab")
+    tokens_file, matrix, _, _ = dataset_store.load_item_embeddings(os.path.dirname(path), "collab")
     assert tokens_file == model.item_tokens and np.array_equal(matrix, exported)
 
     # AlphaRec (item_embeddings) with item_embedding_source: collab
@@ -338,7 +339,7 @@ def test_end_to_end_run_exports_best_model_and_beats_raw_embeddings(tiny, monkey
     assert len(teacher_data[0].dataset) == len(tiny["train"].dataset)
     config, model, dataset, _, _, test_data = load_data_and_model(result["checkpoint"], data_path=DATA_ROOT)
     assert bool(model.teacher_ready)
-    _, matrix, _ = genrec_cache.load_item_embeddings(os.path.join(str(tiny["cache"]), "tiny"), "collab")
+    _, matrix, _, _ = dataset_store.load_item_embeddings(os.path.join(str(tiny["cache"]), "tiny"), "collab")
     np.testing.assert_allclose(matrix, model.enhanced_embeddings(), rtol=0, atol=1e-6)  # best checkpoint exported
 
     # next-item retrieval from the previous item on the test transitions: enhanced > raw LM

@@ -35,7 +35,7 @@ from recbole_genrec.generative.discrec_embedding import (
     encoder_item_layout,
 )
 from recbole_genrec.model.sequential_recommender.discrec import DiscRec, DiscRecBackbone
-from recbole_genrec.utils import get_trainer
+from recbole_genrec.run_builder import trainer_class
 
 N_LEVELS, K = 3, 3
 SIZES = dict(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16)
@@ -301,7 +301,7 @@ def test_config_switches_reach_the_backbone(tiny):
 @pytest.mark.slow
 def test_loss_decreases_and_decoding_is_exact(tiny):
     model, config = build_model(tiny)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = trainer_class(config)(config, model)
     losses = [trainer._train_epoch(tiny["train"], epoch) for epoch in range(4)]
     assert losses[-1] < losses[0] * 0.9, losses
 

@@ -206,7 +206,6 @@ def test_process_group_is_a_noop_outside_a_rank():
     with distributed.process_group(config_dict) as group:
         assert not group.enabled and group.rank == 0 and group.world_size == 1 and group.is_main
         assert group.config_dict == config_dict and not dist.is_initialized()
-        assert group.trainer_class(Trainer) is Trainer
         with group.rank_zero_first():
             group.barrier()  # no process group: nothing to wait for
 
@@ -234,7 +233,6 @@ def test_process_group_opens_gloo_and_restores_everything(monkeypatch):
         graph.register_buffer("adjacency", torch.eye(3).to_sparse())  # like AlphaRec's normalised adjacency
         recbole_trainer.DistributedDataParallel(graph, device_ids=[0])  # DDP cannot broadcast it: ignored
         assert graph._ddp_params_and_buffers_to_ignore == ["adjacency"]
-        assert group.trainer_class(Trainer) is not Trainer and issubclass(group.trainer_class(Trainer), Trainer)
         with group.rank_zero_first():
             group.barrier()
     assert not dist.is_initialized()
@@ -265,8 +263,13 @@ def test_gathered_rows_drop_padding_repeats_and_restore_dataset_order():
         assert not unaligned.merged
 
 
-def test_sharded_evaluation_is_added_once():
+def test_sharded_evaluation_is_added_once_and_only_to_multi_process_runs():
+    from recbole.utils import ModelType
+
+    from recbole_genrec.run_builder import trainer_mixins
+
+    config = {"MODEL_TYPE": ModelType.SEQUENTIAL}
     assert issubclass(GenerativeTrainer, distributed.ShardedEvaluation)
-    assert distributed.with_sharded_evaluation(GenerativeTrainer) is GenerativeTrainer
-    sharded = distributed.with_sharded_evaluation(Trainer)
-    assert sharded.__name__ == "Trainer" and sharded.__mro__[1:3] == (distributed.ShardedEvaluation, Trainer)
+    assert distributed.ShardedEvaluation not in trainer_mixins(config, GenerativeTrainer, distributed=True)
+    assert distributed.ShardedEvaluation in trainer_mixins(config, Trainer, distributed=True)
+    assert distributed.ShardedEvaluation not in trainer_mixins(config, Trainer, distributed=False)

@@ -40,16 +40,24 @@ def test_unknown_model_lists_models():
     assert "AlphaRec" in message and "SASRec" in message and "NGCF" in message
 
 
-def test_get_trainer_fallback():
+def test_get_trainer_looks_up_and_trainer_class_composes(tmp_path):
     from recbole.trainer import Trainer, TraditionalTrainer
     from recbole.utils import ModelType
 
+    from recbole_genrec.checkpoint import PlainCheckpoints
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.trainer import GenerativeTrainer
+    from recbole_genrec.trainer.events import RunEvents
     from recbole_genrec.trainer.fast_eval import FastFullSortEvalMixin
 
-    bpr_trainer = get_trainer(ModelType.GENERAL, "BPR")  # RecBole's Trainer with the fast full-sort evaluation
-    assert issubclass(bpr_trainer, Trainer) and issubclass(bpr_trainer, FastFullSortEvalMixin)
-    assert bpr_trainer.fit is Trainer.fit and get_trainer(ModelType.GENERAL, "BPR") is bpr_trainer
+    assert get_trainer(ModelType.GENERAL, "BPR") is Trainer  # a lookup: RecBole's choice
     assert get_trainer(ModelType.TRADITIONAL, "ItemKNN") is TraditionalTrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "TIGER") is GenerativeTrainer  # the plugin's <Model>Trainer
+    bpr = trainer_class(Config("BPR", "tiny", config_dict=tiny_config(tmp_path)))
+    assert bpr.__mro__[1:5] == (RunEvents, PlainCheckpoints, FastFullSortEvalMixin, Trainer)
+    assert bpr.fit is Trainer.fit and trainer_class(Config("BPR", "tiny", config_dict=tiny_config(tmp_path))) is bpr
+    tiger = trainer_class(Config("TIGER", "tiny", config_dict=tiny_config(tmp_path)))
+    assert tiger.__mro__[1:3] == (RunEvents, GenerativeTrainer)  # it has checkpoints and sharding of its own
 
 
 def test_list_models_groups_both_packages():
@@ -63,7 +71,9 @@ def test_config_layers_plugin_yaml_after_recbole():
     config = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT})
     assert config["genrec_features"] == ["text_emb"]  # properties/model/AlphaRec.yaml
     assert config["text_encoder"] == "all-MiniLM-L6-v2"  # properties/overall.yaml
-    assert config["learning_rate"] is not None  # RecBole's overall.yaml still underneath
+    # RecBole's overall.yaml underneath: keys only it sets, and one both set, where the plugin's yaml wins
+    assert config["learner"] == "adam" and config["metric_decimal_place"] == 4 and config["epochs"] == 300
+    assert config["train_batch_size"] == 4096  # AlphaRec.yaml over RecBole's 2048
     user = Config(model="AlphaRec", dataset="tiny", config_dict={"data_path": DATA_ROOT, "text_encoder": "x"})
     assert user["text_encoder"] == "x"  # the user's settings win
 
@@ -183,18 +193,24 @@ def test_cli_yaml_lists_reach_recbole_as_lists(monkeypatch):
     assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 10] and config["epochs"] == 2
 
 
-@pytest.mark.slow
-def test_moved_alpharec_modules_keep_their_old_paths():
-    """``recbole_genrec.zeroshot`` / ``.intention`` moved to ``recbole_genrec.alpharec``; old imports still work."""
-    import subprocess
-    import sys
+def test_checkpoint_allow_list_touches_no_deprecated_numpy_module():
+    import warnings
 
-    import recbole_genrec.alpharec.intention as new_intention
-    import recbole_genrec.alpharec.zeroshot as new_zeroshot
-    import recbole_genrec.intention as old_intention
-    import recbole_genrec.zeroshot as old_zeroshot
+    from recbole_genrec import checkpoint
 
-    assert old_zeroshot.zero_shot is new_zeroshot.zero_shot
-    assert old_intention.recommend_with_intention is new_intention.recommend_with_intention
-    out = subprocess.run([sys.executable, "-m", "recbole_genrec.zeroshot", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--source" in out.stdout, out.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = [name for _, name in (e for e in checkpoint._numpy_globals() if isinstance(e, tuple))]
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    assert {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar"} <= set(names)
+
+
+def test_preprocess_command_parses_overrides_like_the_main_command_line(monkeypatch):
+    from recbole_genrec.preprocess.__main__ import build_config, parse_args
+
+    monkeypatch.setattr(sys, "argv", ["python -m recbole_genrec.preprocess", "--epochs=[unread]"])
+    args, extra = parse_args(["--dataset=tiny", f"--data_path={DATA_ROOT}", "--metrics=[Recall,NDCG]",
+                              "--sid_params={niter: 5}", "--topk=[5]"])
+    config = build_config(args, extra)
+    assert config["metrics"] == ["Recall", "NDCG"] and config["sid_params"] == {"niter": 5} and config["topk"] == [5]
+    assert config["epochs"] == 300 and sys.argv[1:] == ["--epochs=[unread]"]  # RecBole read no command line

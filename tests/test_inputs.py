@@ -139,9 +139,11 @@ def test_unknown_sid_params_key_names_the_allowed_ones():
         check_config(config)
 
 
-def test_beam_smaller_than_topk_is_refused_up_front():
-    config = Config(model="TIGER", dataset="tiny", config_dict={"data_path": DATA_ROOT, "beam_size": 5,
-                                                                "topk": [10]})
+@pytest.mark.parametrize("model", ["TIGER", "DiscRec", "PRORec"])
+def test_beam_smaller_than_topk_is_refused_up_front(model):
+    """PRORec builds its codes in stage I (genrec_features has no sid): the rule still runs before any work."""
+    config = Config(model=model, dataset="tiny", config_dict={"data_path": DATA_ROOT, "beam_size": 5,
+                                                               "topk": [10]})
     with pytest.raises(ConfigError, match="beam_size=5 is smaller than max\\(topk\\)=10"):
         check_config(config)
 
@@ -287,7 +289,9 @@ def test_staleness_uses_the_content_not_size_and_mtime(tmp_path):
     data = copy_tiny(tmp_path)
     config = config_on("TIGER", data, tmp_path / "cache", **TIGER_RUN)
     source = os.path.join(data, "tiny")
-    store = cache.store_dir(config)
+    from recbole_genrec.store import store_dir
+
+    store = store_dir(config)
     first = hook.surviving_item_tokens(config, source, store, {"cache": {}, "timings": {}})
     path = os.path.join(source, "tiny.inter")
     stat = os.stat(path)
@@ -324,6 +328,7 @@ def test_orphaned_temp_files_are_removed_on_the_next_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reload
+@pytest.mark.slow
 def test_reload_uses_the_checkpoint_and_names_changed_items(tmp_path, monkeypatch):
     import torch
 

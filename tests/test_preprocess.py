@@ -18,6 +18,7 @@ import pytest
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec import Config
+from recbole_genrec import store as dataset_store
 from recbole_genrec.preprocess import cache, features, hook, layout, text, text_encoder
 from recbole_genrec.data import create_dataset
 
@@ -254,7 +255,7 @@ def test_preload_rows_align_with_internal_ids_after_filtering(tmp_path, fake_enc
     assert config["data_path"].startswith(os.path.join(store, "views"))  # RecBole read this setting's view
     kept = cache.load_json(os.path.join(store, "items.json"))["item_tokens"]
     emb_cached = np.load(os.path.join(store, "embeddings-text.npy"))  # [N, D], rows follow `kept`
-    codes_cached = np.load(layout.codes_path(store, config["genrec_feature_hashes"]["sid"]))
+    codes_cached = np.load(dataset_store.codes_path(store, config["genrec_feature_hashes"]["sid"]))
     emb = features.item_embeddings(dataset)
     codes = features.item_codes(dataset)
     assert emb.shape == (dataset.item_num, 16) and codes.shape[0] == dataset.item_num
@@ -304,7 +305,7 @@ def test_codes_unique_after_collision_handling(tmp_path, fake_encoder, method, c
     codes = np.load(summary["codes_path"])
     assert len(np.unique(codes, axis=0)) == 40
     assert len(summary["codebook_sizes"]) == codes.shape[1]
-    diag = cache.load_json(layout.diagnostics_path(summary["store"], summary["hashes"]["sid"]))
+    diag = cache.load_json(dataset_store.diagnostics_path(summary["store"], summary["hashes"]["sid"]))
     for key in ("usage", "perplexity", "collision_rate_before", "max_items_per_prefix", "recon_error", "timings"):
         assert key in diag
 
@@ -315,7 +316,7 @@ def test_collab_embedding_source(tmp_path, fake_encoder):
         hook.prepare_features(config)
     tokens = [f"i{i:03d}" for i in range(1, 41)]
     matrix = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
-    cache.save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "epoch": 3})
+    dataset_store.save_item_embeddings(config, "collab", tokens, matrix, {"model": "CollabEmbed", "epoch": 3})
     summary = hook.prepare_features(make_config(tmp_path, item_embedding_source="collab"))
     assert fake_encoder.calls == 0 and summary["embedding_dim"] == 8
     kept = cache.load_json(str(tmp_path / "tiny" / "items.json"))["item_tokens"]

@@ -77,7 +77,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, model, settings, kill_a
     per-epoch losses, best validation and test metrics as the uninterrupted run, bit for bit."""
     whole = _run(tmp_path, model, settings, "whole")
     assert _run(tmp_path, model, settings, "cut", kill_at=kill_at) is None
-    state = tmp_path / "cache" / "runs" / "cut" / "state.pth"
+    state = tmp_path / "cache" / "tiny" / "runs" / "cut" / "state.pth"
     assert state.is_file()  # the first epoch finished before the kill
     assert torch.load(state, weights_only=True)["next_epoch"] == 1
     resumed = _run(tmp_path, model, settings, "cut")
@@ -91,28 +91,22 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, model, settings, kill_a
 
 def _sasrec_trainer(tmp_path, **overrides):
     import recbole_genrec  # noqa: F401
-    from recbole.data import data_preparation
-    from recbole.trainer import Trainer
-    from recbole.utils import init_seed
-
-    from recbole_genrec.data import create_dataset
-    from recbole_genrec.trainer.resume import resumable
-    from recbole_genrec.utils import get_model
+    from recbole_genrec import run_builder
+    from recbole_genrec.trainer.resume import ResumableTraining
 
     settings = dict(SASREC, resume_training=True, resume_name="probe", **overrides)
     config = make_tiny_config("SASRec", tmp_path, settings)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, valid, _ = data_preparation(config, dataset)
-    model = get_model("SASRec")(config, train.dataset)
-    return resumable(Trainer)(config, model), train, valid
+    data = run_builder.prepare(config)
+    model, trainer = run_builder.build(config, data)
+    assert isinstance(trainer, ResumableTraining)
+    return trainer, data.train, data.valid
 
 
 def test_resume_state_of_another_config_is_refused_naming_the_key(tmp_path):
     with recbole_argv():
         trainer, train, valid = _sasrec_trainer(tmp_path, epochs=1)
         trainer.fit(train, valid, saved=False)
-        state = torch.load(os.path.join(tmp_path, "runs", "probe", "state.pth"), weights_only=True)
+        state = torch.load(os.path.join(tmp_path, "tiny", "runs", "probe", "state.pth"), weights_only=True)
         assert state["finished"] and state["next_epoch"] == 1 and len(state["history"]["train"]) == 1
         other, train, valid = _sasrec_trainer(tmp_path, epochs=1, learning_rate=0.002)
         with pytest.raises(ValueError, match=r"learning_rate: 0\.01 there, 0\.002 here.*Delete"):

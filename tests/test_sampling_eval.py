@@ -27,12 +27,13 @@ ALPHAREC_TINY = {"neg_num": 8, "embedding_size": 16, "learning_rate": 0.005}
 def loaders(cache, model="BPR", **overrides):
     from recbole.utils import init_seed
 
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.run_builder import split
 
     config = make_tiny_config(model, cache, GENERAL, **overrides)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
-    return config, dataset, data_preparation(config, dataset)
+    return config, dataset, split(config, dataset)[:3]
 
 
 def drawn_pairs(train_data, epochs):
@@ -142,7 +143,8 @@ def write_presplit(folder, name="tinysplit"):
 
 def test_presplit_dataset_runs_end_to_end(tmp_path):
     from recbole_genrec import run_recbole_genrec
-    from recbole_genrec.data import create_dataset, data_preparation
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.run_builder import split
 
     parts = write_presplit(tmp_path / "data")
     settings = tiny_settings(tmp_path / "cache", GENERAL, ALPHAREC_TINY, data_path=str(tmp_path / "data"),
@@ -159,7 +161,7 @@ def test_presplit_dataset_runs_end_to_end(tmp_path):
     with recbole_argv():
         config = Config(model="AlphaRec", dataset="tinysplit", config_dict=settings)
     dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    train, valid, test, _ = split(config, dataset)
     for loader, part in ((train, "train"), (valid, "valid"), (test, "test")):
         ds = loader._dataset
         got = set(zip(ds.id2token(ds.uid_field, ds.inter_feat[ds.uid_field].numpy()).tolist(),
@@ -191,14 +193,15 @@ def test_fast_eval_equals_recbole_metrics(tmp_path, model_name):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     extra = ALPHAREC_TINY if model_name == "AlphaRec" else {}
     config, _, (train, valid, test) = loaders(tmp_path, model_name, metrics=ALL_METRICS, topk=[1, 5, 10],
                                               eval_batch_size=80, **extra)  # RecBole: 2 users per batch
     torch.manual_seed(0)
     model = get_model(model_name)(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    trainer = trainer_class(config)(config, model)
     assert isinstance(trainer, fast_eval.FastFullSortEvalMixin)
     trainer.fit(train, valid_data=None, saved=False, verbose=False)  # a few epochs: non-trivial rankings
     trainer.eval_collector.data_collect(train)
@@ -226,12 +229,13 @@ def test_fast_eval_chunks_and_opt_out(tmp_path):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR", metrics=["Recall", "NDCG", "MRR"], topk=[3, 10])
     torch.manual_seed(0)
     model = get_model("BPR")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(train, saved=False, verbose=False)
     reference = Trainer.evaluate(trainer, test, load_best_model=False)
     factors = fast_eval.matrix_factors(model, test, test._dataset.item_num)
@@ -252,7 +256,8 @@ def test_fast_eval_declines_a_model_that_is_not_a_matrix_product(tmp_path):
     from recbole.trainer import Trainer
 
     from recbole_genrec.trainer import fast_eval
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR")
     torch.manual_seed(0)
@@ -260,7 +265,7 @@ def test_fast_eval_declines_a_model_that_is_not_a_matrix_product(tmp_path):
     predict = model.full_sort_predict
     model.full_sort_predict = lambda inter: torch.sigmoid(predict(inter))  # monotone, but not U @ I.T
     assert fast_eval.matrix_factors(model, test, test._dataset.item_num) is None
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.eval_collector.data_collect(train)
     assert dict(trainer.evaluate(test, load_best_model=False)) == dict(Trainer.evaluate(trainer, test,
                                                                                          load_best_model=False))
@@ -270,12 +275,13 @@ def test_fast_eval_hands_rank_metrics_to_recbole_collector(tmp_path):
     """GAUC needs rec.meanrank: each chunk goes through RecBole's own collection, with the same result."""
     from recbole.trainer import Trainer
 
-    from recbole_genrec.utils import get_model, get_trainer
+    from recbole_genrec.run_builder import trainer_class
+    from recbole_genrec.utils import get_model
 
     config, _, (train, _, test) = loaders(tmp_path, "BPR", metrics=["GAUC", "Recall", "MRR"], topk=[5])
     torch.manual_seed(0)
     model = get_model("BPR")(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "BPR")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(train, saved=False, verbose=False)
     fast = trainer.evaluate(test, load_best_model=False)
     assert set(fast) == {"gauc", "recall@5", "mrr@5"}

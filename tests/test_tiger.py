@@ -25,7 +25,7 @@ from recbole_genrec.model.sequential_recommender.tiger import TIGER
 from recbole_genrec.trainer import GenerativeTrainer, TIGERTrainer
 from recbole_genrec.trainer.generative_trainer import lr_factor
 from recbole_genrec.data import create_dataset
-from recbole_genrec.utils import get_trainer
+from recbole_genrec.run_builder import trainer_class
 
 torch.set_num_threads(1)
 
@@ -46,7 +46,7 @@ def tiny(tmp_path_factory):
     config, train_data = tiny["config"], tiny["train"]
     init_seed(config["seed"], config["reproducibility"])
     model = TIGER(config, train_data.dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], "TIGER")(config, model)
+    trainer = trainer_class(config)(config, model)
     trainer.fit(train_data, tiny["valid"], saved=True)
     test_result = trainer.evaluate(tiny["test"], load_best_model=True)  # loads the best checkpoint into `model`
     model.eval()
@@ -141,7 +141,7 @@ def test_recommend_shapes_and_mode(tiny):
 
 def test_beam_smaller_than_topk_raises(tiny):
     config = make_config(tiny["cache"], beam_size=3, topk=[5, 10])
-    with pytest.raises(ValueError, match=r"beam_size \(3\) must be >= max\(topk\) \(10\)"):
+    with pytest.raises(ValueError, match=r"beam_size=3 is smaller than max\(topk\)=10"):
         TIGER(config, tiny["train"].dataset)
 
 

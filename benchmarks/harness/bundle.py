@@ -31,6 +31,7 @@ def make_bundle(preset, args):
     from recbole_genrec import Config
     from recbole_genrec.data import resolve_data_path
     from recbole_genrec.preprocess import cache as genrec_cache
+    from recbole_genrec import store as dataset_store
     from recbole_genrec.preprocess.hook import prepare_features
 
     bundle = os.path.abspath(args.make_bundle)
@@ -49,10 +50,10 @@ def make_bundle(preset, args):
         config = Config("AlphaRec", name, config_dict=dict(base, item_embedding_source="text"))
         resolve_data_path(config)
         prepare_features(config)
-        store = genrec_cache.store_dir(config)
-        tokens = genrec_cache.load_json(os.path.join(store, "items.json"))["item_tokens"]
-        emb = genrec_cache.load_npy(genrec_cache.embeddings_path(store, "text"))
-        genrec_cache.save_item_embeddings(config, BUNDLE_SOURCE, tokens, np.asarray(emb),
+        store = dataset_store.store_dir(config)
+        tokens = genrec_cache.load_json(dataset_store.items_path(store))["item_tokens"]
+        emb = genrec_cache.load_npy(dataset_store.embeddings_path(store, "text"))
+        dataset_store.save_item_embeddings(config, BUNDLE_SOURCE, tokens, np.asarray(emb),
                                           {"encoder": str(config["text_encoder"]), "copied_from": "text"})
         # 2. semantic IDs of every row that asks for them, with the row's own settings
         for row in preset["rows"]:

@@ -1,5 +1,6 @@
-"""The body of one row's subprocess (``run.py _worker SPEC RESULT``): one ``run_recbole_genrec`` call with timing
-hooks on the preprocessing hook and the trainer; writes ``result.json`` whatever happens.
+"""The body of one row's subprocess (``run.py _worker SPEC RESULT``): one ``run_recbole_genrec`` call, timed by a
+wrapper of the preprocessing hook and a trainer listener (:mod:`recbole_genrec.trainer.events`); writes
+``result.json`` whatever happens.
 
 torch and recbole_genrec are imported inside :func:`run_spec`: in the row's own process, after its thread count is
 set, and never in the parent that only schedules rows.
@@ -20,7 +21,7 @@ DIAGNOSTIC_KEYS = ("method", "collision", "codebook_sizes", "usage", "perplexity
 
 
 def worker(spec_path, result_path):
-    """Body of one row: ``run_recbole_genrec`` with timing hooks; writes ``result.json``."""
+    """Body of one row: ``run_recbole_genrec`` with its timings recorded; writes ``result.json``."""
     t0 = time.perf_counter()
     with open(spec_path) as f:
         spec = json.load(f)
@@ -44,17 +45,15 @@ def run_spec(spec, t0, out):
 
     if spec["config"].get("use_gpu") is False:
         torch.set_num_threads(int(spec["threads"]))
-    from recbole_genrec import quick_start
     from recbole_genrec.preprocess import hook
 
     state = {"evals": [], "trained_epoch_s": [], "trainer": None}
     hook.prepare_features = _timed_prepare(hook.prepare_features, state)
-    quick_start._timed_epochs = _instrument_trainer(quick_start._timed_epochs, state, spec["label"], t0)
     if spec["config"].get("use_gpu") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = recbole_genrec.run_recbole_genrec(
         model=spec["model"], dataset=spec["dataset"], config_file_list=spec["config_files"] or None,
-        config_dict=spec["config"], saved=True
+        config_dict=spec["config"], saved=True, listeners=[RowTimer(state, spec["label"], t0)]
     )
     _record(out, result, state)
 
@@ -72,50 +71,28 @@ def _timed_prepare(prepare_features, state):
     return timed_prepare
 
 
-def _instrument_trainer(timed_epochs, state, label, t0):
-    """A replacement of ``quick_start._timed_epochs`` that times every trained epoch and every evaluation."""
+class RowTimer:
+    """Trainer listener: setup time, every trained epoch and every evaluation of the row, also printed."""
 
-    def instrument(trainer):
-        state["trainer"] = trainer
-        state["setup_s"] = time.perf_counter() - t0
-        trainer._train_epoch = _timed_train_epoch(trainer, state, label)
-        trainer.evaluate = _timed_evaluate(trainer.evaluate, state, label)
-        timed_epochs(trainer)
+    def __init__(self, state, label, t0):
+        self.state, self.label, self.t0 = state, label, t0
 
-    return instrument
+    def trainer_built(self, trainer):
+        self.state["trainer"] = trainer
+        self.state["setup_s"] = time.perf_counter() - self.t0
 
-
-def _timed_train_epoch(trainer, state, label):
-    train_epoch, n_epochs = trainer._train_epoch, trainer.epochs
-
-    def train(train_data, epoch_idx, *a, **k):
-        if getattr(trainer, "skips_epoch", lambda _: False)(epoch_idx):  # over train_time_budget_s
-            return train_epoch(train_data, epoch_idx, *a, **k)
-        start = time.perf_counter()
-        loss = train_epoch(train_data, epoch_idx, *a, **k)
-        seconds = time.perf_counter() - start
-        state["trained_epoch_s"].append(seconds)
+    def epoch_trained(self, trainer, epoch_idx, seconds, loss):
+        self.state["trained_epoch_s"].append(seconds)
         shown = loss if not isinstance(loss, tuple) else sum(loss)
-        say(f"  {label}: epoch {epoch_idx + 1}/{n_epochs} {seconds:.1f}s loss {float(shown):.4f}")
-        return loss
+        say(f"  {self.label}: epoch {epoch_idx + 1}/{trainer.epochs} {seconds:.1f}s loss {float(shown):.4f}")
 
-    return train
-
-
-def _timed_evaluate(evaluate, state, label):
-    def timed_evaluate(eval_data, *a, **k):
-        start = time.perf_counter()
-        result = evaluate(eval_data, *a, **k)
-        seconds = time.perf_counter() - start
+    def evaluated(self, trainer, eval_data, seconds, result):
         users = getattr(eval_data, "sample_size", None)
         ndcg = (result or {}).get("ndcg@10")
-        state["evals"].append({"seconds": seconds, "users": users, "epoch": len(state["trained_epoch_s"]),
-                               "ndcg@10": float(ndcg) if ndcg is not None else None})
-        say(f"  {label}: evaluated {users} users in {seconds:.1f}s"
+        self.state["evals"].append({"seconds": seconds, "users": users, "epoch": len(self.state["trained_epoch_s"]),
+                                    "ndcg@10": float(ndcg) if ndcg is not None else None})
+        say(f"  {self.label}: evaluated {users} users in {seconds:.1f}s"
             + (f", NDCG@10 {float(ndcg):.4f}" if ndcg is not None else ""))
-        return result
-
-    return timed_evaluate
 
 
 # ------------------------------------------------------------------------------------------------ results

@@ -4,8 +4,7 @@
     python -m recbole_genrec.alpharec.cli intention --dataset=ml-100k --genres Horror Comedy [...]
 
 The library functions are in :mod:`recbole_genrec.alpharec.zeroshot` and
-:mod:`recbole_genrec.alpharec.intention`. The old module paths (``python -m recbole_genrec.zeroshot``,
-``python -m recbole_genrec.intention``) still run these commands.
+:mod:`recbole_genrec.alpharec.intention`.
 """
 
 import argparse

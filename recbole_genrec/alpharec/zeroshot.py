@@ -9,7 +9,7 @@ language space, so the mapping trained on a source dataset applies to a target d
 2. build an AlphaRec on ``--target``: item vectors from the target's LM embeddings, user vectors
    = mean LM embedding of each user's *target training* items, the target training graph;
 3. load the source mapping weights (``state_dict`` holds nothing else; no parameter is updated)
-   and evaluate with ``recbole.trainer.Trainer.evaluate`` on the target test split;
+   and evaluate with the trainer of :func:`recbole_genrec.run_builder.trainer_class` on the target test split;
 4. evaluate RecBole's ``Pop`` (exact item counts of the same target training split, see
    :func:`popularity_model`) on the same test split.
 
@@ -29,13 +29,10 @@ import logging
 
 import torch
 from recbole.model.general_recommender import Pop
-from recbole.trainer import Trainer
-from recbole.utils import init_seed
 
 from recbole_genrec.config import Config
-from recbole_genrec.data import create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
-from recbole_genrec.model.general_recommender.alpharec import AlphaRec
 from recbole_genrec.quick_start import run_recbole_genrec
+from recbole_genrec.run_builder import build_model, prepare, trainer_class
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +65,9 @@ def build_target(target, checkpoint, config_files=None, config_dict=None):
             target_dict[key] = source_config[key]
     target_dict.update(config_dict or {})
     config = Config(model="AlphaRec", dataset=target, config_file_list=config_files, config_dict=target_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = AlphaRec(config, train_data.dataset).to(config["device"])
+    data = prepare(config)
+    _, train_data, valid_data, test_data, _ = data
+    model = build_model(config, data)
     state = ckpt["state_dict"]
     try:
         model.load_state_dict(state)
@@ -103,7 +98,7 @@ def popularity_model(config, train_data):
 
 
 def evaluate_model(config, model, test_data):
-    trainer = Trainer(config, model)
+    trainer = trainer_class(config)(config, model)
     return dict(trainer.evaluate(test_data, load_best_model=False, show_progress=False))
 
 

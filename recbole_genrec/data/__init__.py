@@ -4,8 +4,8 @@
   ``<dataset>.<part>.inter`` files when ``benchmark_filename`` is set
 - :func:`create_dataset`     runs the preprocessing hook (text -> embeddings -> semantic IDs),
   then builds RecBole's dataset, which loads the hook's features
-- :func:`data_preparation`   RecBole's, with the training loader chosen by ``train_sampling``
-  (:mod:`recbole_genrec.data.sampling`)
+
+Splits and loaders (cold start, ``train_sampling``) come from :func:`recbole_genrec.run_builder.split`.
 
 The models read those features through :mod:`recbole_genrec.preprocess.features`.
 """
@@ -17,15 +17,11 @@ import recbole
 
 from recbole.data import create_dataset as recbole_create_dataset
 
-from recbole_genrec.data.sampling import data_preparation
 from recbole_genrec.safety import check_pickle_caches, pickle_caches_allowed
 
 
 def _benchmark_parts(config):
-    try:
-        parts = config["benchmark_filename"]
-    except (KeyError, TypeError):
-        return None
+    parts = config["benchmark_filename"]  # RecBole's overall.yaml: ~
     if not parts:
         return None
     return [parts] if isinstance(parts, str) else list(parts)
@@ -89,4 +85,4 @@ def create_dataset(config):
         return recbole_create_dataset(config)
 
 
-__all__ = ["create_dataset", "data_preparation", "resolve_data_path"]
+__all__ = ["create_dataset", "resolve_data_path"]

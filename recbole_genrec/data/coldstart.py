@@ -9,20 +9,24 @@ training data and asks whether the model retrieves them at test time from their 
    and seed holds out the same items;
 2. the preprocessing hook fits the tokenizer on the other items only and gives the held-out items no code
    (``-1`` rows); their text embeddings are kept (text is content, not an interaction);
-3. :func:`data_preparation` is RecBole's, then removes every interaction of a held-out item from what trains or
-   selects a model: training and validation samples whose target is held out are dropped, held-out items are
+3. :func:`data_preparation` (called by :func:`recbole_genrec.run_builder.split`, which then applies
+   ``train_sampling``) is RecBole's, then removes every interaction of a held-out item from what trains or
+   selects a model, and keeps RecBole's training sampler from drawing them as negatives: training and validation samples whose target is held out are dropped, held-out items are
    removed from the histories of training and validation samples (the rest of the history is kept, in order), and
    samples left with an empty history are dropped. For general models (one row per interaction) the rows of
    held-out items are dropped. Test samples are left as RecBole builds them: a held-out item may be the target
    and may appear in the history, as an item that arrived after training would;
-4. after training, models with ``add_items`` get the held-out items (TIGER family: codes from the stored tokenizer;
+4. :func:`guard` (end of the split) and :func:`guard_model` (after the model is built) raise :class:`ColdStartLeak`
+   naming the first held-out item that reaches a fit: a split, the sampler, the hook's tokenizer, external
+   embeddings written for another held-out set, a model's own codes (PRORec's stage I) or negatives (AlphaRec);
+5. after training, models with ``add_items`` get the held-out items (TIGER family: codes from the stored tokenizer;
    AlphaRec: nothing to add, its text mapping already scores every item) and :func:`evaluate` ranks all items for
    every test interaction, reporting Recall@K / NDCG@K separately for held-out targets and for the rest, and the
    share of held-out items in the top K;
-5. with ``coldstart_epsilon`` set, models that decode semantic IDs rank new items by the paper's rule
+6. with ``coldstart_epsilon`` set, models that decode semantic IDs rank new items by the paper's rule
    (:func:`epsilon_retrieval`; plain beam search otherwise), and :func:`prefix_diagnostics` says why held-out targets
-   are or are not retrieved. :func:`leak_counts` counts every way a held-out item could reach a fit (all zero under
-   the protocol), :func:`selection_data` is the validation split on which epsilon can be chosen.
+   are or are not retrieved. :func:`leak_counts` counts what :func:`guard` checks (all zero under the protocol),
+   for reports; :func:`selection_data` is the validation split on which epsilon can be chosen.
 
 :func:`content_knn_scores` is TIGER's "Semantic_KNN" baseline: the mean cosine similarity between the text
 embeddings of the user's last items and every item's; :func:`code_embedding_vectors` is a dense item representation
@@ -40,10 +44,7 @@ logger = logging.getLogger(__name__)
 
 # ============================================================================= which items
 def enabled(config):
-    try:
-        return bool(config["genrec_coldstart"])
-    except (KeyError, TypeError):
-        return False
+    return bool(config["genrec_coldstart"])
 
 
 def _ratio_and_seed(config):
@@ -116,14 +117,43 @@ def remove_held_out(dataset, held, what):
                                        "history_entries_removed": n_in_history}
 
 
+class HeldOutExcluded:
+    """Sampler mixin: RecBole's negative sampler never draws a held-out item (every draw and re-draw goes through
+    ``sampling``)."""
+
+    genrec_held_out = np.zeros(0, dtype=np.int64)
+
+    def sampling(self, sample_num):
+        values = super().sampling(sample_num)
+        bad = np.isin(values, self.genrec_held_out)
+        while bad.any():  # held-out items are a small share of the catalogue: a few rounds
+            values[bad] = super().sampling(int(bad.sum()))
+            bad = np.isin(values, self.genrec_held_out)
+        return values
+
+
+def exclude_from_sampler(sampler, held):
+    """``sampler`` (a RecBole training sampler, or ``None``) drawing no item of ``held`` from now on."""
+    if sampler is None:
+        return None
+    if not isinstance(sampler, HeldOutExcluded):
+        cls = type(sampler)
+        sampler.__class__ = type(cls.__name__, (HeldOutExcluded, cls), {"__module__": cls.__module__})
+    sampler.genrec_held_out = held.cpu().numpy()
+    return sampler
+
+
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` with the held-out items removed from training and validation.
+    """RecBole's loaders with the held-out items removed from training and validation and from the training
+    negatives.
 
     Returns ``(train_data, valid_data, test_data, info)``; ``info`` has ``held_out`` (internal ids), counts of
     what was removed, and the number of test targets that are held out.
     """
     from recbole.data.utils import create_samplers, get_dataloader
     from recbole.utils import ModelType
+
+    from recbole_genrec.data.sequences import apply_seq_train_rows
 
     if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
         raise ValueError("the cold-start protocol supports general and sequential models, not knowledge-aware ones")
@@ -133,7 +163,9 @@ def data_preparation(config, dataset):
     valid_ds, valid_info = remove_held_out(valid_ds, held, "validation")
     built = [train_ds, valid_ds, test_ds]
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    train_sampler = exclude_from_sampler(train_sampler, held)
     train_data = get_dataloader(config, "train")(config, train_ds, train_sampler, shuffle=config["shuffle"])
+    train_data = apply_seq_train_rows(config, train_data)  # seq_train_rows: sequences (RPG)
     valid_data = get_dataloader(config, "valid")(config, valid_ds, valid_sampler, shuffle=False)
     test_data = get_dataloader(config, "test")(config, test_ds, test_sampler, shuffle=False)
     test_targets = test_ds.inter_feat[test_ds.iid_field]
@@ -145,15 +177,80 @@ def data_preparation(config, dataset):
     return train_data, valid_data, test_data, info
 
 
-def check_training_free_of(train_dataset, held):
-    """Raise ``AssertionError`` naming the rows where a held-out item appears in training data (targets/histories)."""
+class ColdStartLeak(AssertionError):
+    """A held-out item reached something that is fitted (a training split, a tokenizer, negatives, embeddings)."""
+
+
+def held_out_key(tokens):
+    """The held-out set as it enters cache keys: sha256 of its sorted external tokens."""
+    from recbole_genrec.preprocess.cache import strings_hash
+
+    return strings_hash(sorted(str(t) for t in tokens))
+
+
+def _leak(dataset, ids, where):
+    first = int(ids[0])
+    token = str(dataset.field2id_token[dataset.iid_field][first])
+    raise ColdStartLeak(f"cold start: held-out item {token!r} (id {first}) reaches {where}; the protocol holds it "
+                        f"out of every fit ({len(ids)} held-out items leak there)")
+
+
+def _leaking(values, held):
+    return torch.unique(values[torch.isin(values, held)]).tolist()
+
+
+def check_training_free_of(train_dataset, held, what="the training split"):
+    """Raise :class:`ColdStartLeak` naming the first held-out item in a split's targets or histories."""
     inter = train_dataset.inter_feat
-    bad = torch.isin(inter[train_dataset.iid_field], held)
+    found = _leaking(inter[train_dataset.iid_field], held)
     list_field = getattr(train_dataset, "item_id_list_field", None)
     if list_field is not None and list_field in inter.interaction:
-        bad |= torch.isin(inter[list_field], held).any(dim=1)
-    if bad.any():
-        raise AssertionError(f"{int(bad.sum())} training rows contain held-out items (rows {bad.nonzero()[:5].flatten().tolist()})")
+        found = sorted(set(found) | set(_leaking(inter[list_field], held)))
+    if found:
+        _leak(train_dataset, found, what)
+
+
+def guard(config, data):
+    """Assert at the end of preparation that no held-out item reaches any fit; :class:`ColdStartLeak` names the
+    first that does. Checked: the training and validation splits, the training sampler's negatives, the semantic
+    IDs of the hook's tokenizer and the source of external item embeddings."""
+    from recbole_genrec.preprocess import features
+
+    held = data.coldstart["held_out"]
+    dataset = data.dataset
+    check_training_free_of(data.train.dataset, held, "the training split")
+    check_training_free_of(data.valid.dataset, held, "the validation split")
+    sampler = getattr(data.train, "_sampler", None)
+    if sampler is not None and not (isinstance(sampler, HeldOutExcluded)
+                                    and set(sampler.genrec_held_out.tolist()) >= set(held.tolist())):
+        _leak(dataset, held.tolist(), "the training negatives of RecBole's sampler")
+    if "sid" in list(config["genrec_features"]):
+        coded = (features.item_codes(dataset)[held] >= 0).all(dim=1)  # [n_held]
+        if coded.any():
+            _leak(dataset, held[coded].tolist(), "the semantic-ID tokenizer's fit (it has a code)")
+    source = str(config["item_embedding_source"])
+    recorded = (config["genrec_feature_hashes"] or {}).get("embedding_held_out")
+    if source != "text" and recorded != held_out_key(dataset.field2id_token[dataset.iid_field][held.numpy()]):
+        _leak(dataset, held.tolist(), f"the item embeddings of source {source!r} (written by a run that did not hold "
+                                      f"out this set; rerun it with the same genrec_coldstart settings)")
+
+
+def guard_model(model, data):
+    """Assert that a model built on the prepared data fits no held-out item: codes of its own (PRORec's stage I)
+    and the negatives it draws itself (AlphaRec)."""
+    held = data.coldstart["held_out"]
+    if hasattr(model, "code_table"):
+        coded = (model.code_table.codes.cpu()[held] >= 0).all(dim=1)
+        if coded.any():
+            _leak(data.dataset, held[coded].tolist(), f"{type(model).__name__}'s own code fit (it has a code)")
+    if hasattr(model, "sample_negatives"):
+        devices = [model.device.index or 0] if model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the check draws: the run's random stream stays as it was
+            users = torch.zeros(64, dtype=torch.long, device=model.device)
+            drawn = torch.cat([model.sample_negatives(users, 256) for _ in range(4)]).flatten().cpu()  # [65536]
+        found = _leaking(drawn, held.cpu())
+        if found:
+            _leak(data.dataset, found, f"the negatives {type(model).__name__} draws")
 
 
 # ============================================================================= evaluation
@@ -262,12 +359,13 @@ def add_held_out_items(model, dataset, held):
     code would fall outside the trained vocabulary are skipped and counted); every other model scores the rows it
     already has (AlphaRec maps every item's text; ID-based models have untrained rows for them).
     """
-    if not hasattr(model, "code_table") or not hasattr(model, "add_items"):
+    codes = model.code_table.codes if hasattr(model, "code_table") else getattr(model, "codes", None)  # RPG: codes
+    if not torch.is_tensor(codes) or codes.dim() != 2 or not hasattr(model, "add_items"):
         return {"added": 0, "skipped": 0, "how": "the model scores its existing rows (no add_items needed)"}
     from recbole_genrec.preprocess.features import item_embeddings
 
     held = held.cpu()
-    missing = held[~(model.code_table.codes.cpu()[held] >= 0).all(dim=1)]  # held-out rows still without a code
+    missing = held[~(codes.cpu()[held] >= 0).all(dim=1)]  # held-out rows still without a code
     if missing.numel() == 0:
         return {"added": 0, "skipped": 0, "how": "every held-out item already had a code"}
     emb = item_embeddings(dataset)[missing].numpy()  # [M, D]

@@ -13,23 +13,18 @@ Both yield RecBole ``Interaction`` batches of training rows, so negative samplin
 from the official loader: RecBole keeps the last, partial batch (the official ``DataLoader`` has
 ``drop_last=True``).
 
-:func:`data_preparation` is RecBole's ``data_preparation`` plus this choice of training loader.
+:func:`apply_train_sampling` is called by :func:`recbole_genrec.run_builder.split` on every training loader.
 """
 
 import numpy as np
-from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.dataloader import TrainDataLoader
 
 TRAIN_SAMPLING = ("interaction", "user_uniform")
 
 
 def train_sampling_mode(config):
-    """The validated ``train_sampling`` of ``config`` (``interaction`` when unset)."""
-    try:
-        mode = config["train_sampling"]
-    except (KeyError, TypeError):
-        mode = None
-    mode = "interaction" if mode is None else str(mode).lower()
+    """The validated ``train_sampling`` of ``config`` (default ``interaction``, properties/overall.yaml)."""
+    mode = str(config["train_sampling"]).lower()
     if mode not in TRAIN_SAMPLING:
         raise ValueError(f"train_sampling must be one of {TRAIN_SAMPLING}, got {mode!r}: set "
                          f"train_sampling: interaction (RecBole's) or user_uniform (official AlphaRec).")
@@ -84,15 +79,4 @@ def apply_train_sampling(config, train_data):
     return UserUniformTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=train_data.shuffle)
 
 
-def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` (its dataloader cache unpickled only with ``trust_checkpoint``); the training
-    loader follows ``train_sampling``."""
-    from recbole_genrec.safety import pickle_caches_allowed
-
-    with pickle_caches_allowed(config):
-        train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
-    return apply_train_sampling(config, train_data), valid_data, test_data
-
-
-__all__ = ["TRAIN_SAMPLING", "UserUniformTrainDataLoader", "apply_train_sampling", "data_preparation",
-           "train_sampling_mode"]
+__all__ = ["TRAIN_SAMPLING", "UserUniformTrainDataLoader", "apply_train_sampling", "train_sampling_mode"]

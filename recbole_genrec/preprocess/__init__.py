@@ -4,10 +4,9 @@
 ``genrec_features`` (``[text_emb]`` or ``[text_emb, sid]``). Models then read the features with
 :func:`item_embeddings`, :func:`item_codes`, :func:`codebook_sizes` and :func:`code_lookup`.
 Another model can supply the embeddings (``item_embedding_source: <name>``) by calling
-:func:`save_item_embeddings`. Command line: ``python -m recbole_genrec.preprocess --dataset=ml-100k``.
+:func:`recbole_genrec.store.save_item_embeddings`. Command line: ``python -m recbole_genrec.preprocess --dataset=ml-100k``.
 """
 
-from recbole_genrec.preprocess.cache import save_item_embeddings
 from recbole_genrec.preprocess.features import (
     code_lookup,
     codebook_sizes,
@@ -24,5 +23,4 @@ __all__ = [
     "item_codes",
     "item_embeddings",
     "prepare_features",
-    "save_item_embeddings",
 ]

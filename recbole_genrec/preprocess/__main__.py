@@ -5,7 +5,8 @@
 
 Without ``--model`` a plain GeneralRecommender (BPR) is used with
 ``genrec_features: [text_emb, sid]``; every other ``--key=value`` is a RecBole/plugin config key
-(e.g. ``--sid_method=rkmeans --sid_codebook_size=64``).
+(e.g. ``--sid_method=rkmeans --sid_codebook_size=64``), parsed as ``run_recbole_genrec.py`` parses it
+(:func:`recbole_genrec.cli.parse_config_overrides`).
 """
 
 import argparse
@@ -26,14 +27,16 @@ def parse_args(argv):
 
 
 def build_config(args, extra):
-    """A recbole_genrec Config; ``extra`` (``--key=value``) is parsed by RecBole itself."""
+    """A recbole_genrec Config; ``extra`` (``--key=value``) is parsed like every other command line's."""
     import recbole_genrec  # noqa: F401  (compat shims before RecBole)
     from recbole_genrec import Config
+    from recbole_genrec.cli import parse_config_overrides
 
     config_files = [f for item in (args.config_files or []) for f in item.split()] or None
-    config_dict = None if args.model else {"genrec_features": ["text_emb", "sid"]}
+    config_dict = {} if args.model else {"genrec_features": ["text_emb", "sid"]}
+    config_dict.update(parse_config_overrides(extra))
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0]] + extra
+    sys.argv = saved_argv[:1]  # parsed above: RecBole's own reader (eval-based) reads nothing
     try:
         config = Config(model=args.model or "BPR", dataset=args.dataset, config_file_list=config_files,
                         config_dict=config_dict)

@@ -1,8 +1,6 @@
-"""Cache of preprocessing artifacts: the dataset's store folder, content keys, atomic writes, locking.
+"""Writing the dataset store's artifacts: content keys, atomic writes, sidecars, locking.
 
-Each dataset has one store folder ``<cache_root>/<dataset>/`` (:func:`store_dir`); which file
-lives where inside it (keyed artifacts, feature files, per-setting views) is described in
-:mod:`recbole_genrec.preprocess.layout`. Every artifact ``<artifact>`` has a sidecar
+Which file lives where in the store ``<cache_root>/<dataset>/`` is :mod:`recbole_genrec.store`'s. Every artifact ``<artifact>`` has a sidecar
 ``<artifact>.meta.json`` holding ``key`` (hash of the inputs) and ``sha256`` (of the bytes); the
 store's ``.lock`` is the ``fcntl.flock`` target serialising check + build across processes.
 
@@ -30,27 +28,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 META_SUFFIX = ".meta.json"
-ENV_CACHE = "RECBOLE_GENREC_CACHE"
-
-
-# ----------------------------------------------------------------------------- locations
-def cache_root(config):
-    """``config['genrec_cache_dir']``, else ``$RECBOLE_GENREC_CACHE``, else ``~/.cache/recbole_genrec``."""
-    root = config["genrec_cache_dir"] or os.environ.get(ENV_CACHE) or os.path.join("~", ".cache", "recbole_genrec")
-    return os.path.abspath(os.path.expanduser(str(root)))
-
-
-def store_dir(config):
-    """The dataset's store folder ``<cache_root>/<dataset>/`` (created); RecBole reads a view folder inside it (see
-    :mod:`.layout`)."""
-    path = os.path.join(cache_root(config), config["dataset"])
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def embeddings_path(store, source):
-    """``<store>/embeddings-<source>.npy``."""
-    return os.path.join(store, f"embeddings-{source}.npy")
 
 
 # ----------------------------------------------------------------------------- hashing
@@ -289,52 +266,3 @@ def locked(store):
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# ----------------------------------------------------------------------------- external embeddings
-def embeddings_key(source_name, item_tokens, key_extra=None):
-    """Cache key of an item-embedding matrix written by a model (e.g. CollabEmbed)."""
-    return content_key({"source": source_name, "items": strings_hash(item_tokens), "extra": key_extra or {}})
-
-
-def save_item_embeddings(config, source_name, item_tokens, matrix, key_extra=None):
-    """Store item embeddings [n_items, D] produced by a model as ``embeddings-<source>.npy``.
-
-    ``item_tokens`` are the external item tokens of the rows (no ``[PAD]`` row). The hook uses
-    them when ``item_embedding_source: <source_name>``. ``key_extra`` (dict) records what
-    produced the matrix (model, checkpoint, ...) and becomes part of the key. Returns the path.
-    """
-    if source_name == "text":
-        raise ValueError("source name 'text' is reserved for the hook's own text embeddings")
-    matrix = np.asarray(matrix, dtype=np.float32)  # [n_items, D]
-    tokens = [str(t) for t in item_tokens]
-    if matrix.ndim != 2 or matrix.shape[0] != len(tokens):
-        raise ValueError(f"matrix shape {matrix.shape} does not match {len(tokens)} item tokens")
-    if "[PAD]" in tokens:
-        raise ValueError("item_tokens must not contain '[PAD]'; drop row 0 of RecBole-indexed matrices")
-    store = store_dir(config)
-    path = embeddings_path(store, source_name)
-    key = embeddings_key(source_name, tokens, key_extra)
-    with locked(store):
-        save_npy(path, matrix, key, {"source": source_name, "item_tokens": tokens, "key_extra": key_extra or {}})
-    logger.info(f"saved {matrix.shape[0]} x {matrix.shape[1]} item embeddings of source '{source_name}' to {path}")
-    return path
-
-
-def load_item_embeddings(store, source_name):
-    """Read ``embeddings-<source>.npy`` written by :func:`save_item_embeddings`.
-
-    Returns ``(item_tokens, matrix [n, D] float32, sha256)``. Raises ``FileNotFoundError`` when it
-    was never written and ``ValueError`` when it does not match its sidecar.
-    """
-    path = embeddings_path(store, source_name)
-    meta = read_meta(path)
-    if not os.path.exists(path) or meta is None:
-        raise FileNotFoundError(
-            f"item_embedding_source '{source_name}' needs {path} (with its .meta.json), which does not "
-            f"exist: run CollabEmbed first (it saves its item embeddings with "
-            f"recbole_genrec.preprocess.cache.save_item_embeddings), or set item_embedding_source: text."
-        )
-    if check_artifact(path, meta.get("key")) != "hit":
-        raise ValueError(f"{path} does not match its checksum in {path + META_SUFFIX}; rerun CollabEmbed to rewrite it")
-    return list(meta["item_tokens"]), load_npy(path).astype(np.float32), meta["sha256"]

@@ -16,7 +16,7 @@ For ``genrec_features: [text_emb]`` and/or ``[sid]`` it
    RecBole's filtering and remapping) and ``preload_weight`` (dense matrices, never joined into
    interaction batches). Models read them with :mod:`recbole_genrec.preprocess.features`.
 
-Storage (:mod:`recbole_genrec.preprocess.layout`): one store ``<cache_root>/<dataset>/`` per
+Storage (:mod:`recbole_genrec.store`): one store ``<cache_root>/<dataset>/`` per
 dataset holds content-keyed, never-overwritten artifacts (``codes-<sid16>.npy``,
 ``features/sid-<key16>.gensid``, ...) and one immutable view per setting
 (``views/<view16>/``). Switching settings back and forth reuses what was built before, and
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from recbole.data.dataset import Dataset
 
+from recbole_genrec import store as dataset_store
 from recbole_genrec.preprocess import cache, layout, text, text_encoder
 from recbole_genrec.preprocess.fields import EMB_FIELD, EMB_ID, EMB_SUFFIX, FEATURES, SID_FIELD, SID_ID, SID_SUFFIX
 from recbole_genrec import tokenizers
@@ -62,12 +63,12 @@ def prepare_features(config, plot=False):
     if not features:
         return None
     source_dir = config["genrec_source_data_path"] or config["data_path"]
-    store = cache.store_dir(config)
+    store = dataset_store.store_dir(config)
     summary = {"overlay": None, "store": store, "codes_path": None, "features": features, "cache": {}, "timings": {}}
     with cache.locked(store):
         tokens = surviving_item_tokens(config, source_dir, store, summary)  # [N] external tokens
         emb, emb_key = item_embeddings_for(config, source_dir, store, tokens, summary)  # [N, D]
-        hashes = {"text_emb": emb_key}
+        hashes = {"text_emb": emb_key, "embedding_held_out": summary.get("embedding_held_out")}
         feature_files = {}  # suffix -> the store's feature file the view links as <dataset>.<suffix>
         if "text_emb" in features:
             hashes["genemb_file"], feature_files[EMB_SUFFIX] = write_emb_file(store, tokens, emb, emb_key, summary)
@@ -142,9 +143,9 @@ def surviving_item_tokens(config, source_dir, store, summary):
         settings = {k: config[k] for k in _FILTER_KEYS}
     key = cache.content_key({"files": layout.source_files_identity(source_dir, config["dataset"]),
                              "config": settings, "format": FORMAT_VERSION})
-    path = os.path.join(store, "items.json")
+    path = dataset_store.items_path(store)
     status = cache.check_artifact(path, key)
-    cache.report_status("items.json (items kept by RecBole's filtering)", status)
+    cache.report_status(f"{os.path.basename(path)} (items kept by RecBole's filtering)", status)
     summary["cache"]["items"] = status
     if status == "hit":
         return cache.load_json(path)["item_tokens"]
@@ -205,7 +206,7 @@ def item_embeddings_for(config, source_dir, store, tokens, summary):
     texts, spec = text.item_texts(config, tokens, source_dir)
     encoder_path = text_encoder.resolve_encoder_path(config["text_encoder"])
     key = cache.content_key(text_embedding_inputs(config, tokens, texts, spec, encoder_path))
-    path = cache.embeddings_path(store, "text")
+    path = dataset_store.embeddings_path(store, "text")
     status = cache.check_artifact(path, key)
     cache.report_status(os.path.basename(path), status)
     summary["cache"]["embeddings"] = status
@@ -234,20 +235,21 @@ def item_embeddings_for(config, source_dir, store, tokens, summary):
 
 def _external_embeddings(store, source, tokens, summary):
     """Rows of ``embeddings-<source>.npy`` (written by e.g. CollabEmbed) for ``tokens``."""
-    ext_tokens, matrix, sha = cache.load_item_embeddings(store, source)
+    ext_tokens, matrix, sha, key_extra = dataset_store.load_item_embeddings(store, source)
     row_of = {t: i for i, t in enumerate(ext_tokens)}
     missing = [t for t in tokens if t not in row_of]
     if missing:
         raise ValueError(
-            f"embeddings-{source}.npy lacks {len(missing)} of the {len(tokens)} items of this dataset "
+            f"{os.path.basename(dataset_store.embeddings_path(store, source))} lacks {len(missing)} of the {len(tokens)} items of this dataset "
             f"(e.g. {missing[:5]}); rerun the model that wrote it with the same dataset and filtering."
         )
     emb = np.ascontiguousarray(matrix[[row_of[t] for t in tokens]], dtype=np.float32)  # [N, D]
-    _check_finite(emb, tokens, f"embeddings-{source}.npy")
+    _check_finite(emb, tokens, os.path.basename(dataset_store.embeddings_path(store, source)))
     summary["cache"]["embeddings"] = f"external:{source}"
     summary["timings"]["embedding_s"] = 0.0
     key = cache.content_key({"kind": "external_embeddings", "source": source, "sha256": sha,
                              "items": cache.strings_hash(tokens), "format": FORMAT_VERSION})
+    summary["embedding_held_out"] = key_extra.get("held_out")  # the cold-start set of the run that wrote them
     return emb, key
 
 
@@ -288,13 +290,11 @@ def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
     overwrite them. Under the cold-start protocol the tokenizer is fitted without the held-out items, whose rows
     are ``-1`` (no code; models add them after training with ``add_items``).
     """
-    from recbole_genrec.tokenizers.artifact import tokenizer_stem
-
     inputs = sid_inputs(config, emb_key)
     held = _held_out_rows(config, tokens, inputs)
     key = cache.content_key(inputs)
-    codes_path, diag_path = layout.codes_path(store, key), layout.diagnostics_path(store, key)
-    stem = tokenizer_stem(store, key)
+    codes_path, diag_path = dataset_store.codes_path(store, key), dataset_store.diagnostics_path(store, key)
+    stem = dataset_store.tokenizer_stem(store, key)
     status = cache.check_artifact(codes_path, key)
     for other in (diag_path, stem + ".safetensors", stem + ".json"):
         other_status = cache.check_artifact(other, key)
@@ -315,7 +315,7 @@ def semantic_ids_for(config, store, tokens, emb, emb_key, summary):
         if held is not None:
             diagnostics["held_out_items"] = int(held.sum())
         meta = {"codebook_sizes": diagnostics["codebook_sizes"], "n_items": len(tokens), "inputs": inputs}
-        fitted.save(stem, key, {"items": cache.strings_hash([tokens[i] for i in fit_rows])})
+        dataset_store.save_tokenizer(stem, fitted, key, {"items": cache.strings_hash([tokens[i] for i in fit_rows])})
         cache.save_npy(codes_path, codes, key, meta)
         cache.save_json(diag_path, diagnostics, key)
     summary["tokenizer_path"] = stem + ".safetensors"
@@ -385,7 +385,7 @@ def log_diagnostics(diagnostics):
 
 def write_plot(store, sid_key, codes, codebook_sizes):
     """``<store>/code_usage-<sid16>.png`` (written atomically)."""
-    path = layout.plot_path(store, sid_key)
+    path = dataset_store.plot_path(store, sid_key)
     fd, tmp = tempfile.mkstemp(prefix=".code_usage.", suffix=".png", dir=store)
     os.close(fd)
     try:
@@ -401,7 +401,7 @@ def write_plot(store, sid_key, codes, codebook_sizes):
 # ============================================================================= atomic files
 def _write_feature_file(store, prefix, suffix, header, tokens, rows_as_text, key, summary):
     """``<store>/features/<prefix>-<key16>.<suffix>`` (kept when valid); returns ``(key, path)``."""
-    path = layout.feature_path(store, prefix, suffix, key)
+    path = dataset_store.feature_path(store, prefix, suffix, key)
     status = cache.check_artifact(path, key)
     cache.report_status(f"{suffix} file {os.path.basename(path)}", status)
     summary["cache"][suffix] = status

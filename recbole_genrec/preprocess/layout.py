@@ -1,23 +1,9 @@
-"""Where the preprocessing hook keeps its files: one store per dataset, keyed artifacts, per-setting views.
+"""The store's views: per-setting folders of symlinks that RecBole reads as its ``data_path``.
 
-Layout of the store ``<cache_root>/<dataset>/`` (:func:`recbole_genrec.preprocess.cache.store_dir`)::
-
-    items.json                          item tokens that survive RecBole's filtering
-    embeddings-<source>.npy             item embeddings (source ``text``, or e.g. ``collab`` from a model)
-    codes-<sid16>.npy                   semantic IDs, one file per semantic-ID key (first 16 hex digits)
-    diagnostics-<sid16>.json            their diagnostics
-    code_usage-<sid16>.png              their usage plot (``--plot``)
-    features/emb-<key16>.genemb         RecBole feature files, one per content key (text, written atomically)
-    features/sid-<key16>.gensid
-    views/<view16>/                     RecBole's ``data_path`` for one feature combination: symlinks only
-    prorec/                             PRORec's stage-I cache
-    <artifact>.meta.json, .lock         sidecars (key + sha256) and the ``flock`` target
-
-A view holds links to the original atomic files (``<dataset>.inter``, ``.item``, ...) plus
-``<dataset>.genemb`` / ``<dataset>.gensid`` linking the store's feature files of its settings. Keyed
-artifacts are never overwritten by other settings and views never change once renamed into place,
-so switching settings back reuses earlier artifacts, and concurrent runs with different settings
-each read their own files.
+A view (``<store>/views/<view16>/``, :mod:`recbole_genrec.store`) holds links to the original atomic files
+(``<dataset>.inter``, ``.item``, ...) plus ``<dataset>.genemb`` / ``<dataset>.gensid`` linking the store's feature
+files of its settings. Views never change once renamed into place, so switching settings back reuses earlier ones
+and concurrent runs with different settings each read their own files.
 """
 
 import contextlib
@@ -25,37 +11,8 @@ import os
 import shutil
 import tempfile
 
+from recbole_genrec import store as dataset_store
 from recbole_genrec.preprocess import cache
-
-KEY_CHARS = 16  # hex digits of a content key used in file names (64 bits)
-FEATURES_DIR, VIEWS_DIR = "features", "views"
-
-
-def short(key):
-    """The first :data:`KEY_CHARS` hex digits of a content key (the full key is in the sidecar)."""
-    return key[:KEY_CHARS]
-
-
-# ----------------------------------------------------------------------------- keyed artifacts
-def codes_path(store, sid_key):
-    """``<store>/codes-<sid16>.npy``."""
-    return os.path.join(store, f"codes-{short(sid_key)}.npy")
-
-
-def diagnostics_path(store, sid_key):
-    """``<store>/diagnostics-<sid16>.json``."""
-    return os.path.join(store, f"diagnostics-{short(sid_key)}.json")
-
-
-def plot_path(store, sid_key):
-    """``<store>/code_usage-<sid16>.png``."""
-    return os.path.join(store, f"code_usage-{short(sid_key)}.png")
-
-
-def feature_path(store, prefix, suffix, file_key):
-    """``<store>/features/<prefix>-<key16>.<suffix>``, e.g. ``features/sid-0123456789abcdef.gensid``."""
-    return os.path.join(store, FEATURES_DIR, f"{prefix}-{short(file_key)}.{suffix}")
-
 
 # ----------------------------------------------------------------------------- source files
 def source_files_identity(source_dir, dataset):
@@ -87,7 +44,8 @@ def view_links(source_dir, dataset, feature_files, skip_suffixes=()):
                 and os.path.isfile(os.path.join(source_dir, name))):
             links[name] = os.path.join(source_dir, name)
     for suffix, path in feature_files.items():
-        links[f"{dataset}.{suffix}"] = os.path.join(os.pardir, os.pardir, FEATURES_DIR, os.path.basename(path))
+        links[f"{dataset}.{suffix}"] = os.path.join(os.pardir, os.pardir, dataset_store.FEATURES_DIR,
+                                                    os.path.basename(path))
     return links
 
 
@@ -110,13 +68,13 @@ def ensure_view(store, key, links):
     never sees a half-built view. Call it under :func:`cache.locked` (two builders of one key would
     race on the rename).
     """
-    views = os.path.join(store, VIEWS_DIR)
-    path = os.path.join(views, short(key))
+    views = dataset_store.views_dir(store)
+    path = os.path.join(views, dataset_store.short(key))
     if _view_matches(path, links):
         return path, "hit"
     status = "corrupt" if os.path.lexists(path) else "missing"
     os.makedirs(views, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=cache.temp_prefix(short(key)), suffix=".tmp", dir=views)
+    tmp = tempfile.mkdtemp(prefix=cache.temp_prefix(dataset_store.short(key)), suffix=".tmp", dir=views)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         for name, target in links.items():

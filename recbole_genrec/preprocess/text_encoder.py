@@ -164,3 +164,19 @@ def encode_texts(texts, encoder="all-MiniLM-L6-v2", pooling="auto", max_length=1
     logger.info(f"encoded {len(texts)} item texts with {encoder} ({mode} pooling"
                 f"{', L2-normalised' if normalize else ''}) -> {out.shape}")
     return out
+
+
+def embed_texts(config, texts):
+    """Embed new item texts exactly as the hook embedded the catalogue: `(M, D)` float32."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise ValueError("no texts given")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(f"texts {empty[:5]} are empty; give every new item a text (title, category, ...)")
+    device = str(config["device"] or "cpu")
+    return encode_texts(
+        texts, encoder=config["text_encoder"], pooling=config["text_pooling"],
+        max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
+        device="cuda" if device.startswith("cuda") else "cpu", show_progress=False,
+    ).astype(np.float32)

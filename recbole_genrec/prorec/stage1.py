@@ -26,7 +26,7 @@ knowledge and quantises it into one code tuple per item (the "unified code" that
    per node), ``prorec_code_levels`` x ``prorec_codebook_size`` (an int, or one size per level), and made unique
    with ``prorec_collision`` (default: TIGER's extra level).  Hierarchical k-means with 256 children per node on a
    12k-item catalogue leaves ~47 items per level-1 node, so level 2 already isolates almost every item and level 3
-   is near-constant (measured: 256 / 256 / 7 / 1 distinct codes, 99.4 % of items unique after two levels); the
+   is near-constant (benchmarks/README.md, PRORec stage I); the
    per-level usage and perplexity of every source are in ``stage1.json`` (``diagnostics``) and in the log, and
    :func:`level_usage_problems` names the levels that carry almost no information.
    Baselines (``prorec_code_source``): ``text`` = raw :math:`E^{text}`, ``id`` = raw :math:`E^{id}` of the same
@@ -46,7 +46,6 @@ the global RNG (and therefore stage II's initialisation) is the same.
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -58,6 +57,7 @@ from recbole_genrec.prorec.adapter import AdaLNAdapter, popularity_buckets
 from recbole_genrec.prorec.data import item_counts, sequences_hash, user_sequences, windows
 from recbole_genrec.prorec.encoder import CollabSequenceEncoder
 from recbole_genrec.prorec.losses import next_item_loss, paired_info_nce, sampled_next_item_loss
+from recbole_genrec import store
 from recbole_genrec.preprocess import cache
 from recbole_genrec import tokenizers
 from recbole_genrec.tokenizers.artifact import FittedTokenizer
@@ -143,7 +143,7 @@ def length_bucketed_batches(lengths, batch_size, generator, pool=50):
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu", show_progress=False):
+def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu", show_progress=False, held=None):
     r"""Jointly train the collaborative encoder (next-item CE) and the adapter (InfoNCE alignment).
 
     Args:
@@ -151,6 +151,8 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
         text_emb (`torch.FloatTensor` of shape `(n_items, D)`): language embeddings (row 0 zeros).
         buckets (`torch.LongTensor` of shape `(n_items,)`): popularity buckets for the AdaLN condition.
         params (`dict`): :func:`stage1_params`; seed (`int`); device.
+        held (`torch.LongTensor`, *optional*): cold-start items held out of stage I: never a softmax candidate, a
+            sampled negative or an aligned pair.
     Returns:
         ``(encoder, adapter, history)``; history = per-epoch mean ``next_item`` and ``align`` losses.
     """
@@ -164,7 +166,13 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
                                  lr=params["prorec_stage1_lr"], weight_decay=params["prorec_stage1_weight_decay"])
     lam, tau = float(params["prorec_lambda"]), float(params["prorec_tau"])
     batch_size = int(params["prorec_stage1_batch_size"])
-    n_align = min(int(params["prorec_align_items"]), n_items - 1)
+    pool = None  # items stage I may fit: all but padding, and but the held-out ones under cold start
+    if held is not None and held.numel():
+        keep = torch.ones(n_items, dtype=torch.bool)
+        keep[0] = False
+        keep[held] = False
+        pool = keep.nonzero().flatten()  # [n_items - 1 - n_held]
+    n_align = min(int(params["prorec_align_items"]), n_items - 1 if pool is None else pool.numel())
     n_negatives = int(params["prorec_stage1_negatives"] or 0)
     if n_negatives and n_items - 1 <= 2 * n_negatives:
         n_negatives = 0  # small catalogue: the exact full softmax costs about as much as the sampled one
@@ -182,12 +190,21 @@ def train_alignment(train_windows, text_emb, buckets, params, seed, device="cpu"
             targets = batch[:, 1:]  # [B, T]
             real = targets != 0  # logits only where there is a target: [n_targets, n_items]
             if n_negatives > 0:
-                negatives = torch.randint(1, n_items, (n_negatives,), generator=generator).to(device)  # [N]
+                if pool is None:
+                    negatives = torch.randint(1, n_items, (n_negatives,), generator=generator)  # [N]
+                else:
+                    negatives = pool[torch.randint(0, pool.numel(), (n_negatives,), generator=generator)]
                 loss_ce = sampled_next_item_loss(hidden[real], targets[real], encoder.item_embedding.weight,
-                                                  negatives)
+                                                  negatives.to(device))
             else:
-                loss_ce = next_item_loss(encoder.scores(hidden[real]), targets[real])
-            items = (torch.randperm(n_items - 1, generator=generator)[:n_align] + 1).to(device)  # [n_align]
+                logits = encoder.scores(hidden[real])  # [n_targets, n_items]
+                if pool is not None:
+                    logits[:, held.to(device)] = float("-inf")  # held-out items are no candidates
+                loss_ce = next_item_loss(logits, targets[real])
+            if pool is None:
+                items = (torch.randperm(n_items - 1, generator=generator)[:n_align] + 1).to(device)  # [n_align]
+            else:
+                items = pool[torch.randperm(pool.numel(), generator=generator)[:n_align]].to(device)  # [n_align]
             loss_align = paired_info_nce(encoder.item_embedding(items), adapter(text_emb[items], buckets[items]), tau)
             loss = loss_ce + lam * loss_align
             optimizer.zero_grad()
@@ -219,16 +236,19 @@ def source_embeddings(id_emb, adapted, text_emb):
     }
 
 
-def quantise(emb, params, seed, show_progress=False):
+def quantise(emb, params, seed, show_progress=False, fit_rows=None):
     r"""Codes of `(N, D)` item vectors (``prorec_code_method``) -> ``(codes (N+1, L') with row 0 = -1, sizes, diag,
-    FittedTokenizer)``."""
+    FittedTokenizer)``. ``fit_rows`` (row indices of ``emb``): the tokenizer is fitted on those only and the other
+    items get ``-1`` rows (cold start: added after training, like the hook's held-out items)."""
+    fit_rows = np.arange(len(emb)) if fit_rows is None else np.asarray(fit_rows)
     codes, info = tokenizers.generate_semantic_ids(
-        np.ascontiguousarray(emb, dtype=np.float32), method=str(params["prorec_code_method"]),
+        np.ascontiguousarray(emb[fit_rows], dtype=np.float32), method=str(params["prorec_code_method"]),
         n_levels=int(params["prorec_code_levels"]),
         codebook_size=params["prorec_codebook_size"], collision=str(params["prorec_collision"]), seed=int(seed),
         device="cpu", show_progress=show_progress, **params["prorec_code_params"],
     )
-    padded = np.concatenate([np.full((1, codes.shape[1]), -1, dtype=np.int64), codes], axis=0)
+    padded = np.full((len(emb) + 1, codes.shape[1]), -1, dtype=np.int64)  # row 0 = padding
+    padded[fit_rows + 1] = codes
     diagnostics = dict(info["diagnostics"])
     levels = int(params["prorec_code_levels"])
     diagnostics["unified_levels"] = level_usage(codes[:, :levels])  # the quantiser's levels, before collisions
@@ -278,7 +298,8 @@ def level_usage_problems(usage, min_conditional_perplexity=2.0):
 
 def nmi_report(codes):
     r"""NMI between the first code level of every source and of the ``text`` / ``id`` codes (rows 1..)."""
-    first = {source: c[1:, 0] for source, c in codes.items()}
+    coded = np.all([(c[1:] >= 0).all(axis=1) for c in codes.values()], axis=0)  # held-out items have no code
+    first = {source: c[1:, 0][coded] for source, c in codes.items()}
     report = {}
     for source in ("aligned", "concat"):
         for reference in ("text", "id"):
@@ -288,11 +309,11 @@ def nmi_report(codes):
 
 
 # ============================================================================= cache
-def stage1_key(dataset, sequences, text_emb, params, seed):
-    r"""Content hash of everything stage I depends on."""
+def stage1_key(dataset, sequences, text_emb, params, seed, held_key=None):
+    r"""Content hash of everything stage I depends on (``held_key``: the cold-start set it never fits)."""
     tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
     text = np.ascontiguousarray(text_emb, dtype=np.float32)
-    return cache.content_key({
+    inputs = {
         "kind": "prorec_stage1",
         "format": FORMAT_VERSION,
         "items": cache.strings_hash(tokens),
@@ -300,19 +321,14 @@ def stage1_key(dataset, sequences, text_emb, params, seed):
         "text_emb": {"shape": list(text.shape), "sha256": hashlib.sha256(text.tobytes()).hexdigest()},
         "params": params,
         "seed": int(seed),
-    })
+    }
+    if held_key is not None:
+        inputs["held_out"] = held_key
+    return cache.content_key(inputs)
 
 
 def _paths(folder):
-    paths = {"id_emb": os.path.join(folder, "id_emb.npy"), "adapted_text": os.path.join(folder, "adapted_text.npy"),
-             "report": os.path.join(folder, "stage1.json")}
-    paths.update({f"codes-{s}": os.path.join(folder, f"codes-{s}.npy") for s in CODE_SOURCES})
-    # what encodes new items (PRORec.add_items): the adapter's weights and each source's fitted tokenizer
-    paths["adapter"] = os.path.join(folder, "adapter.safetensors")
-    for s in CODE_SOURCES:
-        paths[f"tokenizer-{s}"] = os.path.join(folder, f"tokenizer-{s}.safetensors")
-        paths[f"tokenizer-{s}-meta"] = os.path.join(folder, f"tokenizer-{s}.json")
-    return paths
+    return store.prorec_paths(folder, CODE_SOURCES)
 
 
 def _load(folder, key):
@@ -323,7 +339,7 @@ def _load(folder, key):
     if bad:
         return None, next(iter(bad.values()))
     report = cache.load_json(paths["report"])
-    codes = {s: cache.load_npy(paths[f"codes-{s}"]).astype(np.int64) for s in CODE_SOURCES}
+    codes = {s: cache.load_npy(paths["codes", s]).astype(np.int64) for s in CODE_SOURCES}
     return Stage1Result(codes=codes, codebook_sizes={s: list(report["codebook_sizes"][s]) for s in CODE_SOURCES},
                         id_emb=cache.load_npy(paths["id_emb"]).astype(np.float32),
                         adapted_text=cache.load_npy(paths["adapted_text"]).astype(np.float32),
@@ -337,19 +353,20 @@ def _save(result, key):
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in result.adapter_state.items()})
     cache.write_artifact(paths["adapter"], lambda f: f.write(blob), key, {"what": "PRORec stage-I adapter"})
     for source, tokenizer in result.tokenizers.items():
-        tokenizer.save(paths[f"tokenizer-{source}"][:-len(".safetensors")], key, {"source": source})
+        store.save_tokenizer(store.prorec_tokenizer_stem(result.folder, source), tokenizer, key, {"source": source})
     cache.save_npy(paths["id_emb"], result.id_emb, key, {"what": "PRORec stage-I item-ID embeddings"})
     cache.save_npy(paths["adapted_text"], result.adapted_text, key, {"what": "PRORec stage-I adapted text"})
     for source in CODE_SOURCES:
-        cache.save_npy(paths[f"codes-{source}"], result.codes[source], key,
+        cache.save_npy(paths["codes", source], result.codes[source], key,
                        {"source": source, "codebook_sizes": result.codebook_sizes[source]})
     cache.save_json(paths["report"], result.report, key)  # written last: its presence marks a complete build
     result.files = paths
 
 
 # ============================================================================= entry point
-def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=False, folder=None):
-    r"""Run stage I from scratch: train, embed, quantise every source and compute the NMI report."""
+def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=False, folder=None, held=None):
+    r"""Run stage I from scratch: train, embed, quantise every source and compute the NMI report (``held``: cold-start
+    item ids that nothing is fitted on)."""
     start = time.perf_counter()
     sequences = user_sequences(dataset)
     n_items = int(dataset.item_num)
@@ -359,7 +376,8 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
     train_windows = windows(sequences, int(params["prorec_max_len"]))
     logger.info(f"PRORec stage I: {len(sequences)} training sequences -> {train_windows.size(0)} windows, "
                 f"{n_items - 1} items, text dim {text.size(1)}")
-    encoder, adapter, history = train_alignment(train_windows, text, buckets, params, seed, device, show_progress)
+    encoder, adapter, history = train_alignment(train_windows, text, buckets, params, seed, device, show_progress,
+                                                held)
     train_s = time.perf_counter() - start
     with torch.no_grad():
         id_emb = encoder.item_embedding.weight.detach().cpu().numpy().astype(np.float32)  # [n_items, d]
@@ -368,14 +386,18 @@ def build_stage1(dataset, text_emb, params, seed, device="cpu", show_progress=Fa
     id_emb[0] = 0.0
     adapted[0] = 0.0
     codes, sizes, diagnostics, fitted = {}, {}, {}, {}
+    fit_rows = None  # rows of the real items (id - 1) the quantiser is fitted on
+    if held is not None and held.numel():
+        fit_rows = np.setdiff1d(np.arange(n_items - 1), held.numpy() - 1)
     quant_start = time.perf_counter()
     for source, emb in source_embeddings(id_emb, adapted, text.numpy()).items():
-        codes[source], sizes[source], diagnostics[source], fitted[source] = quantise(emb, params, seed, show_progress)
+        codes[source], sizes[source], diagnostics[source], fitted[source] = quantise(emb, params, seed, show_progress,
+                                                                                     fit_rows)
     quant_s = time.perf_counter() - quant_start
     report = {
         "nmi_first_level": nmi_report(codes),
         "codebook_sizes": sizes,
-        "alignment": alignment_stats(id_emb[1:], adapted[1:]),
+        "alignment": alignment_stats(*(x[1:] if fit_rows is None else x[1:][fit_rows] for x in (id_emb, adapted))),
         "history": history,
         "diagnostics": diagnostics,
         "timings": {"train_s": round(train_s, 3), "quantise_s": round(quant_s, 3),
@@ -423,12 +445,18 @@ def run_stage1(config, dataset, text_emb):
     Returns:
         :class:`Stage1Result` (``status`` is ``"hit"`` when loaded from the cache).
     """
+    from recbole_genrec.data import coldstart
+
     params = stage1_params(config)
     seed = int(config["seed"])
     text = np.asarray(torch.as_tensor(text_emb, dtype=torch.float32).cpu().numpy())
-    key = stage1_key(dataset, user_sequences(dataset), text, params, seed)
-    root = os.path.join(cache.store_dir(config), "prorec")
-    folder = os.path.join(root, key[:16])
+    held, held_key = None, None
+    if coldstart.enabled(config):  # the held-out items reach no fit of stage I (tokenizer included)
+        held = coldstart.held_out_ids(config, dataset)
+        held_key = coldstart.held_out_key(dataset.field2id_token[dataset.iid_field][held.numpy()])
+    key = stage1_key(dataset, user_sequences(dataset), text, params, seed, held_key)
+    root = store.prorec_root(store.store_dir(config))
+    folder = store.prorec_dir(store.store_dir(config), key)
     with cache.locked(root):
         result, status = _load(folder, key)
         cache.report_status(f"PRORec stage I artifacts in {folder}", status)
@@ -436,7 +464,7 @@ def run_stage1(config, dataset, text_emb):
             device = "cuda" if str(config["device"]).startswith("cuda") else "cpu"
             devices = [torch.cuda.current_device()] if device == "cuda" else []
             with torch.random.fork_rng(devices=devices):
-                result = build_stage1(dataset, text, params, seed, device, bool(config["show_progress"]), folder)
+                result = build_stage1(dataset, text, params, seed, device, bool(config["show_progress"]), folder, held)
             result.status = status if status != "missing" else "built"
             _save(result, key)
         else:

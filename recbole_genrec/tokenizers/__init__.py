@@ -7,6 +7,8 @@ Methods (``TOKENIZERS``):
   Lee et al., CVPR 2022).
 * ``rkmeans`` - residual k-means with faiss (GRID / OneRec style, training-free).
 * ``hkmeans`` - hierarchical (tree) k-means with faiss (DSI / PRORec style).
+* ``opq``     - faiss OPQ + product quantization: many unordered codes per item (RPG, Hou et al., KDD 2025);
+  items may share a tuple, so RPG runs it with ``collision="none"``.
 
 Collision handling (``collision=``): ``extra_level`` (TIGER), ``sinkhorn`` (LC-Rec,
 Zheng et al., ICDE 2024) or ``none``.
@@ -30,6 +32,7 @@ from .kmeans import (
     normalize_codebook_sizes,
     validate_embeddings,
 )
+from .opq import OPQTokenizer
 from .rqvae import RQVAETokenizer
 
 logger = logging.getLogger(__name__)
@@ -38,12 +41,13 @@ TOKENIZERS = {
     "rqvae": RQVAETokenizer,
     "rkmeans": ResidualKMeansTokenizer,
     "hkmeans": HierarchicalKMeansTokenizer,
+    "opq": OPQTokenizer,
 }
 
 __all__ = [
     "TOKENIZERS", "generate_semantic_ids", "tokenizer_params", "code_diagnostics", "plot_code_usage",
     "normalized_mutual_info", "validate_embeddings", "RQVAETokenizer",
-    "ResidualKMeansTokenizer", "HierarchicalKMeansTokenizer",
+    "ResidualKMeansTokenizer", "HierarchicalKMeansTokenizer", "OPQTokenizer",
 ]
 
 
@@ -65,7 +69,8 @@ def tokenizer_params(method):
     import inspect
 
     common = {"self", "n_levels", "codebook_sizes", "seed", "device", "show_progress"}
-    return sorted(set(inspect.signature(TOKENIZERS[method].__init__).parameters) - common)
+    params = inspect.signature(TOKENIZERS[method].__init__).parameters
+    return sorted(n for n, p in params.items() if n not in common and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
 def _check_params(method, params):

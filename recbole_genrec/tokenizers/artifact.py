@@ -1,14 +1,13 @@
 """A fitted semantic-ID tokenizer that outlives its fit: tensors (safetensors) + JSON, never a pickle.
 
-The preprocessing hook stores every tokenizer it fits as two content-hashed artifacts in the dataset's store::
+:meth:`FittedTokenizer.to_bytes` gives the two parts: the weights (RQ-VAE state dict, residual k-means codebooks,
+the hierarchical k-means tree: per level node prefixes, child counts, centroids, or the OPQ rotation, coarse
+centroid, PQ codebooks and PCA projection; plus ``codes`` [N, L'] = the final codes of the items it was fitted for,
+the collision state) as safetensors bytes, and a JSON-able dict (method, hyperparameters, configured and final
+codebook sizes, collision rule). Where they are stored is the dataset
+store's business (:func:`recbole_genrec.store.save_tokenizer`).
 
-    tokenizer-<sid16>.safetensors   weights: RQ-VAE state dict, residual k-means codebooks, or the hierarchical
-                                    k-means tree (per level: node prefixes, child counts, centroids), plus
-                                    ``codes`` [N, L'] = the final codes of the items it was fitted for (the
-                                    collision state)
-    tokenizer-<sid16>.json          method, hyperparameters, configured and final codebook sizes, collision rule
-
-:class:`FittedTokenizer` loads them (``safetensors`` reads tensors only) and encodes any embedding of the same
+:class:`FittedTokenizer` encodes any embedding of the same
 text encoder into a code tuple. :meth:`FittedTokenizer.assign` gives *new* items unique codes with the rule the
 fit used, never changing an existing item's code:
 
@@ -23,7 +22,6 @@ Encoding an existing item's embedding gives its stored code wherever the collisi
 the first ``L`` levels with ``extra_level``; every item that did not collide with ``sinkhorn`` / ``none``).
 """
 
-import json
 import logging
 
 import numpy as np
@@ -32,12 +30,12 @@ import torch
 from .collisions import _finite_costs, greedy_match, sinkhorn_plan
 from .diagnostics import tuple_groups
 from .kmeans import HierarchicalKMeansTokenizer, ResidualKMeansTokenizer, validate_embeddings
+from .opq import OPQTokenizer
 from .rqvae import RQVAE, RQVAETokenizer
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-WEIGHTS_SUFFIX, META_SUFFIX = ".safetensors", ".json"
 
 
 # ============================================================================= tensors <-> tokenizers
@@ -67,8 +65,11 @@ def tokenizer_tensors(tokenizer):
             tensors[f"hkmeans.{level}.prefixes"] = torch.from_numpy(prefixes)
             tensors[f"hkmeans.{level}.counts"] = torch.from_numpy(counts)
             tensors[f"hkmeans.{level}.centroids"] = torch.from_numpy(np.ascontiguousarray(cents))
+    elif isinstance(tokenizer, OPQTokenizer):
+        params.update({"pca_dim": tokenizer.pca_dim, "whiten": tokenizer.whiten, "niter": tokenizer.niter})
+        tensors.update({f"opq.{k}": torch.from_numpy(v) for k, v in tokenizer.state_arrays().items()})
     else:
-        raise TypeError(f"cannot store a {type(tokenizer).__name__}: only rqvae, rkmeans and hkmeans tokenizers")
+        raise TypeError(f"cannot store a {type(tokenizer).__name__}: only rqvae, rkmeans, hkmeans and opq tokenizers")
     params["method"] = tokenizer.name
     return tensors, params
 
@@ -96,6 +97,9 @@ def tokenizer_from_tensors(tensors, params):
             counts = tensors[f"hkmeans.{level}.counts"].numpy()
             cents = np.split(tensors[f"hkmeans.{level}.centroids"].numpy(), np.cumsum(counts)[:-1])
             tok.nodes.append({tuple(int(c) for c in p): cent for p, cent in zip(prefixes, cents)})
+    elif method == "opq":
+        tok = OPQTokenizer(pca_dim=params["pca_dim"], whiten=params["whiten"], niter=params["niter"], **common)
+        tok.load_state_arrays({k[len("opq."):]: v.numpy() for k, v in tensors.items() if k.startswith("opq.")})
     else:
         raise ValueError(f"unknown tokenizer method {method!r} in a stored tokenizer")
     tok.fitted = True
@@ -107,7 +111,7 @@ class FittedTokenizer:
     r"""A fitted tokenizer plus the final codes of the items it was fitted for.
 
     Args:
-        tokenizer: a fitted rqvae / rkmeans / hkmeans tokenizer.
+        tokenizer: a fitted rqvae / rkmeans / hkmeans / opq tokenizer.
         codes (`(N, L')` int64): final (collision-handled) codes of the fitted items, rows in item order.
         codebook_sizes (`list[int]` of length `L'`): final sizes (extra level included).
         collision (`str`): ``extra_level`` | ``sinkhorn`` | ``none``.
@@ -144,6 +148,8 @@ class FittedTokenizer:
             return int(tok.model.encoder[0].in_features)
         if isinstance(tok, ResidualKMeansTokenizer):
             return int(tok.centroids[0].shape[1])
+        if isinstance(tok, OPQTokenizer):
+            return tok.input_dim
         return int(tok.nodes[0][()].shape[1])
 
     def assign(self, emb, existing=None):
@@ -215,82 +221,24 @@ class FittedTokenizer:
             taken[prefix] = used
         return codes
 
-    # ------------------------------------------------------------------ storage
-    def save(self, path_stem, key, extra=None):
-        """Write ``<stem>.safetensors`` and ``<stem>.json`` (atomic, with content-hash sidecars); returns the paths."""
+    # ------------------------------------------------------------------ bytes
+    def to_bytes(self):
+        """``(safetensors bytes, meta dict)`` that :meth:`from_bytes` turns back into this tokenizer."""
         from safetensors.torch import save as st_save
-
-        from recbole_genrec.preprocess import cache
 
         tensors, params = tokenizer_tensors(self.tokenizer)
         tensors["codes"] = torch.from_numpy(np.ascontiguousarray(self.codes))
-        blob = st_save(tensors)
         meta = {"format": FORMAT_VERSION, "params": params, "codebook_sizes": self.codebook_sizes,
-                "collision": self.collision, "n_items": int(len(self.codes)), "key": key, **(extra or {})}
-        weights, meta_path = path_stem + WEIGHTS_SUFFIX, path_stem + META_SUFFIX
-        cache.write_artifact(weights, lambda f: f.write(blob), key)
-        cache.save_json(meta_path, meta, key)
-        return weights, meta_path
+                "collision": self.collision, "n_items": int(len(self.codes))}
+        return st_save(tensors), meta
 
     @classmethod
-    def load(cls, path_stem, key=None):
-        """Read a stored tokenizer; checks both files against their sidecars (and ``key`` when given)."""
+    def from_bytes(cls, blob, meta, source="the stored tokenizer"):
+        """The tokenizer of :meth:`to_bytes`'s output (``safetensors`` reads tensors only)."""
         from safetensors.torch import load as st_load
 
-        from recbole_genrec.preprocess import cache
-
-        weights, meta_path = path_stem + WEIGHTS_SUFFIX, path_stem + META_SUFFIX
-        for path in (weights, meta_path):
-            sidecar = cache.read_meta(path)
-            status = cache.check_artifact(path, key if key is not None else (sidecar or {}).get("key"))
-            if status != "hit":
-                raise FileNotFoundError(
-                    f"stored tokenizer {path} is {status}; rebuild it by running the preprocessing hook again "
-                    f"(python -m recbole_genrec.preprocess with the same dataset and sid_* settings)")
-        with open(weights, "rb") as f:
-            tensors = st_load(f.read())
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
         if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path} has format {meta.get('format')}, this code reads {FORMAT_VERSION}")
+            raise ValueError(f"{source} has format {meta.get('format')}, this code reads {FORMAT_VERSION}")
+        tensors = st_load(blob)
         tok = tokenizer_from_tensors(tensors, meta["params"])
         return cls(tok, tensors["codes"].numpy(), meta["codebook_sizes"], meta["collision"])
-
-
-def tokenizer_stem(store, sid_key):
-    """``<store>/tokenizer-<sid16>`` (add ``.safetensors`` / ``.json``)."""
-    import os
-
-    from recbole_genrec.preprocess.layout import short
-
-    return os.path.join(store, f"tokenizer-{short(sid_key)}")
-
-
-def load_for_config(config):
-    """The tokenizer the hook fitted for ``config`` (a config the hook has prepared, e.g. a model's)."""
-    from recbole_genrec.preprocess import cache
-
-    hashes = config["genrec_feature_hashes"] or {}
-    if not hashes.get("sid"):
-        raise ValueError("this config has no semantic IDs prepared by the hook (genrec_features lacks 'sid'), so "
-                         "there is no stored tokenizer to encode new items with")
-    store = (getattr(cache, "store_dir", None) or cache.overlay_dir)(config)  # the dataset's store (renamed in #16)
-    return FittedTokenizer.load(tokenizer_stem(store, hashes["sid"]), hashes["sid"])
-
-
-def embed_texts(config, texts):
-    """Embed new item texts exactly as the hook embedded the catalogue: `(M, D)` float32."""
-    from recbole_genrec.preprocess import text_encoder
-
-    texts = [str(t) for t in texts]
-    if not texts:
-        raise ValueError("no texts given")
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise ValueError(f"texts {empty[:5]} are empty; give every new item a text (title, category, ...)")
-    device = str(config["device"] or "cpu")
-    return text_encoder.encode_texts(
-        texts, encoder=config["text_encoder"], pooling=config["text_pooling"],
-        max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
-        device="cuda" if device.startswith("cuda") else "cpu", show_progress=False,
-    ).astype(np.float32)

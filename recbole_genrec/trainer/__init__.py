@@ -6,5 +6,6 @@ from recbole_genrec.trainer.generative_trainer import GenerativeTrainer
 TIGERTrainer = GenerativeTrainer
 DiscRecTrainer = GenerativeTrainer
 PRORecTrainer = GenerativeTrainer
+RPGTrainer = GenerativeTrainer  # AdamW + warm-up + cosine, clipping, length-bucketed batches
 
-__all__ = ["CollabEmbedTrainer", "DiscRecTrainer", "GenerativeTrainer", "PRORecTrainer", "TIGERTrainer"]
+__all__ = ["CollabEmbedTrainer", "DiscRecTrainer", "GenerativeTrainer", "PRORecTrainer", "RPGTrainer", "TIGERTrainer"]

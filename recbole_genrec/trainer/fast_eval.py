@@ -17,7 +17,7 @@ Which models: one exposing ``full_sort_factors() -> (user_e, item_e)`` (AlphaRec
 one with ``user_embedding`` / ``item_embedding`` tables (BPR, ...). Before each evaluation the
 factors are checked against ``full_sort_predict`` on a sample of users; a model whose scores are
 not that product (or a multi-process run, or a sampled evaluation) goes through RecBole's loop.
-``fast_full_sort_eval: False`` turns the fast path off (default ``True``, ``properties/overall.yaml``).
+``fast_full_sort_eval: False`` turns the fast path off (``properties/overall.yaml``).
 """
 
 from logging import getLogger
@@ -158,9 +158,8 @@ class FastFullSortEvalMixin:
 
     def _fast_eval_applicable(self, eval_data):
         config = self.config
-        enabled = config["fast_full_sort_eval"]
         return (
-            (enabled is None or bool(enabled))
+            bool(config["fast_full_sort_eval"])
             and isinstance(eval_data, FullSortEvalDataLoader)
             and not eval_data.is_sequential
             and config["MODEL_TYPE"] == ModelType.GENERAL
@@ -196,24 +195,5 @@ class FastFullSortEvalMixin:
         return result
 
 
-_WRAPPED = {}
-
-
-def with_fast_eval(trainer_class):
-    """``trainer_class`` with :class:`FastFullSortEvalMixin` in front (cached), unless it defines its
-    own ``evaluate`` (then it is returned unchanged)."""
-    from recbole.trainer import Trainer
-
-    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, FastFullSortEvalMixin):
-        return trainer_class
-    if trainer_class.evaluate is not Trainer.evaluate:
-        return trainer_class
-    if trainer_class not in _WRAPPED:
-        _WRAPPED[trainer_class] = type(trainer_class.__name__, (FastFullSortEvalMixin, trainer_class),
-                                       {"__module__": trainer_class.__module__,
-                                        "__doc__": trainer_class.__doc__})
-    return _WRAPPED[trainer_class]
-
-
 __all__ = ["CHUNK_ELEMENTS", "FastFullSortEvalMixin", "FullSortIndex", "fast_full_sort_collect",
-           "full_sort_index", "matrix_factors", "with_fast_eval"]
+           "full_sort_index", "matrix_factors"]

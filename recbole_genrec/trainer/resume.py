@@ -1,8 +1,8 @@
 """Training that resumes to the epoch: a trainer mixin that keeps a resume state after every epoch.
 
-With ``resume_training: True`` the trainer writes ``<cache>/runs/<resume_name>/state.pth`` after each epoch (model,
-optimizer, scaler, RNG states, early-stopping counters, best score, best weights, per-epoch losses, validation history
-and training seconds) and a run with the same config and data continues from the last finished epoch. The file is
+With ``resume_training: True`` the trainer writes ``<cache>/<dataset>/runs/<resume_name>/state.pth`` after each epoch
+(model, optimizer, scaler, RNG states, early-stopping counters, best score, best weights, per-epoch losses, validation
+history and training seconds) and a run with the same config and data continues from the last finished epoch. The file is
 written atomically and holds plain data only (read with ``weights_only=True``). A state of another config or other data
 is refused, naming what differs. Start with :class:`ResumableTraining`.
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from recbole_genrec.checkpoint import config_state, decode, save_checkpoint
+from recbole_genrec import store
 from recbole_genrec.preprocess import cache
 
 FORMAT = "recbole_genrec.resume"
@@ -32,11 +33,11 @@ NOT_COMPARED = {
 
 
 def run_dir(config):
-    """``<cache>/runs/<resume_name>``; the name defaults to ``<model>-<dataset>``."""
+    """The store's ``<cache>/<dataset>/runs/<resume_name>/``; the name defaults to ``<model>-<dataset>``."""
     name = config["resume_name"] or f"{config['model']}-{config['dataset']}"
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"resume_name={name!r} must be a plain folder name (no '{os.sep}'), e.g. SASRec-beauty")
-    return os.path.join(cache.cache_root(config), "runs", name)
+    return store.run_dir(config, config["dataset"], name)
 
 
 def data_fingerprint(train_data, valid_data=None):
@@ -225,12 +226,4 @@ class ResumableTraining:
         _set_rng_state(state["rng"], train_data)
 
 
-__all__ = ["ResumableTraining", "config_differences", "data_fingerprint", "resumable", "run_dir"]
-
-
-def resumable(trainer_class):
-    """``trainer_class`` with :class:`ResumableTraining` in front."""
-    if issubclass(trainer_class, ResumableTraining):
-        return trainer_class
-    return type(trainer_class.__name__, (ResumableTraining, trainer_class),
-                {"__module__": trainer_class.__module__, "__qualname__": trainer_class.__qualname__})
+__all__ = ["ResumableTraining", "config_differences", "data_fingerprint", "run_dir"]

@@ -53,7 +53,7 @@ Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
 - Positives: ``train_sampling: user_uniform`` (:mod:`recbole_genrec.data.sampling`): an epoch
   has one sample per training interaction, sample ``k`` is user ``k mod n_users`` and one of
   their training items drawn uniformly (``TrainDataset.__getitem__``). ``train_sampling:
-  interaction`` is RecBole's pass over the interactions (our default before issue #18).
+  interaction`` is RecBole's pass over the interactions.
 - Negatives: the official loader draws 256 uniform items *excluding the user's training items*
   (``randint_choice(n_items, size=256, exclusion=train_user_list[user])``); ours re-draws hits
   on training items (up to 10 rounds; the leftovers, rare, are kept). Verified, and it matches.
@@ -62,11 +62,10 @@ Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
   1536) and ``int(9/32 * D)`` for every other encoder (the official fallback, 108 for MiniLM's
   384). The official table also lists 8 for its ``bert``/``roberta`` and 2 for its ``v2``
   embedding files; we do not map those names to checkpoints, so they get 9/32 unless the width
-  is set. An integer sets the width directly (the default was 1024 before issue #18). Note: the
-  official table is commented "to keep the same parameter size" (about 4.7M first-layer weights
-  for every listed encoder) and its 9/32 fallback "for dimension = 4096"; applied to MiniLM's 384
-  dimensions it gives a 48k-parameter MLP, and on ml-100k it cost 7.6% Recall@20 against width
-  1024 (``benchmarks/results/alpharec-defaults-ml-100k.md``).
+  is set. An integer sets the width directly. Note: the official table is commented "to keep the
+  same parameter size" (about 4.7M first-layer weights for every listed encoder) and its 9/32
+  fallback "for dimension = 4096"; applied to MiniLM's 384 dimensions it gives a 48k-parameter
+  MLP (its cost in quality: benchmarks/README.md).
 - Schedule: validation every 5 epochs (``--verbose 5`` = ``eval_step: 5``), patience 20
   validations (``--patience 20`` in the README's commands = ``stopping_step: 20``, 100 epochs).
 - Adam lr 5e-4, no weight decay, batch 4096 positives, tau 0.15, 2 layers, cosine in training
@@ -96,6 +95,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_genrec.data import coldstart
 from recbole_genrec.preprocess.features import item_embeddings
 
 
@@ -176,6 +176,14 @@ class AlphaRec(GeneralRecommender):
         coo = inter_csr.tocoo()
         keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
         self.register_buffer("train_keys", torch.from_numpy(keys), persistent=False)
+        # Cold start: the held-out items are never drawn as negatives (recbole_genrec.data.coldstart).
+        pool = None
+        if coldstart.enabled(config):
+            keep = torch.ones(self.n_items, dtype=torch.bool)
+            keep[0] = False
+            keep[coldstart.held_out_ids(config, dataset)] = False
+            pool = keep.nonzero().flatten()  # [n_items - 1 - n_held]
+        self.register_buffer("negative_pool", pool, persistent=False)
         if self.n_users * self.n_items <= 2e7:  # small graphs: dense boolean lookup is faster
             dense = torch.zeros(self.n_users * self.n_items, dtype=torch.bool)
             dense[torch.from_numpy(keys)] = True
@@ -248,10 +256,15 @@ class AlphaRec(GeneralRecommender):
         pos = torch.searchsorted(self.train_keys, keys).clamp_(max=self.train_keys.numel() - 1)
         return self.train_keys[pos] == keys
 
+    def _uniform_items(self, shape, device):
+        if self.negative_pool is None:
+            return torch.randint(1, self.n_items, shape, device=device)
+        return self.negative_pool[torch.randint(0, self.negative_pool.numel(), shape, device=device)]
+
     def sample_negatives(self, users, num):
         """``[B, num]`` uniform item ids in ``1..n_items-1``; those in the user's training
         items are re-drawn (up to 10 rounds, then kept) when ``neg_exclude_pos``."""
-        neg = torch.randint(1, self.n_items, (users.shape[0], num), device=users.device)
+        neg = self._uniform_items((users.shape[0], num), users.device)
         if not self.neg_exclude_pos or self.train_keys.numel() == 0:
             return neg
         rows = users.unsqueeze(1).expand_as(neg)
@@ -259,7 +272,7 @@ class AlphaRec(GeneralRecommender):
         for _ in range(10):
             if idx[0].numel() == 0:
                 break
-            redraw = torch.randint(1, self.n_items, (idx[0].numel(),), device=neg.device)
+            redraw = self._uniform_items((idx[0].numel(),), neg.device)
             neg[idx] = redraw
             still = self._is_train_pair(rows[idx], redraw)
             idx = (idx[0][still], idx[1][still])
@@ -328,7 +341,7 @@ class AlphaRec(GeneralRecommender):
         normalisation its score is ``cos(user, mapping(e_i))``. Nothing else changes: existing users and items
         keep their scores exactly.
         """
-        from recbole_genrec.tokenizers.artifact import embed_texts
+        from recbole_genrec.preprocess.text_encoder import embed_texts
 
         if (texts is None) == (embeddings is None):
             raise ValueError("pass exactly one of texts= or embeddings=")

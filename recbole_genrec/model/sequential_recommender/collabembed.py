@@ -52,7 +52,7 @@ Our adaptation
   ``last`` item's) and every item's tower vector. It uses the tower only (no teacher at inference):
   it measures what the exported embeddings themselves carry.
 - Export: :meth:`CollabEmbed.export_embeddings` writes the unit tower vectors of all items, aligned
-  with the item tokens, through ``recbole_genrec.preprocess.cache.save_item_embeddings(config,
+  with the item tokens, through ``recbole_genrec.store.save_item_embeddings(config,
   'collab', ...)``; other models read them with ``item_embedding_source: collab`` (TIGER/DiscRec
   semantic IDs, AlphaRec's LM table). The trainer exports after reloading the best checkpoint.
   Consumers must evaluate on a split whose valid/test interactions are outside CollabEmbed's
@@ -70,7 +70,8 @@ from recbole.utils import InputType
 
 from recbole_genrec.collabembed import losses
 from recbole_genrec.collabembed.teacher import build_teacher, load_teacher, train_teacher
-from recbole_genrec.preprocess.cache import save_item_embeddings
+from recbole_genrec.data import coldstart
+from recbole_genrec.store import save_item_embeddings
 from recbole_genrec.preprocess.features import item_embeddings
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class CollabEmbed(SequentialRecommender):
             raise ValueError(f"item_embeddings has {item_lm.shape[0]} rows, dataset has {self.n_items} items")
         self.register_buffer("item_lm", item_lm, persistent=False)
         self.item_tokens = [str(t) for t in dataset.field2id_token[self.ITEM_ID][1:]]  # row i+1 <-> token i
+        self.held_out_key = coldstart.held_out_key(coldstart.held_out_tokens(config, self.item_tokens)) \
+            if coldstart.enabled(config) else None
 
         checkpoint = config["collab_teacher_checkpoint"]
         if checkpoint:
@@ -268,5 +271,6 @@ class CollabEmbed(SequentialRecommender):
             "teacher": self.teacher_name,
             "weights": {"seq": self.seq_weight, "id": self.id_weight, "hist": self.hist_weight},
             "tower_sha256": digest.hexdigest(),
+            "held_out": self.held_out_key,  # the cold-start set its training never saw (None: no protocol)
         }
         return save_item_embeddings(self.config, EXPORT_SOURCE, self.item_tokens, matrix, key_extra)

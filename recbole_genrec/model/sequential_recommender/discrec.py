@@ -102,9 +102,9 @@ class DiscRec(TIGER):
             n_heads=int(config["discrec_n_heads"]),
             d_ff=int(config["discrec_d_ff"]),
             dropout=float(config["dropout_rate"]),
-            use_level_embedding=_flag(config["discrec_level_embedding"]),
-            use_collab_branch=_flag(config["discrec_collab_branch"]),
-            use_gate=_flag(config["discrec_gate"]),
+            use_level_embedding=bool(config["discrec_level_embedding"]),
+            use_collab_branch=bool(config["discrec_collab_branch"]),
+            use_gate=bool(config["discrec_gate"]),
             attn_out_proj=bool(config["discrec_attn_out_proj"]),
             ffn_norm=str(config["discrec_ffn_norm"]),
             init=str(config["discrec_init"]),
@@ -114,11 +114,7 @@ class DiscRec(TIGER):
             n_levels=self.code_table.n_levels,
             code_vocab_size=self.code_table.vocab_size,
             branch_kwargs=branch_kwargs,
-            eos_attends_last_item=_flag(config["discrec_eos_attends_last_item"]),
+            eos_attends_last_item=bool(config["discrec_eos_attends_last_item"]),
             **self._backbone_kwargs(config),
         )
 
-
-def _flag(value) -> bool:
-    """Config switch that defaults to ``True`` when unset."""
-    return True if value is None else bool(value)

@@ -124,7 +124,7 @@ class PRORec(TIGER):
         from safetensors.torch import load_file
 
         from recbole_genrec.prorec.stage1 import build_modules, stage1_params
-        from recbole_genrec.tokenizers.artifact import FittedTokenizer
+        from recbole_genrec.store import load_tokenizer, prorec_tokenizer_stem
 
         files = self.stage1.files
         if self.code_source == "id":
@@ -144,8 +144,8 @@ class PRORec(TIGER):
                 adapted = adapter(text, torch.zeros(len(text), dtype=torch.long))  # bucket 0: no interactions
             adapted = torch.nn.functional.normalize(adapted, dim=-1).numpy()
             vectors = np.concatenate([np.zeros_like(adapted), adapted], axis=1)  # [M, d + d]
-        tokenizer = self.stage1.tokenizers.get(self.code_source) or FittedTokenizer.load(
-            files[f"tokenizer-{self.code_source}"][:-len(".safetensors")])
+        tokenizer = self.stage1.tokenizers.get(self.code_source) or load_tokenizer(
+            prorec_tokenizer_stem(self.stage1.folder, self.code_source))
         codes, _ = tokenizer.assign(vectors, existing=self.code_table.codes.cpu().numpy())
         return codes
 

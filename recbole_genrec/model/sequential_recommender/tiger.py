@@ -43,6 +43,7 @@ from recbole.utils import InputType
 from recbole_genrec.generative import PAD_TOKEN_ID, CodeTable, T5Backbone, scores_to_full
 from recbole_genrec.generative.batching import trim_left_padding
 from recbole_genrec.preprocess.features import codebook_sizes, item_codes
+from recbole_genrec.validation import check_beam
 
 _USER_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash constant (2^32 / golden ratio)
 
@@ -109,20 +110,13 @@ class TIGER(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        check_beam(config)  # before the code table: PRORec's stage I trains there
         self.config = config  # read by add_items (text encoder, stored tokenizer)
         self.code_table = self._build_code_table(config, dataset)
         if self.code_table.n_items != self.n_items:
             raise ValueError(f"the code table has {self.code_table.n_items} rows but the dataset {self.n_items} items")
 
         self.beam_size = int(config["beam_size"])
-        topk = config["topk"]
-        max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
-        if self.beam_size < max_topk:
-            raise ValueError(
-                f"TIGER: beam_size ({self.beam_size}) must be >= max(topk) ({max_topk}): beam search returns only "
-                f"beam_size items per user, so metrics@{max_topk} would be computed on a truncated list. "
-                f"Set beam_size >= {max_topk} or lower topk."
-            )
         self.beam_batch_size = max(1, int(config["beam_batch_size"]))
 
         self.use_user_token = bool(config["use_user_token"])
@@ -261,9 +255,9 @@ class TIGER(SequentialRecommender):
     def new_item_codes(self, embeddings: np.ndarray) -> np.ndarray:
         r"""Code tuples `(M, L)` for new items' text embeddings `(M, D)`: the hook's stored tokenizer and its
         collision rule, with the current code table as the codes already taken (override for other codes)."""
-        from recbole_genrec.tokenizers.artifact import load_for_config
+        from recbole_genrec.store import load_tokenizer_for_config
 
-        codes, _ = load_for_config(self.config).assign(embeddings, existing=self.code_table.codes.cpu().numpy())
+        codes, _ = load_tokenizer_for_config(self.config).assign(embeddings, existing=self.code_table.codes.cpu().numpy())
         return codes
 
     @torch.no_grad()
@@ -288,7 +282,7 @@ class TIGER(SequentialRecommender):
             :class:`AddedItems`. Existing items keep their codes, so their scores (``predict``, beam scores) do not
             change; the beam may now return new items instead of some of them.
         """
-        from recbole_genrec.tokenizers.artifact import embed_texts
+        from recbole_genrec.preprocess.text_encoder import embed_texts
 
         if (texts is None) == (embeddings is None):
             raise ValueError("pass exactly one of texts= or embeddings=")
