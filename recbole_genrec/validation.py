@@ -209,10 +209,8 @@ def _check_coldstart_epsilon(config):
     if not config["genrec_coldstart"]:
         raise ConfigError(f"coldstart_epsilon={epsilon} ranks held-out items, but genrec_coldstart is False: set "
                           f"genrec_coldstart: True, or coldstart_epsilon: ~")
-    from recbole_genrec.model.sequential_recommender.tiger import TIGER
-    from recbole_genrec.utils import get_model
-
-    if not issubclass(get_model(config["model"]), TIGER):
+    model_class = getattr(config, "model_class", None)  # RecBole's Config holds the class it looked up
+    if not callable(getattr(model_class, "beam_search", None)):  # the TIGER family decodes semantic IDs by beam
         raise ConfigError(f"coldstart_epsilon={epsilon} needs a model that decodes semantic IDs by beam search "
                           f"(TIGER, DiscRec, PRORec), not {config['model']}: set coldstart_epsilon: ~")
 
