@@ -53,20 +53,16 @@ def parse_args(argv=None):
 
 def build(args):
     """Config, model and the first ``rounds + 1`` training batches, through the plugin's own data path."""
-    from recbole_genrec import Config
-    from recbole_genrec.data import create_dataset, data_preparation
-    from recbole_genrec.utils import get_model
+    from recbole_genrec import Config, run_builder
 
     settings = {"data_path": args.data_path, "train_batch_size": args.batch_size, "loss_type": "CE",
                 "train_neg_sample_args": None, "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False, "state": "ERROR",
                 "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
                 "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "checkpoint_dir": "/tmp/stock-step-bench"}
     config = Config(model="SASRec", dataset=args.dataset, config_dict=settings)
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    batches = list(itertools.islice(iter(train), args.rounds + 1))
-    model = get_model("SASRec")(config, train.dataset)
-    return config, model, batches
+    data = run_builder.prepare(config)
+    batches = list(itertools.islice(iter(data.train), args.rounds + 1))
+    return config, run_builder.build_model(config, data), batches
 
 
 def main(argv=None):
