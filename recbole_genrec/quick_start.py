@@ -16,12 +16,15 @@ from logging import getLogger
 
 import torch
 from recbole.data.transform import construct_transform
-from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
+from recbole.utils import (calculate_valid_score, dict2str, get_environment, get_flops, init_logger, init_seed,
+                           set_color)
 
 from recbole_genrec.checkpoint import load_checkpoint, plain_checkpoint_trainer
 from recbole_genrec import threads
 from recbole_genrec.config import Config
 from recbole_genrec.distributed import process_group
+from recbole_genrec.report import hyperparameters
+from recbole_genrec.runlog import FILE_ONLY, init_run_logger
 from recbole_genrec.data import coldstart, create_dataset, data_preparation  # data_preparation: RecBole's + train_sampling
 from recbole_genrec.utils import get_model, get_trainer
 from recbole_genrec.validation import check_config
@@ -84,10 +87,10 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
         for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
             os.makedirs(folder, exist_ok=True)
-        init_logger(config)
+        init_run_logger(config)  # RecBole's init_logger; the config dump below goes to the log file only
         logger = getLogger()
-        logger.info(sys.argv)
-        logger.info(config)
+        logger.info(sys.argv, extra=FILE_ONLY)
+        logger.info(config, extra=FILE_ONLY)
 
         with group.rank_zero_first():  # text embeddings / semantic IDs: built by rank 0, read by the others
             dataset = create_dataset(config)
@@ -100,7 +103,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         with group.rank_zero_first():  # caches built in a model's __init__ (PRORec stage I)
             model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        logger.info(model)
+        logger.info(model, extra=FILE_ONLY)  # the module tree (a T5 fills screens)
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info(set_color(config["model"], "blue") + f": {n_params:,} trainable parameters (modules: log file)")
         if config["genrec_count_flops"]:
             transform = construct_transform(config)
             flops = get_flops(model, dataset, config["device"], logger, transform)
@@ -126,11 +131,12 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         test_result = trainer.evaluate(test_data, load_best_model=load, model_file=model_file,
                                        show_progress=config["show_progress"])
 
-        cold_report = coldstart.report(model, dataset, test_data, cold_info) if coldstart.enabled(config) else None
+        cold_report = coldstart.report(model, dataset, test_data, cold_info,
+                                       places=config["metric_decimal_place"]) if coldstart.enabled(config) else None
 
         logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-        logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-        logger.info(set_color("test result", "yellow") + f": {test_result}")
+        logger.info(set_color("best valid ", "yellow") + f": {dict2str(best_valid_result)}")
+        logger.info(set_color("test result", "yellow") + f": {dict2str(test_result)}")
 
         epochs = trainer.genrec_epoch_seconds
         losses = [trainer.train_loss_dict[e] for e in sorted(trainer.train_loss_dict)]
@@ -149,6 +155,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             "checkpoint": model_file if model_file is not None else (trainer.saved_model_file if saved else None),
             "world_size": group.world_size,
             "protocol": {key: config[key] for key in PROTOCOL_KEYS},
+            "settings": hyperparameters(config),  # the side-by-side table lists those that differ between rows
         }
         if cold_report is not None:
             result["coldstart"] = cold_report
