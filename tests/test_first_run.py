@@ -230,3 +230,30 @@ def test_side_by_side_table_lists_every_setting_that_differs():
     table = comparison_table(results)
     assert "| setting | TIGER | DiscRec | SASRec |" in table and "| `epochs` | `3` | `3` | `300` |" in table
     assert "learning_rate" not in table
+
+
+# ----------------------------------------------------------------------------- the store lock
+def test_the_store_lock_is_an_flock_that_other_processes_wait_for(tmp_path):
+    import subprocess
+
+    from recbole_genrec.preprocess import cache
+
+    store = tmp_path / "store"
+    probe = ("import fcntl, sys\n"
+             "with open(sys.argv[1], 'a+') as f:\n"
+             "    try:\n"
+             "        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "    except BlockingIOError:\n"
+             "        print('held')\n"
+             "    else:\n"
+             "        print('free')\n")
+
+    def other_process():
+        return subprocess.run([sys.executable, "-c", probe, str(store / ".lock")], capture_output=True, text=True,
+                              check=True, timeout=60).stdout.strip()
+
+    with cache.locked(str(store)):
+        assert other_process() == "held"
+    assert other_process() == "free"
+    with cache.locked(str(store)):  # taken again after its release
+        assert other_process() == "held"

@@ -4,7 +4,7 @@ Each dataset has one store folder ``<cache_root>/<dataset>/`` (:func:`store_dir`
 lives where inside it (keyed artifacts, feature files, per-setting views) is described in
 :mod:`recbole_genrec.preprocess.layout`. Every artifact ``<artifact>`` has a sidecar
 ``<artifact>.meta.json`` holding ``key`` (hash of the inputs) and ``sha256`` (of the bytes); the
-store's ``.lock`` is the ``fcntl.flock`` target serialising check + build across processes.
+store's ``.lock`` is the lock file (``filelock``) serialising check + build across processes.
 
 Every artifact is written to a temporary file in the same folder, fsync'ed and moved into place
 with ``os.replace``; its sidecar is removed before and written after, so an interrupted write
@@ -13,7 +13,6 @@ the next run that takes the store's lock removes those whose writer is gone (:fu
 """
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -279,16 +278,15 @@ def load_json(path):
 # ----------------------------------------------------------------------------- locking
 @contextlib.contextmanager
 def locked(store):
-    """Exclusive ``fcntl.flock`` on ``<store>/.lock`` (blocks until the holder releases it); on entry the
-    temporary files of interrupted writes are removed (:func:`remove_orphans`)."""
+    """Exclusive lock on ``<store>/.lock`` across processes (``filelock.FileLock``: an ``fcntl.flock`` on Unix;
+    blocks until the holder releases it); on entry the temporary files of interrupted writes are removed
+    (:func:`remove_orphans`)."""
+    from filelock import FileLock
+
     os.makedirs(store, exist_ok=True)
-    with open(os.path.join(store, ".lock"), "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            remove_orphans(store)  # writers hold this lock: a temp file of a dead writer is left over
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(os.path.join(store, ".lock")):
+        remove_orphans(store)  # writers hold this lock: a temp file of a dead writer is left over
+        yield
 
 
 # ----------------------------------------------------------------------------- external embeddings
