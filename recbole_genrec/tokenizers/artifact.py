@@ -274,7 +274,7 @@ def load_for_config(config):
     if not hashes.get("sid"):
         raise ValueError("this config has no semantic IDs prepared by the hook (genrec_features lacks 'sid'), so "
                          "there is no stored tokenizer to encode new items with")
-    store = (getattr(cache, "store_dir", None) or cache.overlay_dir)(config)  # the dataset's store (renamed in #16)
+    store = (getattr(cache, "store_dir", None) or cache.overlay_dir)(config)  # the dataset's store (overlay_dir in older versions)
     return FittedTokenizer.load(tokenizer_stem(store, hashes["sid"]), hashes["sid"])
 
 

@@ -14,7 +14,7 @@ epochs, early stopping on ``valid_metric``, checkpoints of the best epoch) and t
 * mixed precision (``enable_amp``) on CUDA only: bf16 autocast (``amp_dtype: bfloat16``, no scaler) or fp16
   autocast with a ``GradScaler`` (``amp_dtype: float16``); evaluation runs under the same autocast (beam scores are
   accumulated in float32).  On CPU training runs in float32;
-* ``train_time_budget_s``: a wall-clock budget for training (e.g. one call on a lent GPU). After the first epoch the
+* ``train_time_budget_s``: a wall-clock budget for training (e.g. a time-limited GPU job). After the first epoch the
   trainer fixes how many epochs fit (``min(epochs, budget // first epoch time)``, the minimum over ranks), runs the
   learning-rate schedule over those epochs only and turns the remaining ones into no-ops, so RecBole's validation
   at the last epoch (``eval_step: epochs``) and the test still run; ``~`` = no budget.  Before the first epoch a

@@ -53,7 +53,7 @@ Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
 - Positives: ``train_sampling: user_uniform`` (:mod:`recbole_genrec.data.sampling`): an epoch
   has one sample per training interaction, sample ``k`` is user ``k mod n_users`` and one of
   their training items drawn uniformly (``TrainDataset.__getitem__``). ``train_sampling:
-  interaction`` is RecBole's pass over the interactions (our default before issue #18).
+  interaction`` is RecBole's pass over the interactions (this plugin's earlier default).
 - Negatives: the official loader draws 256 uniform items *excluding the user's training items*
   (``randint_choice(n_items, size=256, exclusion=train_user_list[user])``); ours re-draws hits
   on training items (up to 10 rounds; the leftovers, rare, are kept). Verified, and it matches.
@@ -62,7 +62,7 @@ Same as the official code (defaults in ``properties/model/AlphaRec.yaml``):
   1536) and ``int(9/32 * D)`` for every other encoder (the official fallback, 108 for MiniLM's
   384). The official table also lists 8 for its ``bert``/``roberta`` and 2 for its ``v2``
   embedding files; we do not map those names to checkpoints, so they get 9/32 unless the width
-  is set. An integer sets the width directly (the default was 1024 before issue #18). Note: the
+  is set. An integer sets the width directly (this plugin's earlier default was 1024). Note: the
   official table is commented "to keep the same parameter size" (about 4.7M first-layer weights
   for every listed encoder) and its 9/32 fallback "for dimension = 4096"; applied to MiniLM's 384
   dimensions it gives a 48k-parameter MLP, and on ml-100k it cost 7.6% Recall@20 against width
