@@ -257,3 +257,17 @@ def test_the_store_lock_is_an_flock_that_other_processes_wait_for(tmp_path):
     assert other_process() == "free"
     with cache.locked(str(store)):  # taken again after its release
         assert other_process() == "held"
+
+
+def test_alpharec_command_line_help_lists_its_commands_and_options(capsys):
+    from recbole_genrec.alpharec import cli
+
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "zeroshot" in out and "intention" in out and "COMMAND --help" in out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["zeroshot", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--source" in out and "--target" in out and "--config_files" in out and "evaluate on --target" in out
+    assert cli.main(["zeroshoot"]) == 2 and "the first argument is the command" in capsys.readouterr().err
