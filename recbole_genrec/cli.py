@@ -136,7 +136,7 @@ def _prepare(argv):
     if not models:
         raise UsageError("--model is empty; pass --model=<Name> (see --list_models)")
     check_model_names(models)
-    check_command_line(models, args.dataset, config_dict, config_files(args.config_files))
+    args.settings = check_command_line(config_dict, config_files(args.config_files))
     if len(models) > 1 and (args.nproc > 1 or args.world_size > 0):
         raise UsageError("side-by-side runs (--model=A,B) are single-process; drop --nproc / --world_size")
     return args, models, config_dict
@@ -151,6 +151,9 @@ def main(argv=None):
             return 0
         args, models, config_dict = prepared
         from recbole_genrec import runlog
+        from recbole_genrec.validation import check_dataset_name
+
+        check_dataset_name(args.dataset, args.settings.get("data_path"))  # a misspelt name, before any work
 
         runlog.quiet_known_warnings()  # as pyproject.toml's filterwarnings in the tests
         with runlog.collect_warnings() as messages:

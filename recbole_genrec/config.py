@@ -112,7 +112,11 @@ class Config(RecBoleConfig):
         from recbole_genrec.validation import check_unknown_keys
 
         allow = self.external_config_dict.get("allow_unknown_keys", self.internal_config_dict["allow_unknown_keys"])
-        check_unknown_keys(self.external_config_dict, extra_known=self.internal_config_dict, allow=allow)
+        chosen = {**self.file_config_dict, **self.variable_config_dict}  # config files and config_dict
+        check_unknown_keys(chosen, extra_known=self.internal_config_dict, allow=allow)
+        # RecBole also reads every --key=value of the host program's sys.argv (pytest's, a notebook's): warn only
+        check_unknown_keys([k for k in self.cmd_config_dict if k not in chosen], extra_known=self.internal_config_dict,
+                           allow=True)
         loss = self.external_config_dict.get("loss_type", self.internal_config_dict.get("loss_type"))
         if sequential and not user_sets_sampling and loss not in (None, "CE"):
             # A sequential model trained with BPR needs RecBole's uniform sampler back.

@@ -309,9 +309,10 @@ def check_dataset_name(dataset, data_path=None):
                       f"contains {dataset}/{dataset}.inter> or set RECBOLE_GENREC_DATA")
 
 
-def check_command_line(models, dataset, overrides, config_files=None):
+def check_command_line(overrides, config_files=None, dataset=None):
     """What the command line can check before torch or RecBole is imported: unknown keys (a typo within edit
-    distance 2 is an error unless ``allow_unknown_keys``), values, metric names and the dataset's folder."""
+    distance 2 is an error unless ``allow_unknown_keys``), values, metric names and, when ``dataset`` is given, the
+    dataset's folder. Returns the settings of the config files and the overrides."""
     settings = _config_file_values(config_files)
     settings.update(overrides)
     allow = settings.get("allow_unknown_keys", False)
@@ -319,7 +320,9 @@ def check_command_line(models, dataset, overrides, config_files=None):
     for key, value in settings.items():
         check_value(key, value)
     check_metrics(settings.get("metrics"), settings.get("valid_metric"))
-    check_dataset_name(dataset, settings.get("data_path"))
+    if dataset is not None:
+        check_dataset_name(dataset, settings.get("data_path"))
+    return settings
 
 
 # ----------------------------------------------------------------------------- atomic files

@@ -124,11 +124,11 @@ def test_typos_get_the_closest_names_case_insensitive():
     with pytest.raises(ConfigError, match="valid_metric: unknown metric 'NDGC'; did you mean 'NDCG'"):
         check_metrics(["NDCG"], "NDGC@10")
     with pytest.raises(ConfigError, match="dataset 'tiy' not found; did you mean 'tiny'"):
-        check_command_line(["TIGER"], "tiy", {"data_path": DATA_ROOT})
+        check_command_line({"data_path": DATA_ROOT}, dataset="tiy")
     with pytest.raises(ConfigError, match="'sid_levls' is unknown.*did you mean 'sid_levels'"):
-        check_command_line(["TIGER"], "tiny", {"data_path": DATA_ROOT, "sid_levls": 3})
-    check_command_line(["TIGER"], "tiny", {"data_path": DATA_ROOT, "sid_levls": 3, "allow_unknown_keys": True})
-    check_command_line(["TIGER"], "tiny", {"data_path": DATA_ROOT, "my_own_setting": 3})  # far from any key
+        check_command_line({"data_path": DATA_ROOT, "sid_levls": 3}, dataset="tiny")
+    check_command_line({"data_path": DATA_ROOT, "sid_levls": 3, "allow_unknown_keys": True}, dataset="tiny")
+    check_command_line({"data_path": DATA_ROOT, "my_own_setting": 3}, dataset="tiny")  # far from any key
 
 
 def test_config_file_typos_are_caught_by_the_command_line(tmp_path):
@@ -140,9 +140,9 @@ def test_config_file_typos_are_caught_by_the_command_line(tmp_path):
     second.write_text("lerning_rate: 0.01\n")
     assert config_files([f"{first} {second}"]) == config_files([str(first), str(second)]) == [str(first), str(second)]
     assert config_files(None) is None
-    check_command_line(["BPR"], "tiny", {"data_path": DATA_ROOT}, [str(first)])
+    assert check_command_line({"data_path": DATA_ROOT}, [str(first)], "tiny")["learning_rate"] == 0.01
     with pytest.raises(ConfigError, match="'lerning_rate'.*did you mean 'learning_rate'"):
-        check_command_line(["BPR"], "tiny", {"data_path": DATA_ROOT}, [str(first), str(second)])
+        check_command_line({"data_path": DATA_ROOT}, [str(first), str(second)], "tiny")
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -271,3 +271,11 @@ def test_alpharec_command_line_help_lists_its_commands_and_options(capsys):
     out = capsys.readouterr().out
     assert "--source" in out and "--target" in out and "--config_files" in out and "evaluate on --target" in out
     assert cli.main(["zeroshoot"]) == 2 and "the first argument is the command" in capsys.readouterr().err
+
+
+def test_a_host_programs_command_line_only_warns(monkeypatch):
+    from recbole_genrec import Config
+
+    monkeypatch.setattr(sys, "argv", ["pytest", "--durations=15"])  # RecBole reads sys.argv too
+    with pytest.warns(UserWarning, match="'durations' is unknown"):
+        Config(model="BPR", dataset="tiny", config_dict={"data_path": DATA_ROOT})
