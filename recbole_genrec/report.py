@@ -17,6 +17,8 @@ RUN_KEYS = frozenset({
     "device", "gpu_id", "use_gpu", "local_rank", "single_spec", "world_size", "nproc", "offset", "ip", "port",
     "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "show_progress", "state", "log_wandb", "wandb_project",
     "config_files", "cpu_threads",
+    # written by the preprocessing hook (recbole_genrec/preprocess/hook.py): where the features are, not settings
+    "additional_feat_suffix", "alias_of_item_id", "preload_weight", "sid_codebook_sizes", "genrec_feature_hashes",
 })
 MISSING = "-"
 
@@ -27,9 +29,11 @@ def hyperparameters(config):
 
 
 def differing_settings(results):
-    """``{key: [value of each row]}`` of every key whose value differs between the rows' ``settings``."""
+    """``{key: [value of each row]}`` of every key whose value differs between the rows' ``settings`` (the keys of a
+    row's ``protocol`` are shared by construction, and listed as such)."""
     settings = [r.get("settings") or {} for r in results]
-    keys = sorted({k for s in settings for k in s}, key=str.lower)
+    shared = {k for r in results for k in (r.get("protocol") or {})}
+    keys = sorted({k for s in settings for k in s if k not in shared}, key=str.lower)
     out = {}
     for key in keys:
         values = [s.get(key, MISSING) for s in settings]

@@ -230,6 +230,9 @@ def test_side_by_side_table_lists_every_setting_that_differs():
     table = comparison_table(results)
     assert "| setting | TIGER | DiscRec | SASRec |" in table and "| `epochs` | `3` | `3` | `300` |" in table
     assert "learning_rate" not in table
+    for row, load_col in zip(results, (["a", "feat"], ["a", "feat"], ["a"])):  # the hook adds its feature files
+        row["settings"]["load_col"], row["protocol"] = load_col, {"load_col": ["a"]}
+    assert "load_col" not in differing_settings(results)  # a protocol key is shared by construction
 
 
 # ----------------------------------------------------------------------------- the store lock
