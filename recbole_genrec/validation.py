@@ -1,5 +1,5 @@
 """Checks that run before any work: settings (:func:`check_config`, :func:`check_value`), unknown keys
-(:func:`warn_unknown_keys`) and the atomic files (:func:`check_atomic_files`).
+(:func:`check_unknown_keys`) and the atomic files (:func:`check_atomic_files`).
 
 Every error names the key (or file and line), the value and what is allowed; data defects that the run can
 live with are warnings with counts, never silent repairs. This module imports neither torch nor RecBole at
@@ -150,6 +150,7 @@ def check_config(config):
         if key not in RULES:  # the user's own values of integer settings (a float there fails only later)
             check_value(key, value)
     check_save_settings(config)
+    check_metrics(config["metrics"], config["valid_metric"])
     if "sid" in list(config["genrec_features"]):
         levels, sizes = config["sid_levels"], config["sid_codebook_size"]
         if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
@@ -289,8 +290,7 @@ def _keys_read_in(folder):
 @functools.lru_cache(maxsize=1)
 def known_keys():
     """Keys of every RecBole and plugin yaml, plus every key either package reads from a config by name."""
-    from recbole_genrec.model_index import package_dir
-    from recbole_genrec.utils import properties_dir
+    from recbole_genrec.model_index import package_dir, properties_dir
 
     recbole_dir, ours = package_dir("recbole"), package_dir("recbole_genrec")
     keys = _yaml_keys(os.path.join(recbole_dir, "properties", "**", "*.yaml"))
@@ -305,15 +305,146 @@ def unknown_keys(keys, extra_known=()):
     return [k for k in keys if k not in known]
 
 
-def warn_unknown_keys(keys, extra_known=()):
-    """Warn once per key that neither RecBole nor the plugin knows, with the closest known key."""
+def edit_distance(a, b, limit=None):
+    """Levenshtein distance of two strings (insertions, deletions, substitutions); stops early past ``limit``."""
+    if abs(len(a) - len(b)) > (limit if limit is not None else len(a) + len(b)):
+        return abs(len(a) - len(b))
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def closest(name, candidates, n=3, max_distance=2, similar=True):
+    """Up to ``n`` of ``candidates`` nearest to ``name``, case-insensitive (``tiger`` -> ``TIGER``): those within edit
+    distance ``max_distance``, nearest first, then (``similar``) difflib's close matches of longer names."""
+    originals = {c.lower(): c for c in candidates}
+    lower = name.lower()
+    scored = sorted((edit_distance(lower, c, max_distance), c) for c in originals)
+    near = [originals[c] for d, c in scored if d <= max_distance]
+    if similar:
+        near += [originals[c] for c in difflib.get_close_matches(lower, list(originals), n=n, cutoff=0.6)
+                 if originals[c] not in near]
+    return near[:n]
+
+
+def check_unknown_keys(keys, extra_known=(), allow=False, warn=True):
+    """A key that neither RecBole nor the plugin knows, within edit distance 2 of a known key (1 for a key of up to
+    5 characters, where 2 edits reach unrelated words: ``note`` -> ``nogb``), is a typo: raise :class:`ConfigError`
+    naming both (``allow=True``, the ``allow_unknown_keys`` setting, makes it a warning). Other unknown keys (a
+    user's own) warn once, with the closest known key when there is one."""
     known = sorted(known_keys() | set(extra_known))
     for key in unknown_keys(keys, extra_known):
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        typo = closest(key, known, n=1, max_distance=2 if len(key) > 5 else 1, similar=False)
+        if typo and not allow:
+            raise ConfigError(f"config key {key!r} is unknown to RecBole and recbole_genrec: did you mean "
+                              f"{typo[0]!r}? Fix the name, or pass --allow_unknown_keys=True (config: "
+                              f"`allow_unknown_keys: True`) to keep a key of your own with a warning")
+        if not warn:
+            continue
+        close = typo or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         message = f"config key {key!r} is unknown to RecBole and recbole_genrec and has no effect{hint}"
         logger.warning(message)
         warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- names
+@functools.lru_cache(maxsize=1)
+def metric_names():
+    """RecBole's metric classes (``Recall``, ``NDCG``, ...), read from its source without importing it."""
+    import ast
+
+    from recbole_genrec.model_index import package_dir
+
+    path = os.path.join(package_dir("recbole"), "evaluator", "metrics.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return sorted(node.name for node in tree.body if isinstance(node, ast.ClassDef))
+
+
+def check_metrics(metrics=None, valid_metric=None):
+    """Raise :class:`ConfigError` for a metric RecBole does not have, with the closest names (case-insensitive,
+    as RecBole reads them)."""
+    known = metric_names()
+    lower = {m.lower() for m in known}
+    given = [] if metrics is None else [metrics] if isinstance(metrics, str) else list(metrics)
+    checks = [("metrics", str(m)) for m in given]
+    if valid_metric:
+        checks.append(("valid_metric", str(valid_metric).split("@")[0]))
+    for key, name in checks:
+        if name.lower() not in lower:
+            near = closest(name, known)
+            hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+            raise ConfigError(f"{key}: unknown metric {name!r}; {hint}RecBole's metrics are {known}")
+
+
+def _config_file_values(config_files):
+    """The settings of the yaml ``config_files`` (read with yaml.safe_load), later files winning."""
+    import yaml
+
+    values = {}
+    for path in config_files or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except OSError as err:
+            raise FileNotFoundError(f"config file {path!r} cannot be read ({err.strerror}); check --config_files")
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(err).split())}")
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {path!r} must be a mapping of `key: value` lines, got {type(data).__name__}")
+        values.update(data or {})
+    return values
+
+
+def dataset_roots(data_path=None):
+    """Folders a dataset's folder is looked up in, in :func:`recbole_genrec.data.resolve_data_path`'s order:
+    ``data_path`` (RecBole's default ``dataset/``), ``$RECBOLE_GENREC_DATA``, ``../shared/data``, ``shared/data``
+    and the datasets inside the recbole wheel."""
+    from recbole_genrec.model_index import package_dir
+
+    roots = [data_path or "dataset/", os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
+             os.path.join("shared", "data"), os.path.join(package_dir("recbole"), "dataset_example")]
+    return [r for r in roots if r]
+
+
+def _has_interactions(folder, dataset):
+    return os.path.isdir(folder) and any(n.startswith(dataset + ".") and n.endswith(".inter") for n in os.listdir(folder))
+
+
+def check_dataset_name(dataset, data_path=None):
+    """Raise :class:`ConfigError` when no folder ``<root>/<dataset>`` with an ``.inter`` file exists in
+    :func:`dataset_roots`, with the closest dataset names found there (case-insensitive)."""
+    roots = dataset_roots(data_path)
+    if any(_has_interactions(os.path.join(root, dataset), dataset) for root in roots):
+        return
+    found = sorted({name for root in roots if os.path.isdir(root) for name in os.listdir(root)
+                    if _has_interactions(os.path.join(root, name), name)})
+    near = closest(dataset, found)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    raise ConfigError(f"dataset {dataset!r} not found{hint} Datasets found: {found}, in "
+                      f"{[os.path.abspath(r) for r in roots]}. For another dataset pass --data_path=<folder that "
+                      f"contains {dataset}/{dataset}.inter> or set RECBOLE_GENREC_DATA")
+
+
+def check_command_line(overrides, config_files=None, dataset=None):
+    """What the command line can check before torch or RecBole is imported: unknown keys (a typo within edit
+    distance 2 is an error unless ``allow_unknown_keys``), values, metric names and, when ``dataset`` is given, the
+    dataset's folder. Returns the settings of the config files and the overrides."""
+    settings = _config_file_values(config_files)
+    settings.update(overrides)
+    allow = settings.get("allow_unknown_keys", False)
+    check_unknown_keys(list(settings), allow=allow, warn=False)  # the warnings come from Config, once
+    for key, value in settings.items():
+        check_value(key, value)
+    check_metrics(settings.get("metrics"), settings.get("valid_metric"))
+    if dataset is not None:
+        check_dataset_name(dataset, settings.get("data_path"))
+    return settings
 
 
 # ----------------------------------------------------------------------------- atomic files

@@ -81,9 +81,12 @@ def test_the_same_text_fields_override_changes_the_codes(tmp_path, encoder):
     assert not np.array_equal(codes, title_codes)
 
 
-def test_a_misspelt_key_warns_with_the_closest_known_key():
-    with pytest.warns(UserWarning, match="'sid_levls' is unknown.*did you mean 'sid_levels'"):
+def test_a_misspelt_key_is_an_error_with_the_closest_known_key_unless_allowed():
+    with pytest.raises(ValueError, match="'sid_levls' is unknown.*did you mean 'sid_levels'.*allow_unknown_keys"):
         Config(model="TIGER", dataset="tiny", config_dict={"data_path": DATA_ROOT, "sid_levls": 3})
+    with pytest.warns(UserWarning, match="'sid_levls' is unknown.*did you mean 'sid_levels'"):
+        Config(model="TIGER", dataset="tiny",
+               config_dict={"data_path": DATA_ROOT, "sid_levls": 3, "allow_unknown_keys": True})
 
 
 def test_known_keys_do_not_warn(recwarn, monkeypatch):
