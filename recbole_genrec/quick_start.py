@@ -25,7 +25,8 @@ from recbole_genrec.distributed import process_group
 from recbole_genrec.report import hyperparameters
 from recbole_genrec.run_builder import build, build_model, build_trainer, item_tokens, prepare
 from recbole_genrec.runlog import FILE_ONLY, init_run_logger
-from recbole_genrec.validation import check_config, check_shared_protocol
+from recbole_genrec.errors import ConfigError
+from recbole_genrec.validation import check_config, time_ordered
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "load_col", "seed")
@@ -158,6 +159,29 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "model_file": model_file}
     mp.spawn(run_recbole_genrecs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
+
+
+def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):
+    """Every row of a side-by-side run (``--model=A,B``) can run under the shared ``protocol`` (the first model's):
+    checked for all rows before the first one trains, each problem named with its row and the fix."""
+    from recbole.utils import ModelType
+
+    first = models[0]
+    for name in models:
+        settings = dict(config_dict or {})
+        settings.update(protocol)
+        config = Config(name, dataset, config_file_list, settings)
+        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not time_ordered(config):
+            order = (protocol.get("eval_args") or {}).get("order")
+            raise ConfigError(
+                f"side-by-side rows share the protocol of the first model, {first} (eval_args order {order!r}), but "
+                f"{name} is a sequential model, which needs the time order 'TO'. Put a sequential model first "
+                f"(--model={','.join([name] + [m for m in models if m != name])}), or give every row a time-ordered "
+                f"protocol (--config_files=properties/protocol/leave-one-out-20.yaml)")
+        try:
+            check_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
 def shared_protocol(models, dataset, config_file_list=None, config_dict=None):

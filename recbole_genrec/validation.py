@@ -15,11 +15,11 @@ import os
 import re
 import warnings
 
+from recbole_genrec.errors import ConfigError  # noqa: F401  (raised here; re-exported)
+
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A setting that cannot work: the message names the key, the value and the allowed range."""
 
 
 class DataError(ValueError):
@@ -138,6 +138,14 @@ def check_value(key, value):
                           f"(e.g. --{key}=... on the command line or `{key}: ...` in a config file)")
 
 
+def benchmark_parts(config):
+    """The file-name suffixes of a dataset given as split files (``benchmark_filename``), else ``None``."""
+    parts = config["benchmark_filename"]  # RecBole's overall.yaml: ~
+    if not parts:
+        return None
+    return [parts] if isinstance(parts, str) else list(parts)
+
+
 def check_config(config):
     """Every rule of :data:`RULES` on ``config``, then the rules that tie keys together."""
     from recbole_genrec.safety import check_save_settings
@@ -200,31 +208,6 @@ def _text_embedding_dim(config):
         return None
     dim = values.get("out_features") if dense else values.get("hidden_size", values.get("d_model"))
     return int(dim) if isinstance(dim, int) else None
-
-
-def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):
-    """Every row of a side-by-side run (``--model=A,B``) can run under the shared ``protocol`` (the first model's):
-    checked for all rows before the first one trains, each problem named with its row and the fix."""
-    from recbole.utils import ModelType
-
-    from recbole_genrec.config import Config
-
-    first = models[0]
-    for name in models:
-        settings = dict(config_dict or {})
-        settings.update(protocol)
-        config = Config(name, dataset, config_file_list, settings)
-        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not _time_ordered(config):
-            order = (protocol.get("eval_args") or {}).get("order")
-            raise ConfigError(
-                f"side-by-side rows share the protocol of the first model, {first} (eval_args order {order!r}), but "
-                f"{name} is a sequential model, which needs the time order 'TO'. Put a sequential model first "
-                f"(--model={','.join([name] + [m for m in models if m != name])}), or give every row a time-ordered "
-                f"protocol (--config_files=properties/protocol/leave-one-out-20.yaml)")
-        try:
-            check_config(config)
-        except ConfigError as err:
-            raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
 def check_beam(config):
@@ -489,7 +472,7 @@ def _loaded(config, suffix, names):
     return [n for n in names if n in wanted and n not in unload]
 
 
-def _time_ordered(config):
+def time_ordered(config):
     args = config["eval_args"]
     return str(args.get("order", "RO")).upper() == "TO"
 
@@ -529,7 +512,7 @@ def check_atomic_files(config):
     loaded = _loaded(config, "inter", names)
     time_field = config["TIME_FIELD"]
     sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    if sequential or _time_ordered(config):
+    if sequential or time_ordered(config):
         if not time_field or time_field not in loaded:
             where = (f"is not a column of {inter_path}" if time_field not in names
                      else f"is a column of {inter_path} but load_col does not load it (load_col: {config['load_col']})")
@@ -551,7 +534,7 @@ def check_atomic_files(config):
         if bad:
             message = (f"{bad} of {len(values)} interactions in {inter_path} have no valid timestamp "
                        f"('{time_field}' empty, nan or not a number); RecBole fills them with the column mean")
-            if _time_ordered(config):
+            if time_ordered(config):
                 raise DataError(message + ", which re-orders the histories and changes the test targets under "
                                 "the time-ordered split (eval_args order 'TO'). Fix or drop those rows.")
             logger.warning(message + ".")
@@ -636,9 +619,7 @@ def _check_duplicates(config, headers, sep, encoding):
     otherwise; ``drop_duplicates: True`` drops them on load (:mod:`recbole_genrec.compat`)."""
     import pandas as pd
 
-    from recbole_genrec.data import _benchmark_parts
-
-    parts = _benchmark_parts(config)
+    parts = benchmark_parts(config)
     suffixes = [f"{p}.inter" for p in parts] if parts else ["inter"]
     frames, paths = [], []
     for suffix in suffixes:

@@ -401,15 +401,15 @@ def test_recommend_checks_ids_before_loading_and_answers_many_queries_per_load(t
     import recbole_genrec.recommend as rec
 
     loads, real_load = [], rec.load_model
-    monkeypatch.setattr(rec, "load_model", lambda path: loads.append(path) or real_load(path))
-    assert rec.main(["--checkpoint", tiger_checkpoint, "--user", "u001,ghost"]) == 2
-    assert rec.main(["--checkpoint", tiger_checkpoint, "--history", "i001,i999"]) == 2
+    monkeypatch.setattr(rec, "load_model", lambda path, *args: loads.append(path) or real_load(path, *args))
+    assert rec.main(["--checkpoint", tiger_checkpoint, "--data_path", DATA_ROOT, "--user", "u001,ghost"]) == 2
+    assert rec.main(["--checkpoint", tiger_checkpoint, "--data_path", DATA_ROOT, "--history", "i001,i999"]) == 2
     err = capsys.readouterr().err
     assert "unknown user 'ghost'" in err and "unknown item 'i999'" in err and loads == []  # before any load
     new = tmp_path / "new.tsv"
     new.write_text("item_id\ttitle\ncoffee-2\tcoffee grinder\n", encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO("u002\nhistory i017 i018 coffee-2\nnobody\nu004\n\nu005\n"))
-    assert rec.main(["--checkpoint", tiger_checkpoint, "--user", "u001,u003", "--k", "3", "--interactive",
+    assert rec.main(["--checkpoint", tiger_checkpoint, "--data_path", DATA_ROOT, "--user", "u001,u003", "--k", "3", "--interactive",
                      "--new_items", str(new)]) == 0
     out, err = capsys.readouterr()
     assert loads == [tiger_checkpoint]  # one load for the batch and the session

@@ -510,12 +510,12 @@ def test_data_path_wins_for_ml_100k_too(tmp_path):
 
 
 def test_a_checkpoint_of_another_model_is_refused_before_any_work(tmp_path, monkeypatch):
-    from recbole_genrec import quick_start
+    from recbole_genrec import quick_start, run_builder
     from recbole_genrec.checkpoint import save_checkpoint
 
     config = make_tiny_config("SASRec", tmp_path, {"eval_args": LOO_EVAL_ARGS, "load_col": TINY_LOAD_COL})
     path = save_checkpoint(str(tmp_path / "sasrec.pth"), config, {})
-    monkeypatch.setattr(quick_start, "create_dataset", lambda config: pytest.fail("data was built first"))
+    monkeypatch.setattr(run_builder, "create_dataset", lambda config: pytest.fail("data was built first"))
     with recbole_argv(), pytest.raises(ValueError, match=r"sasrec.pth holds a SASRec model, but this run builds "
                                                          r"GRU4Rec: pass a checkpoint of GRU4Rec, or run "
                                                          r"--model=SASRec"):

@@ -339,7 +339,8 @@ class RPG(SequentialRecommender):
             :class:`~recbole_genrec.model.sequential_recommender.tiger.AddedItems`. Existing items keep their codes
             and their scores.
         """
-        from recbole_genrec.tokenizers.artifact import embed_texts, load_for_config
+        from recbole_genrec.preprocess.text_encoder import embed_texts
+        from recbole_genrec.store import load_tokenizer_for_config
 
         if (texts is None) == (embeddings is None):
             raise ValueError("pass exactly one of texts= or embeddings=")
@@ -347,7 +348,7 @@ class RPG(SequentialRecommender):
             raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
         emb = embed_texts(self.config, texts) if texts is not None else np.asarray(
             embeddings.detach().cpu() if torch.is_tensor(embeddings) else embeddings, dtype=np.float32)
-        raw, _ = load_for_config(self.config).assign(emb, existing=self.codes.cpu().numpy())
+        raw, _ = load_tokenizer_for_config(self.config).assign(emb, existing=self.codes.cpu().numpy())
         codes = torch.as_tensor(raw, dtype=torch.long, device=self.codes.device)  # [M, K]
         if codes.dim() != 2 or codes.size(1) != self.n_codes:
             raise ValueError(f"the stored tokenizer gives {tuple(codes.shape)} codes but RPG has {self.n_codes}")
