@@ -1,4 +1,4 @@
-"""AlphaRec's official defaults (issue #18) against the defaults they replaced, and LightGCN, side by side.
+"""AlphaRec's official defaults against the defaults they replaced, and LightGCN, side by side.
 
 Each row trains one model to early stopping on one dataset (per-user random 8:1:1, full ranking,
 ``properties/protocol/random-8-1-1.yaml``, validation NDCG@20) in its own subprocess, under
@@ -12,7 +12,7 @@ LightGCN (a row that reaches its cap says so).
 
 Rows (``--rows`` takes a comma list of labels or ``all``):
 
-- ``old``: the defaults before issue #18: interaction-uniform positives, MLP width 1024, validation
+- ``old``: the plugin's earlier defaults: interaction-uniform positives, MLP width 1024, validation
   every epoch with patience 20 epochs
 - ``old+user_uniform``, ``old+width_rule``, ``old+patience``: one official default switched on each
 - ``official``: all three (today's defaults, ``properties/model/AlphaRec.yaml``)

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation time, side by side on the same users, items and scores (issue #18):
+"""Full-ranking evaluation time, side by side on the same users, items and scores:
 
 - ``recbole``:  RecBole's ``Trainer.evaluate`` (``eval_batch_size // n_items`` users per batch)
 - ``fast``:     ``recbole_genrec.trainer.fast_eval`` (what ``trainer.evaluate`` runs for a general model)

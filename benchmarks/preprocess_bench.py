@@ -17,7 +17,7 @@ really runs:
 "Total from raw text" = embedding seconds + codes seconds (both as the hook records them). The load average
 (``os.getloadavg``) is recorded before and after every row: the CPU may be shared.
 
-    python benchmarks/preprocess_bench.py --dataset amazon-beauty --data-path /work/shared/data \\
+    python benchmarks/preprocess_bench.py --dataset amazon-beauty --data-path ../shared/data \\
         --methods rkmeans,hkmeans,rqvae --synthetic 1000000 --out benchmarks/results/preprocess-<date>
 
 Writes ``<out>.json`` and ``<out>.md``. The padded code tables (``[n_items + 1, L']``, row 0 = -1, rows aligned

@@ -115,7 +115,7 @@ CPU_FULL = {
     "DiscRec": dict(_epochs(4, 2), train_batch_size=256),
     "PRORec": dict(_epochs(4, 2), train_batch_size=256, prorec_stage1_epochs=20),
 }
-# GPU (one H100, ONE 10-minute call for everything, 3 rows at a time): paper-sized T5 for the generative models,
+# GPU (one H100-class GPU, 10 minutes for everything, 3 rows at a time): paper-sized T5 for the generative models,
 # large batches and a fixed epoch budget; one validation at the end (beam search over 22k users is costly).
 AMP = {"enable_amp": True}  # GenerativeTrainer: bf16 autocast; RecBole's Trainer: fp16 autocast (+ scaler below)
 STOCK_AMP = {"enable_amp": True, "enable_scaler": True}
@@ -135,7 +135,7 @@ GPU = {
     "NGCF": dict(_epochs(60, 20, stopping_step=2, batch=8192), **STOCK_AMP),
     "BPR": dict(_epochs(120, 20, stopping_step=2, batch=8192), learning_rate=0.002, **STOCK_AMP),
 }
-# AlphaRec issue protocol (CPU, random 8:1:1, full ranking): the general models trained to early stopping on the
+# AlphaRec against the graph baselines (CPU, random 8:1:1, full ranking): the general models trained to early stopping on the
 # validation NDCG@10 (checked every 10 epochs, 3 checks of patience; AlphaRec every 5 epochs, 4 checks = the official
 # patience of 20 epochs). Baselines use RecBole's model defaults except for a larger batch / learning rate so that
 # amazon-beauty converges inside the epoch cap on 2 cores; AlphaRec keeps the official optimiser settings.
@@ -159,8 +159,8 @@ GPU_ABLATIONS = [
 
 # beauty-cpu: the leaderboard on FULL amazon-beauty (22,363 users, 12,101 items; leave-one-out, history 20, full
 # ranking), 2 cores, one row at a time, every row trained to early stopping on validation NDCG@10. Rows resume to the
-# epoch across invocations (resume_training: the state of each row lives under <cache>/<dataset>/runs/), so the preset is run
-# again until every row has finished.
+# epoch across invocations (resume_training: the state of each row lives under <cache>/<dataset>/runs/), so the
+# preset is run again until every row has finished.
 # SASRec: a small grid (loss, width, dropout, learning rate); the row with the best validation NDCG@10 is the tuned
 # SASRec. Generative models: TIGER's recipe with a T5 of 2+2 layers, d_model 128, d_ff 512, 4 heads x 32 (about 1/4.7
 # of the paper model's multiply-adds per token); codes: residual k-means 3 x 256 + TIGER's collision level. AdamW lr
@@ -286,7 +286,7 @@ def build_presets():
             "rows": _rows(quick_order, ["ml-100k", "amazon-beauty"], CPU_FULL, small=True),
         },
         "alpharec": {
-            "description": "AlphaRec issue table: AlphaRec vs LightGCN, NGCF, BPR and Pop on full ml-100k and "
+            "description": "AlphaRec vs LightGCN, NGCF, BPR and Pop on full ml-100k and "
                            "amazon-beauty, per-user random 8:1:1, full ranking, early stopping on valid NDCG@10; "
                            "2 rows at a time, 1 thread each; about 75 minutes on 2 cores",
             "device": "cpu", "threads": 1, "jobs": 2, "row_timeout_s": 50 * 60, "total_budget_s": 110 * 60,
@@ -306,7 +306,7 @@ def build_presets():
             "resume": True, "resume_rows": True, "plot": "valid_curves",
         },
         "gpu": {
-            "description": "amazon-beauty on one H100 inside ONE 10-minute call: generative + sequential models with "
+            "description": "amazon-beauty on one H100-class GPU within 10 minutes: generative + sequential models with "
                            "leave-one-out (history 20), general models with a per-user random 8:1:1 split; "
                            "bf16 autocast; 3 rows at a time",
             "device": "cuda", "threads": 4, "jobs": 3, "row_timeout_s": 420, "total_budget_s": 510,

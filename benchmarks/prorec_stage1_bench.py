@@ -34,7 +34,7 @@ from recbole_genrec.data import create_dataset  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data-path", default="/work/shared/data")
+    parser.add_argument("--data-path", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
     parser.add_argument("--cache-dir", default=None, help="genrec_cache_dir (default: the usual cache root)")
     parser.add_argument("--epochs", type=int, default=None, help="prorec_stage1_epochs (default: PRORec.yaml)")
     parser.add_argument("--negatives", type=int, default=None,

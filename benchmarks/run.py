@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --preset cpu-quick                      # every model, ml-100k + amazon-beauty (< 30 min)
     python benchmarks/run.py --preset cpu-full                       # ~2 hours on 2 cores
-    python benchmarks/run.py --preset gpu --device cuda --out $OUT   # one H100, one 10-minute call
+    python benchmarks/run.py --preset gpu --device cuda              # amazon-beauty on one GPU, about 10 minutes
     python benchmarks/run.py --preset smoke                          # tiny test data, Pop + BPR, seconds
     python benchmarks/run.py --preset decoding                       # benchmarks/decoding_bench.py
     python benchmarks/run.py --preset tokenizers                     # benchmarks/tokenizers_bench.py
@@ -13,7 +13,7 @@ peak memory is the row's own and a row that fails or runs past its timeout is re
 records the test metrics, train time per epoch, total time, peak RSS (``resource.getrusage``) and peak CUDA memory
 (``torch.cuda.max_memory_allocated``), test-evaluation users per second, parameters, and the preprocessing hook's
 summary (embedding / code timings, cache decisions and the semantic-ID diagnostics of ``diagnostics-<key>.json``).
-The run writes ``<out>/<preset>-<date>.{json,md,png}`` (at most 3 files: fits the device's $OUT limits).
+The run writes ``<out>/<preset>-<date>.{json,md,png}`` (3 files).
 
 The parts live in ``benchmarks/harness/`` (datasets, rows, worker, reports, scripts, bundle); this file is the CLI.
 
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every row (YAML value), repeatable")
     p.add_argument("--no-ablations", action="store_true", help="drop the ablation rows")
-    p.add_argument("--out", default=os.path.join(BENCH_DIR, "results"), help="output folder (on the GPU machine: $OUT)")
+    p.add_argument("--out", default=os.path.join(BENCH_DIR, "results"), help="output folder")
     p.add_argument("--data-path", default=os.path.join(ROOT, "..", "shared", "data"),
                    help="folder holding <dataset>/<dataset>.inter")
     p.add_argument("--cache-dir", default=None, help="genrec_cache_dir (default: $RECBOLE_GENREC_CACHE or "

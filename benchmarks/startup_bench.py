@@ -7,7 +7,7 @@ For each tree (the old commit, exported with ``git archive`` into a temporary fo
 command (``--help``, ``--list-models``, a misspelt model name), ``python run_recbole_genrec.py ...`` runs ``--runs``
 times in a fresh interpreter, alternating old and new so that both see the same machine load. Wall seconds (median,
 min, max) and whether torch was imported go to ``benchmarks/results/startup-<date>.{md,json}``, with the machine's
-load average. The target (#17 item 5: under 3 s on an idle machine) is about the new tree; on a loaded machine the
+load average. The target (under 3 s on an idle machine) is about the new tree; on a loaded machine the
 ratio old/new is the comparable number. Stops starting new runs once ``--budget-s`` is spent.
 """
 

@@ -4,7 +4,7 @@
 Loops (each its own copy of the same initial weights and its own AdamW, gradient clipping at 1.0 as
 ``GenerativeTrainer``), one step of each in turn so that they share the machine's load:
 
-* ``today``      -- the loop before issue 15: uniform random batches padded to 20 items, Hugging Face's ``T5Stack``
+* ``today``      -- the earlier training loop: uniform random batches padded to 20 items, Hugging Face's ``T5Stack``
   forward inside :meth:`T5Backbone.forward_loss` (``lean_forward=False``), no trimming;
 * ``hf-t5``      -- the official DiscRec code's loop: ``T5ForConditionalGeneration(input_ids, attention_mask,
   labels=...)`` forward + backward on the same padded batches;

@@ -44,6 +44,7 @@ from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, 
 
 from recbole.config import Config
 
+from recbole_genrec.errors import UnsafeCheckpointError
 from recbole_genrec.safety import ConfigLoader
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ TRUST_HINT = ("pass trust_checkpoint=True (Python, or the config key trust_check
 _ENUMS = {cls.__name__: cls for cls in (ModelType, InputType, EvaluatorType, FeatureType, FeatureSource)}
 
 
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint that ``weights_only=True`` with the allow-list cannot load (it would run code)."""
 
 
 class ModelClassRef:

@@ -1,19 +1,22 @@
 """Command line of ``run_recbole_genrec.py`` (same flags as RecBole's ``run_recbole.py``).
 
-Extra: ``--list-models``, a comma-separated ``--model=SASRec,BPR,NGCF`` that trains each model in turn on one
-dataset/split under one shared protocol and prints one comparison table, ``--trust-checkpoint`` (see
-:mod:`recbole_genrec.checkpoint`) and ``--debug`` (tracebacks). Any ``--key=value`` is a config override, parsed
+Extra: ``--list_models``, a comma-separated ``--model=SASRec,BPR,NGCF`` that trains each model in turn on one
+dataset/split under one shared protocol and prints one comparison table, ``--trust_checkpoint`` (see
+:mod:`recbole_genrec.checkpoint`) and ``--debug`` (tracebacks). Flags are written with underscores, as RecBole's
+and the config keys are; the hyphenated spellings (``--list-models``) are accepted too. ``--config_files`` takes
+one or more paths, as separate arguments or space-separated in one (RecBole's form), in every command line. Any ``--key=value`` is a config override, parsed
 here, never ``eval``'d: a Python literal (``--metrics="['Recall','NDCG']"``, ``--learning_rate=1e-3``) or YAML
 (``--metrics=[Recall,NDCG]``); anything else stays a string. The overrides reach RecBole as a config dict, with
 ``sys.argv`` emptied so that RecBole's own command-line parser (which ``eval``s) reads nothing.
 
-``--help``, ``--list-models`` and argument errors answer before torch or RecBole is imported. Errors are one
-line (what is wrong and the fix) with exit code 2; ``--debug`` adds the traceback.
+``--help``, ``--list_models`` and the checks of :func:`recbole_genrec.validation.check_command_line` (model,
+dataset, metric and key names, with the closest names; values) answer before torch or RecBole is imported. Errors
+are one line (what is wrong and the fix) with exit code 2; ``--debug`` adds the traceback. Every warning of a run
+is repeated in a short summary at its end (:mod:`recbole_genrec.runlog`).
 """
 
 import argparse
 import ast
-import difflib
 import logging
 import sys
 
@@ -72,35 +75,50 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+def add_config_files(parser):
+    """``--config_files`` as every command line of the plugin takes it (read back with :func:`config_files`)."""
+    parser.add_argument("--config_files", "--config-files", nargs="+", default=None, metavar="YAML",
+                        help="yaml config files, later ones winning (separate arguments, or space-separated in one)")
+
+
+def config_files(values):
+    """``--config_files`` values -> a list of paths (``["a.yaml b.yaml"]`` -> ``["a.yaml", "b.yaml"]``), or None."""
+    files = [f for value in values or [] for f in value.split()]
+    return files or None
+
+
 def build_parser():
     parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--model", "-m", type=str, default="BPR", help="model name, or several separated by commas")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
-    parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
-    parser.add_argument("--list-models", action="store_true", help="list plugin and RecBole models and exit")
+    add_config_files(parser)
+    parser.add_argument("--list_models", "--list-models", action="store_true",
+                        help="list plugin and RecBole models and exit")
     parser.add_argument("--nproc", type=int, default=1, help="number of processes")
     parser.add_argument("--ip", type=str, default="localhost", help="the ip of master node")
     parser.add_argument("--port", type=str, default="5678", help="the port of master node")
     parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
     parser.add_argument("--group_offset", type=int, default=0, help="the global rank offset of this group")
     parser.add_argument("--results_dir", type=str, default=None, help="folder for side-by-side tables")
-    parser.add_argument("--trust-checkpoint", action="store_true",
+    parser.add_argument("--trust_checkpoint", "--trust-checkpoint", action="store_true",
                         help="load checkpoints that are not plain data (runs code from the file; only for your own)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
 def check_model_names(models):
-    """Raise ``ValueError`` for a model name that neither package has (from the file scan: no imports)."""
+    """Raise ``ValueError`` for a model name that neither package has (from the file scan: no imports), with the
+    closest names, case-insensitive (``tiger`` -> ``TIGER``)."""
     from recbole_genrec.model_index import model_names
+    from recbole_genrec.validation import closest
 
-    known = model_names()
+    known = sorted(model_names())
     for name in models:
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            near = closest(name, known)
+            hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
             raise ValueError(f"Unknown model '{name}' (names are case-sensitive); {hint}"
-                             f"see `python {PROG} --list-models`")
+                             f"see `python {PROG} --list_models`")
 
 
 def _one_line(err):
@@ -114,17 +132,16 @@ def _prepare(argv):
     if args.list_models:
         _print_models()
         return None
-    from recbole_genrec.validation import check_value
+    from recbole_genrec.validation import check_command_line
 
     config_dict = parse_config_overrides(extra)
-    for key, value in config_dict.items():
-        check_value(key, value)
     if args.trust_checkpoint:
         config_dict["trust_checkpoint"] = True
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     if not models:
-        raise UsageError("--model is empty; pass --model=<Name> (see --list-models)")
+        raise UsageError("--model is empty; pass --model=<Name> (see --list_models)")
     check_model_names(models)
+    args.settings = check_command_line(config_dict, config_files(args.config_files))
     if len(models) > 1 and (args.nproc > 1 or args.world_size > 0):
         raise UsageError("side-by-side runs (--model=A,B) are single-process; drop --nproc / --world_size")
     return args, models, config_dict
@@ -138,7 +155,18 @@ def main(argv=None):
         if prepared is None:
             return 0
         args, models, config_dict = prepared
-        return _run(args, models, config_dict)
+        from recbole_genrec import runlog
+        from recbole_genrec.validation import check_dataset_name
+
+        check_dataset_name(args.dataset, args.settings.get("data_path"))  # a misspelt name, before any work
+
+        runlog.quiet_known_warnings()  # as pyproject.toml's filterwarnings in the tests
+        with runlog.collect_warnings() as messages:
+            try:
+                return _run(args, models, config_dict)
+            finally:
+                if messages:
+                    print(runlog.warning_summary(messages), file=sys.stderr)
     except UsageError as err:
         if err.code in (0, None):  # --help
             return 0
@@ -160,7 +188,7 @@ def _run(args, models, config_dict):
     import recbole_genrec  # noqa: F401  (applies the compat shims before RecBole is used)
     from recbole_genrec.quick_start import run, run_side_by_side
 
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    config_file_list = config_files(args.config_files)
     saved_argv = sys.argv
     sys.argv = sys.argv[:1]  # parsed above; RecBole's Config must not read (and eval) them again
     try:

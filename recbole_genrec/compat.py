@@ -23,6 +23,7 @@ import types
 import numpy as np
 
 from recbole_genrec import threads
+from recbole_genrec.safety import ModuleProxy
 
 _APPLIED = set()
 
@@ -202,24 +203,14 @@ class _RandomStateWithIntegers(np.random.RandomState):
         return self.randint(low, high, size=size, dtype=dtype)
 
 
-class _ModuleProxy(types.ModuleType):
-    """A module whose attributes are ``module``'s, except those set on the proxy."""
-
-    def __init__(self, module, **overrides):
-        super().__init__(module.__name__)
-        self._module = module
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name):
-        return getattr(self._module, name)
 
 
-class _NumpyWithIntegersRandomState(_ModuleProxy):
+class _NumpyWithIntegersRandomState(ModuleProxy):
     """``numpy`` as ``recbole.trainer.hyper_tuning`` sees it: ``np.random.RandomState`` has ``integers``.
     Only that module sees this proxy; the global numpy is unchanged."""
 
     def __init__(self, numpy_module):
-        random = _ModuleProxy(numpy_module.random, RandomState=_RandomStateWithIntegers)
+        random = ModuleProxy(numpy_module.random, RandomState=_RandomStateWithIntegers)
         super().__init__(numpy_module, random=random)
 
 

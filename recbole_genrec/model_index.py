@@ -32,6 +32,15 @@ def package_dir(package):
     return list(spec.submodule_search_locations)[0]
 
 
+def properties_dir():
+    """The plugin's yaml folder: packaged inside the wheel, or ``properties/`` of a checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "properties"), os.path.join(os.path.dirname(here), "properties")):
+        if os.path.isdir(os.path.join(candidate, "model")):
+            return candidate
+    raise FileNotFoundError(f"recbole_genrec's properties/ folder is missing (looked in {here} and its parent).")
+
+
 def _importable(module):
     top = module.split(".")[0]
     if top in sys.builtin_module_names or top in sys.modules:

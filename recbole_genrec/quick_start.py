@@ -15,15 +15,18 @@ import time
 from logging import getLogger
 
 from recbole.data.transform import construct_transform
-from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, set_color
+from recbole.utils import calculate_valid_score, dict2str, get_environment, get_flops, init_logger, set_color
 
 from recbole_genrec import threads
 from recbole_genrec.checkpoint import check_checkpoint_model, load_checkpoint, load_weights, restore_config
 from recbole_genrec.config import Config
 from recbole_genrec.data import coldstart
 from recbole_genrec.distributed import process_group
+from recbole_genrec.report import hyperparameters
 from recbole_genrec.run_builder import build, build_model, build_trainer, item_tokens, prepare
-from recbole_genrec.validation import check_config, check_shared_protocol
+from recbole_genrec.runlog import FILE_ONLY, init_run_logger
+from recbole_genrec.errors import ConfigError
+from recbole_genrec.validation import check_config, time_ordered
 
 # What a side-by-side run shares between its rows: the split, the history length and the evaluation.
 PROTOCOL_KEYS = ("eval_args", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric", "load_col", "seed")
@@ -57,17 +60,19 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         # RecBole's ensure_dir (exists-then-makedirs) races when ranks start together: create first.
         for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
             os.makedirs(folder, exist_ok=True)
-        init_logger(config)
+        init_run_logger(config)  # RecBole's init_logger; the config dump below goes to the log file only
         logger = getLogger()
-        logger.info(sys.argv)
-        logger.info(config)
+        logger.info(sys.argv, extra=FILE_ONLY)
+        logger.info(config, extra=FILE_ONLY)
 
         data = prepare(config, group)
         dataset, train_data, valid_data, test_data, cold_info = data
         logger.info(dataset)
 
         model = build_model(config, data, group)
-        logger.info(model)
+        logger.info(model, extra=FILE_ONLY)  # the module tree (a T5 fills screens)
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info(set_color(config["model"], "blue") + f": {n_params:,} trainable parameters (modules: log file)")
         if config["genrec_count_flops"]:
             transform = construct_transform(config)
             flops = get_flops(model, dataset, config["device"], logger, transform)
@@ -90,11 +95,12 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         test_result = trainer.evaluate(test_data, load_best_model=load, model_file=model_file,
                                        show_progress=config["show_progress"])
 
-        cold_report = coldstart.report(model, dataset, test_data, cold_info) if cold_info is not None else None
+        cold_report = coldstart.report(model, dataset, test_data, cold_info,
+                                       places=config["metric_decimal_place"]) if cold_info is not None else None
 
         logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-        logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-        logger.info(set_color("test result", "yellow") + f": {test_result}")
+        logger.info(set_color("best valid ", "yellow") + f": {dict2str(best_valid_result)}")
+        logger.info(set_color("test result", "yellow") + f": {dict2str(test_result)}")
 
         history = getattr(trainer, "genrec_history", None)  # a resumed run: every epoch, before the restart too
         epochs = [e["seconds"] for e in history["train"]] if history else trainer.genrec_epoch_seconds
@@ -114,6 +120,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             "checkpoint": model_file if model_file is not None else (trainer.saved_model_file if saved else None),
             "world_size": group.world_size,
             "protocol": {key: config[key] for key in PROTOCOL_KEYS},
+            "settings": hyperparameters(config),  # the side-by-side table lists those that differ between rows
         }
         if history:
             result["valid_history"] = history["valid"]
@@ -152,6 +159,29 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "model_file": model_file}
     mp.spawn(run_recbole_genrecs, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
+
+
+def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):
+    """Every row of a side-by-side run (``--model=A,B``) can run under the shared ``protocol`` (the first model's):
+    checked for all rows before the first one trains, each problem named with its row and the fix."""
+    from recbole.utils import ModelType
+
+    first = models[0]
+    for name in models:
+        settings = dict(config_dict or {})
+        settings.update(protocol)
+        config = Config(name, dataset, config_file_list, settings)
+        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not time_ordered(config):
+            order = (protocol.get("eval_args") or {}).get("order")
+            raise ConfigError(
+                f"side-by-side rows share the protocol of the first model, {first} (eval_args order {order!r}), but "
+                f"{name} is a sequential model, which needs the time order 'TO'. Put a sequential model first "
+                f"(--model={','.join([name] + [m for m in models if m != name])}), or give every row a time-ordered "
+                f"protocol (--config_files=properties/protocol/leave-one-out-20.yaml)")
+        try:
+            check_config(config)
+        except ConfigError as err:
+            raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
 def shared_protocol(models, dataset, config_file_list=None, config_dict=None):

@@ -17,9 +17,12 @@ import contextvars
 import logging
 import os
 import re
+import types
 import warnings
 
 import yaml
+
+from recbole_genrec.errors import ConfigError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +76,6 @@ def check_pickle_caches(config):
     for what, path in pickle_cache_files(config):
         if os.path.exists(path):
             if not config["trust_checkpoint"]:
-                from recbole_genrec.checkpoint import UnsafeCheckpointError
-
                 raise UnsafeCheckpointError(_refusal(path, what))
             message = f"trust_checkpoint: RecBole may unpickle its {what} cache {path}; this runs any code it contains"
             logger.warning(message)
@@ -94,8 +95,6 @@ def pickle_caches_allowed(config):
 def guarded_pickle_load(file, *args, **kwargs):
     """``pickle.load`` as ``recbole.data.utils`` sees it: refused outside :func:`pickle_caches_allowed` with trust."""
     if not _TRUSTED.get():
-        from recbole_genrec.checkpoint import UnsafeCheckpointError
-
         path = getattr(file, "name", repr(file))
         what = "dataloaders" if str(path).endswith("-dataloader.pth") else "dataset"
         raise UnsafeCheckpointError(_refusal(path, what))
@@ -108,8 +107,6 @@ def check_save_settings(config):
     """``save_dataset`` / ``save_dataloaders`` write pickles that only the opt-in may read back: refused without it."""
     for key in ("save_dataset", "save_dataloaders"):
         if config[key] and not config["trust_checkpoint"]:
-            from recbole_genrec.validation import ConfigError
-
             raise ConfigError(f"{key}=True writes a pickle that RecBole unpickles on the next run, which would run any "
                               f"code in that file; set {key}: False (the plugin caches its text features itself), or "
                               f"pass {OPT_IN} to write and read such caches")
@@ -339,10 +336,20 @@ def yaml_value(text, name):
 
 
 # ----------------------------------------------------------------------------- install
-def _module_proxy(module, **overrides):
-    from recbole_genrec.compat import _ModuleProxy
+class ModuleProxy(types.ModuleType):
+    """A module whose attributes are ``module``'s, except those set on the proxy."""
 
-    return _ModuleProxy(module, **overrides)
+    def __init__(self, module, **overrides):
+        super().__init__(module.__name__)
+        self._module = module
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def _module_proxy(module, **overrides):
+    return ModuleProxy(module, **overrides)
 
 
 def install():

@@ -14,6 +14,10 @@ ml-100k) took 260-305 s per epoch under load with torch's defaults against 32.5 
   ``OMP_NUM_THREADS`` in the environment wins, then the config key ``cpu_threads`` (:func:`configure` with a
   config), then a ``torch.set_num_threads`` the user called after ``import recbole_genrec`` (a later
   :func:`configure` keeps it).
+
+threadpoolctl does not replace this module: it limits the BLAS/OpenMP pools of libraries already loaded, but it
+neither counts the CPUs a cgroup quota allows nor sets the wait policy before torch loads OpenMP, and torch's own
+intra-op pool is set with ``torch.set_num_threads``.
 """
 
 import math

@@ -4,11 +4,12 @@ The trainer a run uses is composed from the looked-up one by :func:`recbole_genr
 """
 
 import importlib
-import os
 import pkgutil
 
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_genrec.model_index import properties_dir  # noqa: F401  (found without importing RecBole)
 
 MODEL_SUBMODULES = [
     "general_recommender",
@@ -17,15 +18,6 @@ MODEL_SUBMODULES = [
     "knowledge_aware_recommender",
     "exlib_recommender",
 ]
-
-
-def properties_dir():
-    """The plugin's yaml folder: packaged inside the wheel, or ``properties/`` of a checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "properties"), os.path.join(os.path.dirname(here), "properties")):
-        if os.path.isdir(os.path.join(candidate, "model")):
-            return candidate
-    raise FileNotFoundError(f"recbole_genrec's properties/ folder is missing (looked in {here} and its parent).")
 
 
 def _find_module(package, model_name):

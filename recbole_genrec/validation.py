@@ -1,5 +1,5 @@
 """Checks that run before any work: settings (:func:`check_config`, :func:`check_value`), unknown keys
-(:func:`warn_unknown_keys`) and the atomic files (:func:`check_atomic_files`).
+(:func:`check_unknown_keys`) and the atomic files (:func:`check_atomic_files`).
 
 Every error names the key (or file and line), the value and what is allowed; data defects that the run can
 live with are warnings with counts, never silent repairs. This module imports neither torch nor RecBole at
@@ -15,11 +15,11 @@ import os
 import re
 import warnings
 
+from recbole_genrec.errors import ConfigError  # noqa: F401  (raised here; re-exported)
+
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A setting that cannot work: the message names the key, the value and the allowed range."""
 
 
 class DataError(ValueError):
@@ -139,6 +139,14 @@ def check_value(key, value):
                           f"(e.g. --{key}=... on the command line or `{key}: ...` in a config file)")
 
 
+def benchmark_parts(config):
+    """The file-name suffixes of a dataset given as split files (``benchmark_filename``), else ``None``."""
+    parts = config["benchmark_filename"]  # RecBole's overall.yaml: ~
+    if not parts:
+        return None
+    return [parts] if isinstance(parts, str) else list(parts)
+
+
 def check_config(config):
     """Every rule of :data:`RULES` on ``config``, then the rules that tie keys together."""
     from recbole_genrec.safety import check_save_settings
@@ -153,6 +161,7 @@ def check_config(config):
         if key not in RULES:  # the user's own values of integer settings (a float there fails only later)
             check_value(key, value)
     check_save_settings(config)
+    check_metrics(config["metrics"], config["valid_metric"])
     if "sid" in list(config["genrec_features"]):
         levels, sizes = config["sid_levels"], config["sid_codebook_size"]
         if isinstance(sizes, (list, tuple)) and levels is not None and len(sizes) != levels:
@@ -213,31 +222,6 @@ def _check_coldstart_epsilon(config):
     if not callable(getattr(model_class, "beam_search", None)):  # the TIGER family decodes semantic IDs by beam
         raise ConfigError(f"coldstart_epsilon={epsilon} needs a model that decodes semantic IDs by beam search "
                           f"(TIGER, DiscRec, PRORec), not {config['model']}: set coldstart_epsilon: ~")
-
-
-def check_shared_protocol(models, dataset, config_file_list, config_dict, protocol):
-    """Every row of a side-by-side run (``--model=A,B``) can run under the shared ``protocol`` (the first model's):
-    checked for all rows before the first one trains, each problem named with its row and the fix."""
-    from recbole.utils import ModelType
-
-    from recbole_genrec.config import Config
-
-    first = models[0]
-    for name in models:
-        settings = dict(config_dict or {})
-        settings.update(protocol)
-        config = Config(name, dataset, config_file_list, settings)
-        if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not _time_ordered(config):
-            order = (protocol.get("eval_args") or {}).get("order")
-            raise ConfigError(
-                f"side-by-side rows share the protocol of the first model, {first} (eval_args order {order!r}), but "
-                f"{name} is a sequential model, which needs the time order 'TO'. Put a sequential model first "
-                f"(--model={','.join([name] + [m for m in models if m != name])}), or give every row a time-ordered "
-                f"protocol (--config_files=properties/protocol/leave-one-out-20.yaml)")
-        try:
-            check_config(config)
-        except ConfigError as err:
-            raise ConfigError(f"side-by-side row {name}, under the protocol shared with {first}: {err}") from None
 
 
 def check_beam(config):
@@ -303,8 +287,7 @@ def _keys_read_in(folder):
 @functools.lru_cache(maxsize=1)
 def known_keys():
     """Keys of every RecBole and plugin yaml, plus every key either package reads from a config by name."""
-    from recbole_genrec.model_index import package_dir
-    from recbole_genrec.utils import properties_dir
+    from recbole_genrec.model_index import package_dir, properties_dir
 
     recbole_dir, ours = package_dir("recbole"), package_dir("recbole_genrec")
     keys = _yaml_keys(os.path.join(recbole_dir, "properties", "**", "*.yaml"))
@@ -319,15 +302,146 @@ def unknown_keys(keys, extra_known=()):
     return [k for k in keys if k not in known]
 
 
-def warn_unknown_keys(keys, extra_known=()):
-    """Warn once per key that neither RecBole nor the plugin knows, with the closest known key."""
+def edit_distance(a, b, limit=None):
+    """Levenshtein distance of two strings (insertions, deletions, substitutions); stops early past ``limit``."""
+    if abs(len(a) - len(b)) > (limit if limit is not None else len(a) + len(b)):
+        return abs(len(a) - len(b))
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def closest(name, candidates, n=3, max_distance=2, similar=True):
+    """Up to ``n`` of ``candidates`` nearest to ``name``, case-insensitive (``tiger`` -> ``TIGER``): those within edit
+    distance ``max_distance``, nearest first, then (``similar``) difflib's close matches of longer names."""
+    originals = {c.lower(): c for c in candidates}
+    lower = name.lower()
+    scored = sorted((edit_distance(lower, c, max_distance), c) for c in originals)
+    near = [originals[c] for d, c in scored if d <= max_distance]
+    if similar:
+        near += [originals[c] for c in difflib.get_close_matches(lower, list(originals), n=n, cutoff=0.6)
+                 if originals[c] not in near]
+    return near[:n]
+
+
+def check_unknown_keys(keys, extra_known=(), allow=False, warn=True):
+    """A key that neither RecBole nor the plugin knows, within edit distance 2 of a known key (1 for a key of up to
+    5 characters, where 2 edits reach unrelated words: ``note`` -> ``nogb``), is a typo: raise :class:`ConfigError`
+    naming both (``allow=True``, the ``allow_unknown_keys`` setting, makes it a warning). Other unknown keys (a
+    user's own) warn once, with the closest known key when there is one."""
     known = sorted(known_keys() | set(extra_known))
     for key in unknown_keys(keys, extra_known):
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        typo = closest(key, known, n=1, max_distance=2 if len(key) > 5 else 1, similar=False)
+        if typo and not allow:
+            raise ConfigError(f"config key {key!r} is unknown to RecBole and recbole_genrec: did you mean "
+                              f"{typo[0]!r}? Fix the name, or pass --allow_unknown_keys=True (config: "
+                              f"`allow_unknown_keys: True`) to keep a key of your own with a warning")
+        if not warn:
+            continue
+        close = typo or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         message = f"config key {key!r} is unknown to RecBole and recbole_genrec and has no effect{hint}"
         logger.warning(message)
         warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- names
+@functools.lru_cache(maxsize=1)
+def metric_names():
+    """RecBole's metric classes (``Recall``, ``NDCG``, ...), read from its source without importing it."""
+    import ast
+
+    from recbole_genrec.model_index import package_dir
+
+    path = os.path.join(package_dir("recbole"), "evaluator", "metrics.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return sorted(node.name for node in tree.body if isinstance(node, ast.ClassDef))
+
+
+def check_metrics(metrics=None, valid_metric=None):
+    """Raise :class:`ConfigError` for a metric RecBole does not have, with the closest names (case-insensitive,
+    as RecBole reads them)."""
+    known = metric_names()
+    lower = {m.lower() for m in known}
+    given = [] if metrics is None else [metrics] if isinstance(metrics, str) else list(metrics)
+    checks = [("metrics", str(m)) for m in given]
+    if valid_metric:
+        checks.append(("valid_metric", str(valid_metric).split("@")[0]))
+    for key, name in checks:
+        if name.lower() not in lower:
+            near = closest(name, known)
+            hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+            raise ConfigError(f"{key}: unknown metric {name!r}; {hint}RecBole's metrics are {known}")
+
+
+def _config_file_values(config_files):
+    """The settings of the yaml ``config_files`` (read with yaml.safe_load), later files winning."""
+    import yaml
+
+    values = {}
+    for path in config_files or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except OSError as err:
+            raise FileNotFoundError(f"config file {path!r} cannot be read ({err.strerror}); check --config_files")
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(err).split())}")
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {path!r} must be a mapping of `key: value` lines, got {type(data).__name__}")
+        values.update(data or {})
+    return values
+
+
+def dataset_roots(data_path=None):
+    """Folders a dataset's folder is looked up in, in :func:`recbole_genrec.data.resolve_data_path`'s order:
+    ``data_path`` (RecBole's default ``dataset/``), ``$RECBOLE_GENREC_DATA``, ``../shared/data``, ``shared/data``
+    and the datasets inside the recbole wheel."""
+    from recbole_genrec.model_index import package_dir
+
+    roots = [data_path or "dataset/", os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
+             os.path.join("shared", "data"), os.path.join(package_dir("recbole"), "dataset_example")]
+    return [r for r in roots if r]
+
+
+def _has_interactions(folder, dataset):
+    return os.path.isdir(folder) and any(n.startswith(dataset + ".") and n.endswith(".inter") for n in os.listdir(folder))
+
+
+def check_dataset_name(dataset, data_path=None):
+    """Raise :class:`ConfigError` when no folder ``<root>/<dataset>`` with an ``.inter`` file exists in
+    :func:`dataset_roots`, with the closest dataset names found there (case-insensitive)."""
+    roots = dataset_roots(data_path)
+    if any(_has_interactions(os.path.join(root, dataset), dataset) for root in roots):
+        return
+    found = sorted({name for root in roots if os.path.isdir(root) for name in os.listdir(root)
+                    if _has_interactions(os.path.join(root, name), name)})
+    near = closest(dataset, found)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    raise ConfigError(f"dataset {dataset!r} not found{hint} Datasets found: {found}, in "
+                      f"{[os.path.abspath(r) for r in roots]}. For another dataset pass --data_path=<folder that "
+                      f"contains {dataset}/{dataset}.inter> or set RECBOLE_GENREC_DATA")
+
+
+def check_command_line(overrides, config_files=None, dataset=None):
+    """What the command line can check before torch or RecBole is imported: unknown keys (a typo within edit
+    distance 2 is an error unless ``allow_unknown_keys``), values, metric names and, when ``dataset`` is given, the
+    dataset's folder. Returns the settings of the config files and the overrides."""
+    settings = _config_file_values(config_files)
+    settings.update(overrides)
+    allow = settings.get("allow_unknown_keys", False)
+    check_unknown_keys(list(settings), allow=allow, warn=False)  # the warnings come from Config, once
+    for key, value in settings.items():
+        check_value(key, value)
+    check_metrics(settings.get("metrics"), settings.get("valid_metric"))
+    if dataset is not None:
+        check_dataset_name(dataset, settings.get("data_path"))
+    return settings
 
 
 # ----------------------------------------------------------------------------- atomic files
@@ -372,7 +486,7 @@ def _loaded(config, suffix, names):
     return [n for n in names if n in wanted and n not in unload]
 
 
-def _time_ordered(config):
+def time_ordered(config):
     args = config["eval_args"]
     return str(args.get("order", "RO")).upper() == "TO"
 
@@ -412,7 +526,7 @@ def check_atomic_files(config):
     loaded = _loaded(config, "inter", names)
     time_field = config["TIME_FIELD"]
     sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    if sequential or _time_ordered(config):
+    if sequential or time_ordered(config):
         if not time_field or time_field not in loaded:
             where = (f"is not a column of {inter_path}" if time_field not in names
                      else f"is a column of {inter_path} but load_col does not load it (load_col: {config['load_col']})")
@@ -434,7 +548,7 @@ def check_atomic_files(config):
         if bad:
             message = (f"{bad} of {len(values)} interactions in {inter_path} have no valid timestamp "
                        f"('{time_field}' empty, nan or not a number); RecBole fills them with the column mean")
-            if _time_ordered(config):
+            if time_ordered(config):
                 raise DataError(message + ", which re-orders the histories and changes the test targets under "
                                 "the time-ordered split (eval_args order 'TO'). Fix or drop those rows.")
             logger.warning(message + ".")
@@ -519,9 +633,7 @@ def _check_duplicates(config, headers, sep, encoding):
     otherwise; ``drop_duplicates: True`` drops them on load (:mod:`recbole_genrec.compat`)."""
     import pandas as pd
 
-    from recbole_genrec.data import _benchmark_parts
-
-    parts = _benchmark_parts(config)
+    parts = benchmark_parts(config)
     suffixes = [f"{p}.inter" for p in parts] if parts else ["inter"]
     frames, paths = [], []
     for suffix in suffixes:

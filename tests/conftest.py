@@ -35,6 +35,16 @@ TINY_TIGER = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_in_a_temporary_folder(tmp_path_factory):
+    """RecBole writes ``log/``, ``log_tensorboard/`` and ``saved/`` into the working directory, and a side-by-side
+    run ``results/``: every test runs in a temporary folder, so that none writes into the checkout."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one intra-op thread is fastest and avoids OpenMP spin-waiting on a shared, loaded CPU. Use with

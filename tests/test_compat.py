@@ -8,6 +8,7 @@ Every scenario runs in a fresh interpreter that applies all shims except the one
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -97,7 +98,8 @@ SCENARIOS = {
 def _run(skip, body):
     code = PRELUDE.format(skip=skip, compat=os.path.join(ROOT, "recbole_genrec", "compat.py"),
                           package=os.path.join(ROOT, "recbole_genrec")) + body
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    with tempfile.TemporaryDirectory() as work:  # RecBole writes log/ into the working directory, not the checkout
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=work)
 
 
 def _break_exists(shim):

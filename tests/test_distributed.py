@@ -268,7 +268,7 @@ def test_sharded_evaluation_is_added_once_and_only_to_multi_process_runs():
 
     from recbole_genrec.run_builder import trainer_mixins
 
-    config = {"MODEL_TYPE": ModelType.SEQUENTIAL}
+    config = {"MODEL_TYPE": ModelType.SEQUENTIAL, "resume_training": False}
     assert issubclass(GenerativeTrainer, distributed.ShardedEvaluation)
     assert distributed.ShardedEvaluation not in trainer_mixins(config, GenerativeTrainer, distributed=True)
     assert distributed.ShardedEvaluation in trainer_mixins(config, Trainer, distributed=True)

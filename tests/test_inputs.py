@@ -81,9 +81,12 @@ def test_the_same_text_fields_override_changes_the_codes(tmp_path, encoder):
     assert not np.array_equal(codes, title_codes)
 
 
-def test_a_misspelt_key_warns_with_the_closest_known_key():
-    with pytest.warns(UserWarning, match="'sid_levls' is unknown.*did you mean 'sid_levels'"):
+def test_a_misspelt_key_is_an_error_with_the_closest_known_key_unless_allowed():
+    with pytest.raises(ValueError, match="'sid_levls' is unknown.*did you mean 'sid_levels'.*allow_unknown_keys"):
         Config(model="TIGER", dataset="tiny", config_dict={"data_path": DATA_ROOT, "sid_levls": 3})
+    with pytest.warns(UserWarning, match="'sid_levls' is unknown.*did you mean 'sid_levels'"):
+        Config(model="TIGER", dataset="tiny",
+               config_dict={"data_path": DATA_ROOT, "sid_levls": 3, "allow_unknown_keys": True})
 
 
 def test_known_keys_do_not_warn(recwarn, monkeypatch):
@@ -507,12 +510,12 @@ def test_data_path_wins_for_ml_100k_too(tmp_path):
 
 
 def test_a_checkpoint_of_another_model_is_refused_before_any_work(tmp_path, monkeypatch):
-    from recbole_genrec import quick_start
+    from recbole_genrec import quick_start, run_builder
     from recbole_genrec.checkpoint import save_checkpoint
 
     config = make_tiny_config("SASRec", tmp_path, {"eval_args": LOO_EVAL_ARGS, "load_col": TINY_LOAD_COL})
     path = save_checkpoint(str(tmp_path / "sasrec.pth"), config, {})
-    monkeypatch.setattr(quick_start, "create_dataset", lambda config: pytest.fail("data was built first"))
+    monkeypatch.setattr(run_builder, "create_dataset", lambda config: pytest.fail("data was built first"))
     with recbole_argv(), pytest.raises(ValueError, match=r"sasrec.pth holds a SASRec model, but this run builds "
                                                          r"GRU4Rec: pass a checkpoint of GRU4Rec, or run "
                                                          r"--model=SASRec"):

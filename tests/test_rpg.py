@@ -10,6 +10,7 @@ import pytest
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 from recbole_genrec.tokenizers import generate_semantic_ids
+from recbole_genrec import store
 from recbole_genrec.tokenizers.artifact import FittedTokenizer
 from recbole_genrec.tokenizers.opq import OPQTokenizer
 
@@ -68,8 +69,8 @@ def test_stored_opq_tokenizer_encodes_like_the_fitted_one(tmp_path):
                                         show_progress=False, pca_dim=16)
     assert codes.shape == (500, 8) and info["codebook_sizes"] == [32] * 8
     fitted = FittedTokenizer(info["tokenizer"], codes, info["codebook_sizes"], "none")
-    fitted.save(str(tmp_path / "tok"), "k")
-    loaded = FittedTokenizer.load(str(tmp_path / "tok"), "k")
+    store.save_tokenizer(str(tmp_path / "tok"), fitted, "k")
+    loaded = store.load_tokenizer(str(tmp_path / "tok"), "k")
     assert loaded.method == "opq" and loaded.input_dim == 32
     assert np.array_equal(loaded.encode_raw(x[:500]), codes)
     new_codes, sizes = loaded.assign(x[500:])  # unordered codes: no collision rule, raw codes
@@ -111,18 +112,11 @@ TINY_RPG = {
 
 
 def _prepare(tmp_path, **overrides):
-    from recbole.utils import init_seed
-
-    from recbole_genrec.data import coldstart, create_dataset, data_preparation
+    from recbole_genrec import run_builder
 
     config = make_tiny_config("RPG", tmp_path, TINY_RPG, **overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    if coldstart.enabled(config):  # as run_recbole_genrec prepares the data
-        train, valid, test, _ = coldstart.data_preparation(config, dataset)
-    else:
-        train, valid, test = data_preparation(config, dataset)
-    return {"config": config, "dataset": dataset, "train": train, "valid": valid, "test": test}
+    data = run_builder.prepare(config)  # as run_recbole_genrec prepares the data (cold start included)
+    return {"config": config, "dataset": data.dataset, "train": data.train, "valid": data.valid, "test": data.test}
 
 
 def _model(tiny, seed=0):
@@ -238,7 +232,7 @@ def test_add_items_fills_held_out_items_with_the_fitted_transform(tmp_path_facto
     users with a held-out item in their history (it was a zero vector without codes)."""
     from recbole_genrec.data import coldstart
     from recbole_genrec.preprocess.features import item_embeddings
-    from recbole_genrec.tokenizers.artifact import load_for_config
+    from recbole_genrec.store import load_tokenizer_for_config
 
     cold = _prepare(tmp_path_factory.mktemp("rpg-cold"), genrec_coldstart=True, coldstart_ratio=0.1)
     held = coldstart.held_out_ids(cold["config"], cold["dataset"])
@@ -252,7 +246,7 @@ def test_add_items_fills_held_out_items_with_the_fitted_transform(tmp_path_facto
     emb = item_embeddings(cold["dataset"])[held].numpy()
     added = model.add_items(embeddings=emb, item_ids=held)
     assert torch.equal(added.item_ids, held) and not added.skipped.any()
-    assert np.array_equal(model.codes[held].numpy(), load_for_config(cold["config"]).tokenizer.encode(emb))
+    assert np.array_equal(model.codes[held].numpy(), load_tokenizer_for_config(cold["config"]).tokenizer.encode(emb))
     with torch.no_grad():
         after = model.full_sort_predict(batch)
         log_probs = model.code_log_probs(batch)  # [B, K, C]

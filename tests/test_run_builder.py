@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (compat shims before RecBole)
-from conftest import recbole_argv, tiny_settings
+from conftest import DATA_ROOT, recbole_argv, tiny_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,7 +74,7 @@ def test_a_cold_start_reload_scores_identically_to_the_run_that_saved_it(cold_ru
     from recbole_genrec.run_builder import trainer_class
 
     settings, result, trainer = cold_run
-    config, model, dataset, train, valid, test = load_data_and_model(result["checkpoint"])
+    config, model, dataset, train, valid, test = load_data_and_model(result["checkpoint"], data_path=DATA_ROOT)
     held = result["coldstart"]["n_held_out"]
     assert held == 4 and len(train.dataset.inter_feat) == result["coldstart"]["train"]["samples"] - \
         result["coldstart"]["train"]["dropped"]
@@ -117,12 +117,12 @@ def test_every_entry_point_gets_the_same_split_loaders_and_trainer(cold_run):
     from recbole_genrec.run_builder import prepare, trainer_class
 
     settings, result, trainer = cold_run
-    config, _, _, train, valid, test = load_data_and_model(result["checkpoint"])
+    config, _, _, train, valid, test = load_data_and_model(result["checkpoint"], data_path=DATA_ROOT)
     direct = prepare(config)
     assert isinstance(direct.train, UserUniformTrainDataLoader)  # AlphaRec.yaml's train_sampling, cold start too
     for mine, theirs in ((train, direct.train), (valid, direct.valid), (test, direct.test)):
         assert type(mine) is type(theirs) and _rows(mine) == _rows(theirs)
-    _, _, _, train_dataset, _ = load_model(result["checkpoint"])
+    _, _, _, train_dataset, _ = load_model(result["checkpoint"], DATA_ROOT)
     assert train_dataset.inter_feat["item_id"].tolist() == _rows(train)["item_id"]
     with recbole_argv():
         tuned = objective_function(dict(settings, model="AlphaRec", dataset="tiny"))

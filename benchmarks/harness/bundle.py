@@ -1,4 +1,4 @@
-"""``--make-bundle``: everything a preset needs on a bare GPU machine, in one folder to ``carry``.
+"""``--make-bundle``: everything a preset needs on a GPU machine without internet, in one folder to copy there.
 
 recbole_genrec is imported inside :func:`make_bundle`, the one command that needs it in the parent process.
 """
@@ -20,11 +20,11 @@ BUNDLE_WHEELS = ["faiss-cpu==1.15.1", "colorlog", "texttable"]  # importable her
 
 
 def make_bundle(preset, args):
-    """Everything the preset needs on a bare GPU machine, in one git-ignored folder to ``carry``.
+    """Everything the preset needs on a GPU machine without internet, in one git-ignored folder to copy there.
 
-    ``data/<dataset>/`` copies of the atomic files (``../shared/data`` does not travel); ``cache/<dataset>/`` the
+    ``data/<dataset>/`` copies of the atomic files (the data folder may not be there); ``cache/<dataset>/`` the
     text embeddings (as item_embedding_source ``minilm``: the MiniLM weights stay here) and the semantic IDs of
-    the preset's rows, so the GPU call encodes nothing; ``wheels/`` faiss-cpu, colorlog, texttable;
+    the preset's rows, so the GPU run encodes nothing; ``wheels/`` faiss-cpu, colorlog, texttable;
     ``site/recbole`` (RecBole 1.2.1 is in no local index; pure Python, copied without its example datasets).
     """
     import recbole_genrec  # noqa: F401  (compat shims)
@@ -88,5 +88,5 @@ def make_bundle(preset, args):
     shutil.copytree(os.path.dirname(recbole.__file__), site,
                     ignore=shutil.ignore_patterns("__pycache__", "dataset_example"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(bundle) for f in fs)
-    say(f"bundle ready: {bundle} ({size / 2**20:.1f} MiB; carry it, with the working tree, under 64 MiB)")
+    say(f"bundle ready: {bundle} ({size / 2**20:.1f} MiB; copy it beside the checkout on the GPU machine)")
     return 0

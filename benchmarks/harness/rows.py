@@ -115,7 +115,8 @@ def run_row(row, dataset, args, timeout_s, log_dir):
     status = "ok"
     tail = []
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # cwd: the row's own folder, where RecBole writes log/ (removed with it), not the checkout
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         timer = threading.Timer(timeout_s, lambda: _kill(proc))
         timer.start()

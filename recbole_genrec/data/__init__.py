@@ -18,13 +18,7 @@ import recbole
 from recbole.data import create_dataset as recbole_create_dataset
 
 from recbole_genrec.safety import check_pickle_caches, pickle_caches_allowed
-
-
-def _benchmark_parts(config):
-    parts = config["benchmark_filename"]  # RecBole's overall.yaml: ~
-    if not parts:
-        return None
-    return [parts] if isinstance(parts, str) else list(parts)
+from recbole_genrec.validation import benchmark_parts
 
 
 def resolve_data_path(config):
@@ -43,7 +37,7 @@ def resolve_data_path(config):
     roots = [os.environ.get("RECBOLE_GENREC_DATA"), os.path.join("..", "shared", "data"),
              os.path.join("shared", "data"), os.path.join(os.path.dirname(recbole.__file__), "dataset_example")]
     candidates += [os.path.join(r, dataset) for r in roots if r]
-    parts = _benchmark_parts(config)
+    parts = benchmark_parts(config)
     names = [f"{dataset}.{part}.inter" for part in parts] if parts else [f"{dataset}.inter"]
     for path in candidates:
         present = [os.path.isfile(os.path.join(path, name)) for name in names]

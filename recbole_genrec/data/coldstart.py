@@ -375,8 +375,16 @@ def add_held_out_items(model, dataset, held):
             "how": "add_items: codes from the stored tokenizer (fitted without them), collision rule of the fit"}
 
 
-def report(model, dataset, test_data, info, k=10):
-    """Add the held-out items to a trained ``model`` and evaluate it; the dict ``run_recbole_genrec`` returns.
+def _rounded(value, places):
+    """Floats of a nested dict rounded as RecBole rounds its metrics (``metric_decimal_place``)."""
+    if isinstance(value, dict):
+        return {key: _rounded(v, places) for key, v in value.items()}
+    return round(value, places) if isinstance(value, float) else value
+
+
+def report(model, dataset, test_data, info, k=10, places=4):
+    """Add the held-out items to a trained ``model`` and evaluate it; the dict ``run_recbole_genrec`` returns
+    (metrics rounded to ``places`` decimals, RecBole's ``metric_decimal_place``).
 
     Metrics at ``k`` and the config's ``topk``. A model with semantic IDs is ranked by one beam search per test
     batch: with ``coldstart_epsilon`` set, ``metrics`` is the paper's retrieval (:func:`epsilon_retrieval`) and
@@ -406,10 +414,13 @@ def report(model, dataset, test_data, info, k=10):
             metrics = evaluate(model.full_sort_predict, test_data, info["held_out"], k=ks)
     finally:
         model.train(was_training)
+    metrics = _rounded(metrics, places)
+    if "metrics_plain" in extra:
+        extra["metrics_plain"] = _rounded(extra["metrics_plain"], places)
     out = {key: value for key, value in info.items() if key != "held_out"}
     out.update({"add_items": added, "epsilon": epsilon, "metrics": metrics, **extra})
     logger.info(f"cold start @{k}: held-out {metrics['held_out']}, warm {metrics['warm']}, "
-                f"held-out share of the top-{k} {metrics[f'held_out_share@{k}']:.4f}"
+                f"held-out share of the top-{k} {metrics[f'held_out_share@{k}']}"
                 f"{'' if epsilon is None else f' (epsilon {epsilon})'}; {added}")
     return out
 

@@ -13,7 +13,7 @@ RecBole's ``SequentialDataset`` turns every interaction after a user's first int
   row. Validation and test rows stay as RecBole builds them.
 
 The choice is a config key like any RecBole data setting; :func:`apply_seq_train_rows` is called on the training
-loader by :func:`recbole_genrec.data.data_preparation` and by the cold-start protocol
+loader by :func:`recbole_genrec.run_builder.split` and by the cold-start protocol
 (:mod:`recbole_genrec.data.coldstart`).
 """
 
@@ -28,12 +28,8 @@ SEQ_TRAIN_ROWS = ("prefixes", "sequences")
 
 
 def seq_train_rows_mode(config):
-    """The validated ``seq_train_rows`` of ``config`` (``prefixes`` when unset)."""
-    try:
-        mode = config["seq_train_rows"]
-    except (KeyError, TypeError):
-        mode = None
-    mode = "prefixes" if mode is None else str(mode).lower()
+    """The validated ``seq_train_rows`` of ``config``."""
+    mode = str(config["seq_train_rows"]).lower()  # properties/overall.yaml: prefixes
     if mode not in SEQ_TRAIN_ROWS:
         raise ValueError(f"seq_train_rows={mode!r} is not allowed: seq_train_rows must be one of "
                          f"{list(SEQ_TRAIN_ROWS)} (prefixes: RecBole's one row per prefix; sequences: one row per "

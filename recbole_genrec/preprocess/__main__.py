@@ -1,12 +1,13 @@
 """Command line: build (or reuse) item embeddings and semantic IDs for one dataset.
 
     python -m recbole_genrec.preprocess --dataset=ml-100k [--model=TIGER] [--config_files a.yaml]
-        [--plot] [--export-tsv out.tsv] [--key=value ...]
+        [--plot] [--export_tsv out.tsv] [--key=value ...]
 
 Without ``--model`` a plain GeneralRecommender (BPR) is used with
 ``genrec_features: [text_emb, sid]``; every other ``--key=value`` is a RecBole/plugin config key
 (e.g. ``--sid_method=rkmeans --sid_codebook_size=64``), parsed as ``run_recbole_genrec.py`` parses it
-(:func:`recbole_genrec.cli.parse_config_overrides`).
+(:func:`recbole_genrec.cli.parse_config_overrides`, never ``eval``'d). The log lines have RecBole's format, as in a
+training run.
 """
 
 import argparse
@@ -16,30 +17,33 @@ import sys
 
 
 def parse_args(argv):
+    from recbole_genrec.cli import add_config_files
+
     parser = argparse.ArgumentParser(prog="python -m recbole_genrec.preprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. ml-100k")
     parser.add_argument("--model", default=None, help="model whose genrec_features/config to use (default BPR)")
-    parser.add_argument("--config_files", nargs="+", default=None, help="yaml config files")
+    add_config_files(parser)
     parser.add_argument("--plot", action="store_true", help="write code_usage.png beside the codes")
-    parser.add_argument("--export-tsv", dest="export_tsv", default=None, help="write item token, title, codes")
+    parser.add_argument("--export_tsv", "--export-tsv", dest="export_tsv", default=None,
+                        help="write item token, title, codes")
     return parser.parse_known_args(argv)
 
 
 def build_config(args, extra):
-    """A recbole_genrec Config; ``extra`` (``--key=value``) is parsed like every other command line's."""
+    """A recbole_genrec Config; ``extra`` (``--key=value``) is read as run_recbole_genrec.py reads it."""
     import recbole_genrec  # noqa: F401  (compat shims before RecBole)
     from recbole_genrec import Config
-    from recbole_genrec.cli import parse_config_overrides
+    from recbole_genrec.cli import config_files, parse_config_overrides
 
-    config_files = [f for item in (args.config_files or []) for f in item.split()] or None
-    config_dict = {} if args.model else {"genrec_features": ["text_emb", "sid"]}
-    config_dict.update(parse_config_overrides(extra))
+    config_dict = parse_config_overrides(extra)
+    if not args.model:
+        config_dict.setdefault("genrec_features", ["text_emb", "sid"])
     saved_argv = sys.argv
-    sys.argv = saved_argv[:1]  # parsed above: RecBole's own reader (eval-based) reads nothing
+    sys.argv = saved_argv[:1]  # parsed above; RecBole's Config must not read (and eval) them again
     try:
-        config = Config(model=args.model or "BPR", dataset=args.dataset, config_file_list=config_files,
-                        config_dict=config_dict)
+        config = Config(model=args.model or "BPR", dataset=args.dataset,
+                        config_file_list=config_files(args.config_files), config_dict=config_dict)
     finally:
         sys.argv = saved_argv
     if not config["genrec_features"]:
@@ -49,7 +53,11 @@ def build_config(args, extra):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)-15s %(levelname)s  %(message)s",
+                        datefmt="%d %b %H:%M")  # RecBole's console format (recbole.utils.init_logger)
+    from recbole_genrec.runlog import quiet_known_warnings
+
+    quiet_known_warnings()
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     config = build_config(args, extra)
     from recbole_genrec.preprocess.hook import diagnostics_table, prepare_features

@@ -2,7 +2,7 @@
 
 Which file lives where in the store ``<cache_root>/<dataset>/`` is :mod:`recbole_genrec.store`'s. Every artifact ``<artifact>`` has a sidecar
 ``<artifact>.meta.json`` holding ``key`` (hash of the inputs) and ``sha256`` (of the bytes); the
-store's ``.lock`` is the ``fcntl.flock`` target serialising check + build across processes.
+store's ``.lock`` is the lock file (``filelock``) serialising check + build across processes.
 
 Every artifact is written to a temporary file in the same folder, fsync'ed and moved into place
 with ``os.replace``; its sidecar is removed before and written after, so an interrupted write
@@ -11,7 +11,6 @@ the next run that takes the store's lock removes those whose writer is gone (:fu
 """
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -256,13 +255,13 @@ def load_json(path):
 # ----------------------------------------------------------------------------- locking
 @contextlib.contextmanager
 def locked(store):
-    """Exclusive ``fcntl.flock`` on ``<store>/.lock`` (blocks until the holder releases it); on entry the
-    temporary files of interrupted writes are removed (:func:`remove_orphans`)."""
+    """Exclusive lock on ``<store>/.lock`` across processes (``filelock.FileLock``: an ``fcntl.flock`` on Unix;
+    blocks until the holder releases it); on entry the temporary files of interrupted writes are removed
+    (:func:`remove_orphans`)."""
+    from filelock import FileLock
+
     os.makedirs(store, exist_ok=True)
-    with open(os.path.join(store, ".lock"), "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            remove_orphans(store)  # writers hold this lock: a temp file of a dead writer is left over
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(os.path.join(store, ".lock")):
+        remove_orphans(store)  # writers hold this lock: a temp file of a dead writer is left over
+        yield
+

@@ -40,6 +40,7 @@ the model's ``state_dict`` holds the :class:`~recbole_genrec.generative.CodeTabl
 
 import contextlib
 import math
+import re
 import time
 
 import torch
@@ -315,6 +316,10 @@ class GenerativeTrainer(PlainCheckpoints, ShardedEvaluation, Trainer):
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)  # "... [time: ..s, ...]"
+        names = getattr(getattr(self.model, "module", self.model), "loss_names", None)  # DDP wraps the model
+        if isinstance(losses, tuple) and names:
+            for idx in reversed(range(len(losses))):  # RecBole numbers the parts: train_loss1, train_loss2, ...
+                output = re.sub(rf"train_loss{idx + 1}(?=\x1b\[0m:|:)", f"{names[idx]} loss", output)
         lr = getattr(self, "current_lr", self.learning_rate)
         return output[:-1] + ", " + set_color("lr", "blue") + f": {lr:.2e}]"
 

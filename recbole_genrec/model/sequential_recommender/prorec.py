@@ -171,6 +171,8 @@ class PRORec(TIGER):
         semantic = self._modality_loss(self.semantic_head(hidden), items, self.semantic_table)
         return collab, semantic
 
+    loss_names = ("generation", "collab distill", "semantic distill")  # the parts of calculate_loss, as logged
+
     def calculate_loss(self, interaction):
         r"""TIGER's token cross-entropy, plus ``prorec_mu`` x the two distillation losses when ``prorec_distill``.
 
