@@ -292,22 +292,24 @@ def write_tables(rows, path_md, commands, dry_run_note):
               "`eps*` = epsilon chosen on validation, `dense-n` = the model's mean code embeddings, last n items.",
               "", "Commands: " + " ; ".join(f"`{c}`" for c in commands), "",
               "## Held-out targets", "",
-              "| row | epochs | Recall@10 | Recall@20 | Recall@50 | NDCG@10 | NDCG@20 | NDCG@50 | share@10 | targets |",
+              "| row | epochs | Recall@10 | Recall@20 | Recall@50 | NDCG@10 | NDCG@20 | NDCG@50 | share@10 | "
+              "targets |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r, m in _table_lines(rows):
         h = m["held_out"]
         lines.append(f"| {label} | {r.get('epochs', '')} | " + " | ".join(_f(h.get(f"{x}@{k}")) for x in
                      ("Recall", "NDCG") for k in KS) + f" | {_f(m.get('held_out_share@10'))} | {h['targets']} |")
     lines += ["", "## Warm targets (and all)", "",
-              "| row | Recall@10 | Recall@20 | Recall@50 | NDCG@10 | NDCG@20 | NDCG@50 | all Recall@10 | all NDCG@10 | targets |",
+              "| row | Recall@10 | Recall@20 | Recall@50 | NDCG@10 | NDCG@20 | NDCG@50 | all Recall@10 | all NDCG@10 | "
+              "targets |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r, m in _table_lines(rows):
         w = m["warm"]
         lines.append(f"| {label} | " + " | ".join(_f(w.get(f"{x}@{k}")) for x in ("Recall", "NDCG") for k in KS)
                      + f" | {_f(m['all'].get('Recall@10'))} | {_f(m['all'].get('NDCG@10'))} | {w['targets']} |")
     lines += ["", "## Why a generative row gets 0", "",
-              "Of the held-out test targets: with a prefix (codes but the collision level), whose prefix some warm item "
-              "has (the most the paper's rule can admit), decoded themselves by the plain beam, prefix among the "
+              "Of the held-out test targets: with a prefix (codes but the collision level), whose prefix some warm "
+              "item has (the most the paper's rule can admit), decoded themselves by the plain beam, prefix among the "
               "decoded prefixes (admitted); when admitted, the median rank among all "
               "items (no epsilon cap) and among the admitted new items (epsilon x lets rank r into the top K when "
               "floor(x K) >= r).", "",
@@ -319,7 +321,8 @@ def write_tables(rows, path_md, commands, dry_run_note):
         if not d:
             continue
         a, n = d["admitted_rank"], d["admitted_rank_among_new"]
-        lines.append(f"| {r['row']} | {d['held_out_targets']} | {d['without_prefix']} | {d.get('with_warm_prefix', '')} | "
+        lines.append(f"| {r['row']} | {d['held_out_targets']} | {d['without_prefix']} | "
+                     f"{d.get('with_warm_prefix', '')} | "
                      f"{d['target_decoded']} | "
                      f"{d['prefix_decoded']} | {_f(d['prefix_decoded_rate'])} | {a.get('median', '')} | "
                      f"{_f(a.get('within@10'))} | {n.get('median', '')} | {_f(n.get('within@1'))} | "

@@ -186,7 +186,7 @@ def test_new_item_with_a_popular_items_text_is_generated(tiger):
     target, so plain beam search alone need not reach it: see ``epsilon_retrieval``)."""
     from recbole_genrec.data.coldstart import epsilon_retrieval, prefix_codes, prefix_groups
 
-    model, dataset = tiger["model"], tiger["train"].dataset
+    model = tiger["model"]
     interaction = next(iter(tiger["test"]))[0]
     top = model.recommend(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], 1).flatten()  # [B]
     codes = model.code_table.codes
@@ -480,7 +480,7 @@ def test_epsilon_retrieval_ranks_new_items_right_below_their_decoded_siblings(ti
         model.n_items = n_items
 
 
-# ----------------------------------------------------------------------------- the paper's retrieval (coldstart_epsilon)
+# ----------------------------------------------------------------------------- paper's retrieval (coldstart_epsilon)
 
 
 def fixed_case():

@@ -425,7 +425,7 @@ def report(model, dataset, test_data, info, k=10, places=4):
     return out
 
 
-# ============================================================================= the paper's retrieval, diagnostics, leaks
+# ============================================================================= paper's retrieval, diagnostics, leaks
 # `coldstart_epsilon` (properties/overall.yaml) turns on the TIGER paper's retrieval of new items for models with
 # semantic IDs: a new item whose first codes (all but the collision level: TIGER's three RQ codes) equal those of a
 # decoded item is admitted, ranked right below the best decoded item it matches (or at its own beam score if the beam
@@ -602,10 +602,11 @@ def prefix_diagnostics(score_fn, data, held, groups, ks=(10, 20, 50), n_decoded=
     r"""Why held-out targets are (not) retrieved, from a plain ranking ``score_fn`` (e.g. a :class:`ScoreCache`).
 
     For every test interaction whose target is held out: does the target have a prefix (:func:`prefix_groups`), does
-    a warm item share it (else only the target's own beam score can rank it), is it decoded itself (finite score), is its prefix among the decoded items' prefixes (the paper's admission), and,
-    when admitted, where it ranks: among all items with every admitted new item at its :func:`new_item_candidates`
-    score (no epsilon cap), and among the admitted new items alone (rank r gets into the top K only when
-    ``floor(epsilon * K) >= r``). ``n_decoded``: treat only the best ``n_decoded`` items of each ranking as decoded
+    a warm item share it (else only the target's own beam score can rank it), is it decoded itself (finite score),
+    is its prefix among the decoded items' prefixes (the paper's admission), and, when admitted, where it ranks:
+    among all items with every admitted new item at its :func:`new_item_candidates` score (no epsilon cap), and
+    among the admitted new items alone (rank r gets into the top K only when ``floor(epsilon * K) >= r``).
+    ``n_decoded``: treat only the best ``n_decoded`` items of each ranking as decoded
     (for models that score every item); ``None`` = every finite score (a beam).
     """
     ks = _cutoffs(ks)
