@@ -180,3 +180,17 @@ def embed_texts(config, texts):
         max_length=int(config["text_max_length"]), batch_size=int(config["text_batch_size"]),
         device="cuda" if device.startswith("cuda") else "cpu", show_progress=False,
     ).astype(np.float32)
+
+
+def new_item_embeddings(config, texts=None, embeddings=None, on_overflow="error"):
+    """The `(M, D)` float32 text embeddings of items added to a trained model (``add_items``): ``texts`` embedded as
+    the hook embedded the catalogue, or ``embeddings`` as given; exactly one of the two."""
+    import torch
+
+    if (texts is None) == (embeddings is None):
+        raise ValueError("pass exactly one of texts= or embeddings=")
+    if on_overflow not in ("error", "skip"):
+        raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
+    if texts is not None:
+        return embed_texts(config, texts)
+    return np.asarray(embeddings.detach().cpu() if torch.is_tensor(embeddings) else embeddings, dtype=np.float32)

@@ -39,7 +39,6 @@ Deviations from the official code (the defaults are its Beauty settings otherwis
 import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -339,15 +338,10 @@ class RPG(SequentialRecommender):
             :class:`~recbole_genrec.model.sequential_recommender.tiger.AddedItems`. Existing items keep their codes
             and their scores.
         """
-        from recbole_genrec.preprocess.text_encoder import embed_texts
+        from recbole_genrec.preprocess.text_encoder import new_item_embeddings
         from recbole_genrec.store import load_tokenizer_for_config
 
-        if (texts is None) == (embeddings is None):
-            raise ValueError("pass exactly one of texts= or embeddings=")
-        if on_overflow not in ("error", "skip"):
-            raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
-        emb = embed_texts(self.config, texts) if texts is not None else np.asarray(
-            embeddings.detach().cpu() if torch.is_tensor(embeddings) else embeddings, dtype=np.float32)
+        emb = new_item_embeddings(self.config, texts, embeddings, on_overflow)  # [M, D]
         raw, _ = load_tokenizer_for_config(self.config).assign(emb, existing=self.codes.cpu().numpy())
         codes = torch.as_tensor(raw, dtype=torch.long, device=self.codes.device)  # [M, K]
         if codes.dim() != 2 or codes.size(1) != self.n_codes:

@@ -282,14 +282,9 @@ class TIGER(SequentialRecommender):
             :class:`AddedItems`. Existing items keep their codes, so their scores (``predict``, beam scores) do not
             change; the beam may now return new items instead of some of them.
         """
-        from recbole_genrec.preprocess.text_encoder import embed_texts
+        from recbole_genrec.preprocess.text_encoder import new_item_embeddings
 
-        if (texts is None) == (embeddings is None):
-            raise ValueError("pass exactly one of texts= or embeddings=")
-        if on_overflow not in ("error", "skip"):
-            raise ValueError(f"on_overflow must be 'error' or 'skip', got {on_overflow!r}")
-        emb = embed_texts(self.config, texts) if texts is not None else np.asarray(
-            embeddings.detach().cpu() if torch.is_tensor(embeddings) else embeddings, dtype=np.float32)
+        emb = new_item_embeddings(self.config, texts, embeddings, on_overflow)  # [M, D]
         codes = torch.as_tensor(self.new_item_codes(emb), dtype=torch.long)  # [M, L]
         sizes = torch.tensor(self.code_table.codebook_sizes)
         overflow = (codes >= sizes).any(dim=1)  # [M]
