@@ -39,6 +39,7 @@ from benchmarks.harness.common import BENCH_DIR, ROOT, machine_info, say  # noqa
 from benchmarks.harness.datasets import resolve_datasets  # noqa: E402
 from benchmarks.harness.reports import markdown_report, update_readme, write_reports  # noqa: E402
 from benchmarks.harness.rows import row_key, run_rows, select_rows  # noqa: E402
+from benchmarks.harness.rows import row_label as bench_row_label  # noqa: E402
 from benchmarks.harness.scripts import run_script_preset  # noqa: E402
 from benchmarks.harness.worker import worker  # noqa: E402
 from benchmarks.machine import git_commit, library_versions  # noqa: E402
@@ -71,6 +72,9 @@ def parse_args(argv=None):
                    help="keep the finished rows of an earlier report (default: the newest <out>/<preset>*.json) and "
                         "run only the others, writing to that report's files; presets with resume=True do this "
                         "by default")
+    p.add_argument("--progress", action="store_true",
+                   help="write <out>/<preset>-progress.{md,png}: every row's validation curve so far, read from its "
+                        "resume state (rows still training included), then exit")
     p.add_argument("--fresh", action="store_true", help="start a resumable preset from scratch (its rows' resume "
                                                             "states are deleted too)")
     p.add_argument("--keep-checkpoints", default=None, metavar="DIR",
@@ -156,6 +160,50 @@ def forget_resume_states(rows, datasets):
                 say(f"--fresh: removed the resume state {folder}")
 
 
+def write_progress(preset, args, meta, stem):
+    """``--progress``: each resumable row's epochs, validation curve and best validation so far, from its resume
+    state (``<cache>/<dataset>/runs/<resume_name>/state.pth``, read as data), as Markdown and a plot."""
+    import torch
+
+    from benchmarks.plot import plot_valid_curves
+    from recbole_genrec.trainer.resume import run_dir
+
+    datasets = resolve_datasets(preset, args)
+    meta["datasets"] = datasets
+    rows, lines = [], [f"# `{args.preset}`: progress of every row ({meta['date']})", "",
+                       "Read from the rows' resume states; a row still training shows the epochs it has finished.",
+                       "", "| row | status | epochs | best valid NDCG@10 (epoch) | last valid NDCG@10 | train s/epoch |",
+                       "|---|---|---:|---|---:|---:|"]
+    for row in select_rows(preset, args, datasets):
+        if not row["config"].get("resume_training"):
+            continue
+        dataset = datasets[row["dataset"]]
+        path = os.path.join(run_dir({"resume_name": row["config"]["resume_name"], "model": row["model"],
+                                     "dataset": dataset["recbole_name"], "genrec_cache_dir": dataset["cache_dir"]}),
+                            "state.pth")
+        if not os.path.isfile(path):
+            lines.append(f"| {bench_row_label(row)} | not started | | | | |")
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        history = state["history"]
+        curve = [{"epoch": v["epoch"] + 1, "ndcg@10": v["result"].get("ndcg@10")} for v in history["valid"]]
+        best = max(curve, key=lambda p: (p["ndcg@10"], p["epoch"])) if curve else None
+        seconds = [e["seconds"] for e in history["train"]]
+        lines.append(f"| {bench_row_label(row)} | {'finished' if state['finished'] else 'training'} | "
+                     f"{len(seconds)} | " + (f"{best['ndcg@10']:.4f} ({best['epoch']})" if best else "") + " | "
+                     + (f"{curve[-1]['ndcg@10']:.4f}" if curve else "") + " | "
+                     + (f"{sum(seconds) / len(seconds):.0f}" if seconds else "") + " |")
+        rows.append({"label": bench_row_label(row), "dataset": row["dataset"], "valid_curve": curve})
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, stem + "-progress")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plotted = plot_valid_curves({"meta": meta, "rows": rows}, out + ".png")
+    say("wrote " + out + ".md" + (", " + out + ".png" if plotted else ""))
+    print("\n".join(lines), flush=True)
+    return 0
+
+
 def run_preset(preset, args, meta, stem):
     """Every row of a model preset; the reports are rewritten after each row (a killed run keeps its rows)."""
     start = time.perf_counter()
@@ -224,6 +272,8 @@ def main(argv=None):
         return 2
     if args.bundle:
         use_bundle(args)
+    if args.progress:
+        return write_progress(preset, args, meta, stem)
     return run_preset(preset, args, meta, stem)
 
 

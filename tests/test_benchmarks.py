@@ -188,3 +188,31 @@ def test_resumable_preset_extends_only_its_own_report(tmp_path):
     assert run.earlier_rows(args, "beauty-cpu")[1] == "beauty-cpu-u300-dryrun"  # plain --resume: the newest report
     json.dump(other, open(tmp_path / "beauty-cpu.json", "w"))
     assert run.earlier_rows(args, "beauty-cpu", own_report=True)[1] == "beauty-cpu"
+
+
+def test_progress_shows_every_row_from_its_resume_state(tmp_path):
+    """--progress reads the rows' resume states: a row still training shows its epochs and best validation so far,
+    a row without a state is 'not started'."""
+    import datetime
+
+    import torch
+
+    preset = dict(presets.PRESETS["smoke"], resume_rows=True)
+    args = run.parse_args(["--preset", "smoke", "--progress", "--out", str(tmp_path / "out"), "--cache-dir",
+                           str(tmp_path / "cache"), "--data-path", os.path.join(ROOT, "tests", "data")])
+    args.device, args.threads = "cpu", 1
+    datasets = bench_datasets.resolve_datasets(preset, args)
+    first = bench_rows.select_rows(preset, args, datasets)[0]
+    folder = tmp_path / "cache" / "tiny" / "runs" / first["config"]["resume_name"]
+    folder.mkdir(parents=True)
+    history = {"train": [{"epoch": 0, "loss": 1.0, "seconds": 2.0}, {"epoch": 1, "loss": 0.9, "seconds": 4.0}],
+               "valid": [{"epoch": 0, "score": 0.1, "result": {"ndcg@10": 0.1}, "seconds": 1.0},
+                         {"epoch": 1, "score": 0.08, "result": {"ndcg@10": 0.08}, "seconds": 1.0}]}
+    torch.save({"finished": False, "history": history}, folder / "state.pth")
+    meta = run.run_meta(args, preset, datetime.datetime.now())
+    assert run.write_progress(preset, args, meta, "smoke") == 0
+    text = (tmp_path / "out" / "smoke-progress.md").read_text()
+    label = bench_rows.row_label(first)
+    assert f"| {label} | training | 2 | 0.1000 (1) | 0.0800 | 3 |" in text
+    assert text.count("| not started |") == len(preset["rows"]) - 1
+    assert os.path.getsize(tmp_path / "out" / "smoke-progress.png") > 1000
