@@ -216,3 +216,10 @@ def test_progress_shows_every_row_from_its_resume_state(tmp_path):
     assert f"| {label} | training | 2 | 0.1000 (1) | 0.0800 | 3 |" in text
     assert text.count("| not started |") == len(preset["rows"]) - 1
     assert os.path.getsize(tmp_path / "out" / "smoke-progress.png") > 1000
+
+
+def test_reports_spell_machine_folders_portably():
+    from benchmarks.harness.common import ROOT
+
+    text = reports.portable(f"{ROOT}/benchmarks {os.path.dirname(ROOT)}/shared/data {os.path.expanduser('~')}/.cache")
+    assert text == "<checkout>/benchmarks <checkout>/../shared/data ~/.cache"

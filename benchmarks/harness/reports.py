@@ -3,7 +3,7 @@
 import json
 import os
 
-from benchmarks.harness.common import BENCH_DIR, jsonable, say
+from benchmarks.harness.common import BENCH_DIR, ROOT, jsonable, say
 from benchmarks.plot import plot_quality_vs_time, plot_valid_curves
 from benchmarks.presets import PROTOCOL_NAMES
 
@@ -108,15 +108,24 @@ def markdown_report(report):
     return "\n".join(lines)
 
 
+def portable(text):
+    """``text`` with this machine's folders spelt as any reader can follow: the checkout as ``<checkout>``, the home
+    folder as ``~``."""
+    text = text.replace(ROOT, "<checkout>")  # first: the checkout may lie inside the others
+    for folder, name in ((os.path.dirname(ROOT), "<checkout>/.."), (os.path.expanduser("~"), "~")):
+        text = text.replace(folder + os.sep, name + "/")
+    return text
+
+
 def write_reports(report, out_dir, stem, plot=True):
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     paths["json"] = os.path.join(out_dir, stem + ".json")
     with open(paths["json"], "w") as f:
-        json.dump(jsonable(report), f, indent=1)
+        f.write(portable(json.dumps(jsonable(report), indent=1)))
     paths["md"] = os.path.join(out_dir, stem + ".md")
     with open(paths["md"], "w") as f:
-        f.write(markdown_report(report) + "\n")
+        f.write(portable(markdown_report(report)) + "\n")
     if not plot:
         return paths
     try:
