@@ -34,7 +34,7 @@ settings = {
 }
 sys.argv = sys.argv[:1]  # RecBole reads --key=value options from the command line
 result = run_recbole_genrec(model="TIGER", dataset="tiny", config_dict=settings)
-config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"], data_path=data)
 reloaded = trainer_class(config)(config, model).evaluate(test_data, load_best_model=False)
 assert {k: round(float(v), 6) for k, v in reloaded.items()} == \
     {k: round(float(v), 6) for k, v in result["test_result"].items()}, (reloaded, result["test_result"])
