@@ -21,7 +21,7 @@ def old(texts, bs=128):
             out.append(torch.nn.functional.normalize(v, dim=1).numpy())
     res = np.empty((len(texts), 384), np.float32); res[order]=np.concatenate(out); return res, toks
 t=time.perf_counter(); a, toks = old(texts); t_old=time.perf_counter()-t
-t=time.perf_counter(); b = te.encode_texts(texts, show_progress=False); t_new=time.perf_counter()-t
+t=time.perf_counter(); b = te.encode_texts(texts, encoder="all-MiniLM-L6-v2", pooling="auto", max_length=128, batch_size=128, show_progress=False); t_new=time.perf_counter()-t
 t=time.perf_counter(); a2, _ = old(texts); t_old2=time.perf_counter()-t
 enc = tok(texts, truncation=True, max_length=128)['input_ids']; real = sum(len(e) for e in enc)
 print(f"old {t_old:.1f}s/{t_old2:.1f}s new {t_new:.1f}s; padded tokens old {toks} real {real}; max diff {np.abs(a-b).max():.2e}")

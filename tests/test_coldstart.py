@@ -100,7 +100,8 @@ def test_sinkhorn_rule_moves_only_new_items(tmp_path):
 
 def test_wrong_embedding_dimension_is_named(tmp_path):
     emb = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
-    codes, info = generate_semantic_ids(emb, method="rkmeans", n_levels=2, codebook_size=4, show_progress=False)
+    codes, info = generate_semantic_ids(emb, method="rkmeans", n_levels=2, codebook_size=4, collision="extra_level",
+                                        seed=0, show_progress=False)
     fitted = FittedTokenizer(info["tokenizer"], codes, info["codebook_sizes"], "extra_level")
     with pytest.raises(ValueError, match="dimension 5 .* 8-dimensional"):
         fitted.assign(np.zeros((2, 5), dtype=np.float32))

@@ -221,3 +221,17 @@ def test_a_class_outside_the_registry_inherits_its_parents_yaml():
     tiger = get_model("TIGER")
     child = type("MyTIGER", (tiger,), {})
     assert model_yaml_chain("MyTIGER", child) == ["TIGER", "MyTIGER"]
+
+
+def test_library_entry_points_take_yaml_settings_without_defaults_of_their_own():
+    """The tokenizer and text-encoder entry points state no default that a yaml also states: a caller passes the
+    config's value, so the yaml stays the single source of defaults."""
+    import inspect
+
+    from recbole_genrec.preprocess.text_encoder import encode_texts
+    from recbole_genrec.tokenizers import generate_semantic_ids
+
+    for function, names in ((generate_semantic_ids, ("method", "n_levels", "codebook_size", "collision", "seed")),
+                            (encode_texts, ("encoder", "pooling", "max_length", "batch_size"))):
+        params = inspect.signature(function).parameters
+        assert all(params[n].default is inspect.Parameter.empty for n in names), function.__name__

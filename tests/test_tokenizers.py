@@ -154,11 +154,14 @@ def test_bad_shapes_rejected(emb):
 def test_unknown_options_rejected():
     emb, _ = clustered(n=50)
     with pytest.raises(ValueError, match="unknown tokenizer"):
-        generate_semantic_ids(emb, method="vq", show_progress=False)
+        generate_semantic_ids(emb, method="vq", n_levels=3, codebook_size=8, collision="none", seed=0,
+                              show_progress=False)
     with pytest.raises(ValueError, match="unknown collision"):
-        generate_semantic_ids(emb, method="rkmeans", collision="rehash", show_progress=False)
+        generate_semantic_ids(emb, method="rkmeans", n_levels=3, codebook_size=8, collision="rehash", seed=0,
+                              show_progress=False)
     with pytest.raises(ValueError, match="one size per level"):
-        generate_semantic_ids(emb, method="rkmeans", codebook_size=[4, 4], show_progress=False)
+        generate_semantic_ids(emb, method="rkmeans", n_levels=3, codebook_size=[4, 4], collision="extra_level",
+                              seed=0, show_progress=False)
 
 
 # ----------------------------------------------------------------------------- small N
@@ -332,4 +335,5 @@ def test_tokenizer_yaml_keys_are_the_ones_used():
     assert {"epochs", "steps"} <= set(tokenizer_params("rqvae"))
     emb, _ = clustered(n=60)
     with pytest.raises(ValueError, match=r"sid_params \['epochs'\] are not arguments of the rkmeans tokenizer"):
-        generate_semantic_ids(emb, method="rkmeans", show_progress=False, epochs=5)
+        generate_semantic_ids(emb, method="rkmeans", n_levels=3, codebook_size=8, collision="extra_level", seed=0,
+                              show_progress=False, epochs=5)

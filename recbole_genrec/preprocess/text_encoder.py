@@ -129,8 +129,7 @@ def load_encoder(path, device):
     return tokenizer, model
 
 
-def encode_texts(texts, encoder="all-MiniLM-L6-v2", pooling="auto", max_length=128, batch_size=128,
-                 device="cpu", show_progress=True):
+def encode_texts(texts, *, encoder, pooling, max_length, batch_size, device="cpu", show_progress=True):
     """Embed ``texts`` -> float32 array [len(texts), D].
 
     All texts are tokenised once (truncated to ``max_length`` tokens), sorted by their *token* count and encoded in

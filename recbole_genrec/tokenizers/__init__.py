@@ -80,8 +80,7 @@ def _check_params(method, params):
                          f"{tokenizer_params(method)} (sid_params are per method: drop them when switching method)")
 
 
-def generate_semantic_ids(emb, method="rqvae", n_levels=3, codebook_size=256,
-                          collision="extra_level", seed=2020, device="cpu", show_progress=True,
+def generate_semantic_ids(emb, *, method, n_levels, codebook_size, collision, seed, device="cpu", show_progress=True,
                           max_extra=None, **method_params):
     """Fit a tokenizer on emb [N, D] and return unique code tuples.
 
