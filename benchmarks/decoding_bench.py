@@ -98,9 +98,14 @@ def make_histories(
     return item_seq.to(device), item_seq_len.to(device)
 
 
+# The TIGER paper's T5 (properties/model/TIGER.yaml).
+PAPER_T5 = dict(d_model=128, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6, d_kv=64, dropout_rate=0.1,
+                feed_forward_proj="relu")
+
+
 def build_model(code_table: CodeTable, device, seed: int) -> T5Backbone:
     torch.manual_seed(seed)
-    return T5Backbone(code_table.vocab_size).to(device).eval()
+    return T5Backbone(code_table.vocab_size, **PAPER_T5).to(device).eval()
 
 
 def train_briefly(model: T5Backbone, code_table: CodeTable, steps: int, device, seed: int) -> None:

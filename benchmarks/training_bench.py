@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from decoding_bench import synthetic_codes  # noqa: E402
+from decoding_bench import PAPER_T5, synthetic_codes  # noqa: E402
 from machine import cpu_name, git_commit, library_versions, load_average  # noqa: E402
 from recbole_genrec.generative import CodeTable, T5Backbone  # noqa: E402
 from recbole_genrec.generative.batching import LengthBuckets, trim_left_padding  # noqa: E402
@@ -243,7 +243,7 @@ def main(argv=None):
     inputs = _Inputs(code_table)
     data = (seqs, lens, targets, users)
     torch.manual_seed(args.seed)
-    base = T5Backbone(code_table.vocab_size + inputs.user_token_buckets)
+    base = T5Backbone(code_table.vocab_size + inputs.user_token_buckets, **PAPER_T5)
     buckets = LengthBuckets(lens.numpy(), args.batch_size, seed=args.seed)
     padding_bucketed, padding_uniform = buckets.padding_fraction(0, tokens_per_item=code_table.n_levels,
                                                                  extra_tokens=2, max_length=20)

@@ -21,7 +21,8 @@ N_LEVELS, CODE_VOCAB = 3, 2 + 3 * 8
 
 def small_backbone(cls=T5Backbone, dropout=0.0, **kwargs):
     torch.manual_seed(0)
-    sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, dropout_rate=dropout)
+    sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, dropout_rate=dropout,
+                 feed_forward_proj=kwargs.pop("feed_forward_proj", "relu"))
     if cls is DiscRecBackbone:
         kwargs = dict(n_levels=N_LEVELS, code_vocab_size=CODE_VOCAB, branch_kwargs={"d_ff": 64, "dropout": dropout},
                       **kwargs)

@@ -224,14 +224,18 @@ def test_a_class_outside_the_registry_inherits_its_parents_yaml():
 
 
 def test_library_entry_points_take_yaml_settings_without_defaults_of_their_own():
-    """The tokenizer and text-encoder entry points state no default that a yaml also states: a caller passes the
+    """The tokenizer, text-encoder and T5 entry points state no default that a yaml also states: a caller passes the
     config's value, so the yaml stays the single source of defaults."""
     import inspect
 
+    from recbole_genrec.generative import T5Backbone
     from recbole_genrec.preprocess.text_encoder import encode_texts
     from recbole_genrec.tokenizers import generate_semantic_ids
 
+    t5_sizes = ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "dropout_rate",
+                "feed_forward_proj")
     for function, names in ((generate_semantic_ids, ("method", "n_levels", "codebook_size", "collision", "seed")),
-                            (encode_texts, ("encoder", "pooling", "max_length", "batch_size"))):
+                            (encode_texts, ("encoder", "pooling", "max_length", "batch_size")),
+                            (T5Backbone.__init__, t5_sizes)):
         params = inspect.signature(function).parameters
         assert all(params[n].default is inspect.Parameter.empty for n in names), function.__name__

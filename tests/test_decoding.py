@@ -40,7 +40,8 @@ def make_codes(seed: int = 0) -> torch.Tensor:
 
 def tiny_backbone(vocab_size: int, seed: int = 0, **kwargs) -> T5Backbone:
     torch.manual_seed(seed)
-    sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16)
+    sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, dropout_rate=0.1,
+                 feed_forward_proj="relu")
     sizes.update(kwargs)
     return T5Backbone(vocab_size, **sizes)
 
@@ -234,7 +235,8 @@ class PrefixDependentBackbone(T5Backbone):
 def test_decoder_hook_sees_full_prefix(code_table, batch):
     torch.manual_seed(11)
     model = PrefixDependentBackbone(
-        code_table.vocab_size, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16
+        code_table.vocab_size, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16,
+        dropout_rate=0.1, feed_forward_proj="relu"
     ).eval()
     input_ids, attention_mask = batch
     items, scores = model.beam_search(input_ids, attention_mask, code_table, beam_size=60)

@@ -38,7 +38,8 @@ from recbole_genrec.model.sequential_recommender.discrec import DiscRec, DiscRec
 from recbole_genrec.run_builder import trainer_class
 
 N_LEVELS, K = 3, 3
-SIZES = dict(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16)
+SIZES = dict(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, dropout_rate=0.1,
+             feed_forward_proj="relu")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -58,7 +58,7 @@ def test_cached_decoding_equals_decoding_the_whole_prefix():
 
     torch.manual_seed(0)
     model = T5Backbone(vocab_size=20, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=2, num_heads=2, d_kv=8,
-                       dropout_rate=0.0).eval()
+                       dropout_rate=0.0, feed_forward_proj="relu").eval()
     input_ids = torch.randint(3, 20, (3, 5))
     mask = torch.ones_like(input_ids)
     mask[0, :2] = 0
@@ -91,7 +91,7 @@ def test_lm_logits_match_hugging_faces_head():
 
     torch.manual_seed(1)
     model = T5Backbone(vocab_size=20, d_model=16, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8,
-                       dropout_rate=0.0).eval()
+                       dropout_rate=0.0, feed_forward_proj="relu").eval()
     input_ids, labels = torch.randint(3, 20, (2, 6)), torch.randint(3, 20, (2, 3))
     mask = torch.ones_like(input_ids)
     with torch.no_grad():

@@ -42,22 +42,23 @@ class T5Backbone(nn.Module):
 
     Args:
         vocab_size (`int`): token vocabulary size (``CodeTable.vocab_size``).
-        d_model, d_ff, num_layers, num_decoder_layers, num_heads, d_kv, dropout_rate, feed_forward_proj: T5 sizes;
-            the defaults are the TIGER paper's.
+        d_model, d_ff, num_layers, num_decoder_layers, num_heads, d_kv, dropout_rate, feed_forward_proj: T5 sizes
+            (a model passes its config's; TIGER.yaml holds the paper's).
         **config_kwargs: any other :class:`transformers.T5Config` argument.
     """
 
     def __init__(
         self,
         vocab_size: int,
-        d_model: int = 128,
-        d_ff: int = 1024,
-        num_layers: int = 4,
-        num_decoder_layers: int = 4,
-        num_heads: int = 6,
-        d_kv: int = 64,
-        dropout_rate: float = 0.1,
-        feed_forward_proj: str = "relu",
+        *,
+        d_model: int,
+        d_ff: int,
+        num_layers: int,
+        num_decoder_layers: int,
+        num_heads: int,
+        d_kv: int,
+        dropout_rate: float,
+        feed_forward_proj: str,
         **config_kwargs,
     ):
         super().__init__()
