@@ -331,17 +331,24 @@ def test_orphaned_temp_files_are_removed_on_the_next_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reload
-@pytest.mark.slow
-def test_reload_uses_the_checkpoint_and_names_changed_items(tmp_path, monkeypatch):
-    import torch
-
-    from recbole_genrec import load_data_and_model, run_recbole_genrec
+def _tiger_on_a_copy_of_tiny(tmp_path, monkeypatch):
+    """``(data folder, run result)``: a TIGER trained on a copy of the tiny data (stand-in text encoder)."""
+    from recbole_genrec import run_recbole_genrec
 
     monkeypatch.setattr(text_encoder, "encode_texts", fake_encode)
     data = copy_tiny(tmp_path)
     with recbole_argv():
-        result = run_recbole_genrec("TIGER", "tiny", config_dict=tiny_settings(tmp_path / "cache", TIGER_RUN,
-                                                                                data_path=data))
+        return data, run_recbole_genrec("TIGER", "tiny", config_dict=tiny_settings(tmp_path / "cache", TIGER_RUN,
+                                                                                    data_path=data))
+
+
+@pytest.mark.slow
+def test_reload_uses_the_checkpoint_and_names_changed_items(tmp_path, monkeypatch):
+    import torch
+
+    from recbole_genrec import load_data_and_model
+
+    data, result = _tiger_on_a_copy_of_tiny(tmp_path, monkeypatch)
     saved = torch.load(result["checkpoint"], weights_only=True)
     monkeypatch.setattr(text_encoder, "encode_texts", refuse_to_encode)  # the cache is intact: nothing to encode
     config, model, *_ = load_data_and_model(result["checkpoint"], data_path=data)
@@ -534,13 +541,9 @@ def test_side_by_side_conflicts_are_explained_before_any_row_trains(tmp_path, mo
 
 
 def test_reload_after_item_texts_changed_says_what_changed(tmp_path, monkeypatch):
-    from recbole_genrec import load_data_and_model, run_recbole_genrec
+    from recbole_genrec import load_data_and_model
 
-    monkeypatch.setattr(text_encoder, "encode_texts", fake_encode)
-    data = copy_tiny(tmp_path)
-    with recbole_argv():
-        result = run_recbole_genrec("TIGER", "tiny", config_dict=tiny_settings(tmp_path / "cache", TIGER_RUN,
-                                                                                data_path=data))
+    data, result = _tiger_on_a_copy_of_tiny(tmp_path, monkeypatch)
     item = os.path.join(data, "tiny", "tiny.item")
     lines = open(item, encoding="utf-8").read().splitlines()
     same = ["\t".join([line.split("\t")[0], "one text", "same", "brand"]) for line in lines[1:13]]
