@@ -41,7 +41,7 @@ from benchmarks.harness.reports import markdown_report, update_readme, write_rep
 from benchmarks.harness.rows import row_key, run_rows, select_rows  # noqa: E402
 from benchmarks.harness.rows import row_label as bench_row_label  # noqa: E402
 from benchmarks.harness.scripts import run_script_preset  # noqa: E402
-from benchmarks.harness.worker import worker  # noqa: E402
+from benchmarks.harness.worker import best_epoch, worker  # noqa: E402
 from benchmarks.machine import git_commit, library_versions  # noqa: E402
 from benchmarks.presets import PRESETS, SCRIPT_PRESETS  # noqa: E402
 
@@ -187,7 +187,8 @@ def write_progress(preset, args, meta, stem):
         state = torch.load(path, map_location="cpu", weights_only=True)
         history = state["history"]
         curve = [{"epoch": v["epoch"] + 1, "ndcg@10": v["result"].get("ndcg@10")} for v in history["valid"]]
-        best = max(curve, key=lambda p: (p["ndcg@10"], p["epoch"])) if curve else None
+        epoch = best_epoch(history["valid"], bigger=True)  # the presets select on NDCG@10
+        best = next((p for p in curve if p["epoch"] == epoch), None)
         seconds = [e["seconds"] for e in history["train"]]
         lines.append(f"| {bench_row_label(row)} | {'finished' if state['finished'] else 'training'} | "
                      f"{len(seconds)} | " + (f"{best['ndcg@10']:.4f} ({best['epoch']})" if best else "") + " | "

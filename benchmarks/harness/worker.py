@@ -140,7 +140,7 @@ def _record(out, result, state):
             "valid_curve": [{"epoch": v["epoch"] + 1, "ndcg@10": v["result"].get("ndcg@10"),
                              "seconds": round(v["seconds"], 1)} for v in result["valid_history"]],
             "train_s_per_epoch": result["train_seconds_per_epoch"],
-            "best_epoch": _best_epoch(result["valid_history"], result["valid_score_bigger"]),
+            "best_epoch": best_epoch(result["valid_history"], result["valid_score_bigger"]),
         })
     stage1 = getattr(getattr(trainer, "model", None), "stage1", None)
     if stage1 is not None:  # PRORec: its stage-I report, without the per-epoch history
@@ -148,7 +148,7 @@ def _record(out, result, state):
         out["stage1"] = {"status": getattr(stage1, "status", None), "report": jsonable(report)}
 
 
-def _best_epoch(valid_history, bigger):
+def best_epoch(valid_history, bigger):
     """The 1-based epoch of the best validation (the last of equal ones: RecBole's early stopping counts an equal
     score as an improvement and keeps those weights)."""
     if not valid_history:
