@@ -108,6 +108,20 @@ def prepare_tiny(config):
     return {"config": config, "dataset": dataset, "train": train_data, "valid": valid_data, "test": test_data}
 
 
+def discrec_branch(**overrides):
+    """The DiscRec branch arguments its yaml states (TIGER.yaml, then DiscRec.yaml), with ``overrides``."""
+    import yaml
+
+    from recbole_genrec.model.sequential_recommender.discrec import branch_kwargs
+    from recbole_genrec.utils import properties_dir
+
+    values = {}
+    for name in ("TIGER", "DiscRec"):
+        with open(os.path.join(properties_dir(), "model", f"{name}.yaml"), encoding="utf-8") as f:
+            values.update(yaml.safe_load(f))
+    return {**branch_kwargs(values), **overrides}
+
+
 def popularity_recall(tiny, k):
     """Recall@k (= hit rate under leave-one-out) of recommending the k most frequent training items to every user of
     ``tiny["test"]`` (``tiny`` as returned by :func:`prepare_tiny`): the baseline a trained model must beat."""

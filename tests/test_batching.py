@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import discrec_branch
 from recbole_genrec.generative import EOS_TOKEN_ID, PAD_TOKEN_ID, T5Backbone
 from recbole_genrec.generative.batching import LengthBuckets, trim_left_padding
 from recbole_genrec.generative.lean_t5 import effective_keep, fast_dropout, keep_mask, t5_stack_forward
@@ -24,8 +25,8 @@ def small_backbone(cls=T5Backbone, dropout=0.0, **kwargs):
     sizes = dict(d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=16, dropout_rate=dropout,
                  feed_forward_proj=kwargs.pop("feed_forward_proj", "relu"))
     if cls is DiscRecBackbone:
-        kwargs = dict(n_levels=N_LEVELS, code_vocab_size=CODE_VOCAB, branch_kwargs={"d_ff": 64, "dropout": dropout},
-                      **kwargs)
+        kwargs = dict(n_levels=N_LEVELS, code_vocab_size=CODE_VOCAB, branch_kwargs=discrec_branch(d_ff=64, dropout=dropout),
+                      eos_attends_last_item=True, **kwargs)
     return cls(CODE_VOCAB + 5, **sizes, **kwargs)
 
 

@@ -223,19 +223,38 @@ def test_a_class_outside_the_registry_inherits_its_parents_yaml():
     assert model_yaml_chain("MyTIGER", child) == ["TIGER", "MyTIGER"]
 
 
-def test_library_entry_points_take_yaml_settings_without_defaults_of_their_own():
-    """The tokenizer, text-encoder and T5 entry points state no default that a yaml also states: a caller passes the
-    config's value, so the yaml stays the single source of defaults."""
+def test_library_signatures_take_yaml_settings_without_defaults_of_their_own():
+    """The library functions and modules a model builds from its config state no default that a yaml also states: the
+    caller passes the config's value, so the yaml stays the single source of defaults."""
     import inspect
 
     from recbole_genrec.generative import T5Backbone
+    from recbole_genrec.generative import discrec_embedding as branch
+    from recbole_genrec.model.sequential_recommender.discrec import DiscRecBackbone
     from recbole_genrec.preprocess.text_encoder import encode_texts
-    from recbole_genrec.tokenizers import generate_semantic_ids
+    from recbole_genrec.prorec import AdaLNAdapter, CollabSequenceEncoder
+    from recbole_genrec.tokenizers import TOKENIZERS, generate_semantic_ids
 
     t5_sizes = ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "dropout_rate",
                 "feed_forward_proj")
-    for function, names in ((generate_semantic_ids, ("method", "n_levels", "codebook_size", "collision", "seed")),
-                            (encode_texts, ("encoder", "pooling", "max_length", "batch_size")),
-                            (T5Backbone.__init__, t5_sizes)):
+    discrec = ("n_heads", "d_ff", "dropout", "use_level_embedding", "use_collab_branch", "use_gate", "attn_out_proj",
+               "ffn_norm", "init")  # DiscRec.yaml's discrec_* keys and TIGER.yaml's dropout_rate
+    signatures = [
+        (generate_semantic_ids, ("method", "n_levels", "codebook_size", "collision", "seed")),
+        (encode_texts, ("encoder", "pooling", "max_length", "batch_size")),
+        (T5Backbone.__init__, t5_sizes),
+        (DiscRecBackbone.__init__, ("branch_kwargs", "eos_attends_last_item")),
+        (branch.DiscRecEmbedding.__init__, discrec),
+        (branch.CollaborativeBranch.__init__, ("n_heads", "d_ff", "dropout", "attn_out_proj", "ffn_norm", "init")),
+        (branch.ItemLocalAttention.__init__, ("n_heads", "out_proj", "init")),
+        (branch.LevelEmbedding.__init__, ("init",)),
+        (branch.BranchGate.__init__, ("init",)),
+        (branch.encoder_item_layout, ("eos_attends_last_item",)),
+        (CollabSequenceEncoder.__init__, ("hidden_size", "n_layers", "n_heads", "inner_size", "dropout")),
+        (AdaLNAdapter.__init__, ("hidden_dim", "cond", "n_buckets")),
+    ]
+    signatures += [(tokenizer.__init__, ("n_levels", "codebook_sizes", "seed")) for tokenizer in TOKENIZERS.values()]
+    for function, names in signatures:
         params = inspect.signature(function).parameters
-        assert all(params[n].default is inspect.Parameter.empty for n in names), function.__name__
+        stated = [n for n in names if params[n].default is not inspect.Parameter.empty]
+        assert not stated, f"{function.__qualname__} restates yaml defaults for {stated}"

@@ -20,6 +20,7 @@ from recbole.utils import init_seed
 from conftest import (
     TINY_T5,
     assert_groups_encode_like_full_batch,
+    discrec_branch,
     make_tiny_config,
     popularity_recall,
     prepare_tiny,
@@ -65,9 +66,9 @@ def batch(code_table):
 
 def make_backbone(code_table, seed=0, **branch):
     torch.manual_seed(seed)
-    kwargs = dict(n_heads=2, d_ff=48, dropout=0.1)
-    kwargs.update(branch)
-    return DiscRecBackbone(code_table.vocab_size, code_table.n_levels, code_table.vocab_size, kwargs, **SIZES)
+    kwargs = discrec_branch(n_heads=2, d_ff=48, dropout=0.1, **branch)
+    return DiscRecBackbone(code_table.vocab_size, code_table.n_levels, code_table.vocab_size, kwargs,
+                           eos_attends_last_item=True, **SIZES)
 
 
 def expected_groups(input_ids, n_levels):
@@ -80,7 +81,7 @@ def expected_groups(input_ids, n_levels):
 
 def test_encoder_mask_keeps_tokens_inside_their_item(code_table, batch):
     _, _, input_ids, _ = batch
-    levels, allowed = encoder_item_layout(input_ids, N_LEVELS, code_table.vocab_size)
+    levels, allowed = encoder_item_layout(input_ids, N_LEVELS, code_table.vocab_size, True)
     groups = expected_groups(input_ids, N_LEVELS)
     seq_len = input_ids.size(1)
     last_slot = (seq_len - 1) // N_LEVELS - 1
@@ -110,8 +111,8 @@ def test_encoder_mask_with_a_user_token_column(code_table, batch):
     user = code_table.vocab_size + 5  # TIGER's user tokens sit above the code vocabulary
     with_user = torch.cat([torch.zeros_like(input_ids[:, :1]), input_ids], 1)  # [B, T*L+2]
     with_user[1, 6] = user  # the slot right before the first real token
-    levels, allowed = encoder_item_layout(with_user, N_LEVELS, code_table.vocab_size)
-    _, plain = encoder_item_layout(input_ids, N_LEVELS, code_table.vocab_size)
+    levels, allowed = encoder_item_layout(with_user, N_LEVELS, code_table.vocab_size, True)
+    _, plain = encoder_item_layout(input_ids, N_LEVELS, code_table.vocab_size, True)
     assert levels[1, 6] == N_LEVELS + 3
     assert allowed[1, 6].sum() == 1 and allowed[1, :, 6].sum() == 1  # alone in both directions
     assert torch.equal(allowed[:, 1:, 1:] & ~torch.eye(input_ids.size(1), dtype=torch.bool),
@@ -182,7 +183,7 @@ def test_gate_weights_sum_to_one(code_table, batch, init):
         assert ((weights > 0) & (weights < 1)).all() and spread < 0.1
     else:  # official N(0, 1) gate vectors: far from 0.5 / 0.5 for most tokens
         assert spread > 0.25
-    gate = BranchGate(8)
+    gate = BranchGate(8, "official")
     a, b = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
     mix, w = gate(a, b)
     assert torch.allclose(mix, w[..., :1] * a + w[..., 1:] * b, atol=1e-6)
@@ -209,12 +210,12 @@ def test_each_ablation_changes_the_embedding(code_table, batch, switch):
             assert torch.allclose(ablated.encoder_embeds(input_ids), tokens + collab, atol=1e-6)
 
 
-def test_defaults_match_the_official_initialisation_statistics():
+def test_yaml_values_match_the_official_initialisation_statistics():
     """official layers/DiscRec.py: code_embedding and gated_w are nn.Embedding (N(0, 1)); MultiHeadAttention and
     FeedForward initialise their weights Xavier-normal with zero biases; DiscRecAttention has no output projection."""
     torch.manual_seed(0)
     d_model, d_ff = 128, 1024
-    official = DiscRecEmbedding(d_model, 4, n_heads=2, d_ff=d_ff)  # the defaults
+    official = DiscRecEmbedding(d_model, 4, **discrec_branch(n_heads=2, d_ff=d_ff))  # DiscRec.yaml's form
     level = official.level_embedding.weight
     assert level.shape == (4 + 4, d_model)
     assert abs(level.std().item() - 1.0) < 0.05 and abs(level.mean().item()) < 0.05
@@ -233,18 +234,19 @@ def test_defaults_match_the_official_initialisation_statistics():
     assert official.collab_branch.ffn_norm_placement == "post"
     assert official.collab_branch.attn_norm.eps == 1e-8
 
-    small = DiscRecEmbedding(d_model, 4, n_heads=2, d_ff=d_ff, init="small", attn_out_proj=True, ffn_norm="pre")
+    small = DiscRecEmbedding(d_model, 4, **discrec_branch(n_heads=2, d_ff=d_ff, init="small", attn_out_proj=True,
+                                                       ffn_norm="pre"))
     assert abs(small.level_embedding.weight.std().item() - 0.02) < 0.002
     assert abs(small.gate.weight.std().item() - 0.02) < 0.004
     assert small.collab_branch.attention.out is not None and small.collab_branch.ffn_norm_placement == "pre"
     with pytest.raises(ValueError, match="ffn_norm must be one of"):
-        DiscRecEmbedding(d_model, 4, ffn_norm="middle")
+        DiscRecEmbedding(d_model, 4, **discrec_branch(ffn_norm="middle"))
 
 
 @pytest.mark.parametrize("ffn_norm", ["post", "pre"])
 def test_collaborative_block_follows_its_norm_placement(ffn_norm):
     torch.manual_seed(0)
-    branch = DiscRecEmbedding(16, 3, n_heads=2, d_ff=24, dropout=0.0, ffn_norm=ffn_norm).collab_branch.eval()
+    branch = DiscRecEmbedding(16, 3, **discrec_branch(n_heads=2, d_ff=24, dropout=0.0, ffn_norm=ffn_norm)).collab_branch.eval()
     x = torch.randn(2, 7, 16)
     allowed = torch.eye(7, dtype=torch.bool).expand(2, 7, 7)  # every token attends to itself only
     h = branch.attn_norm(x)
@@ -258,10 +260,10 @@ def test_collaborative_block_follows_its_norm_placement(ffn_norm):
 
 
 def test_branch_modules_follow_the_switches():
-    assert DiscRecEmbedding(16, 3, use_collab_branch=False).collab_branch is None
-    assert DiscRecEmbedding(16, 3, use_gate=False).gate is None
-    assert DiscRecEmbedding(16, 3, use_level_embedding=False).level_embedding is None
-    branch = DiscRecEmbedding(16, 3, n_heads=2, d_ff=40).collab_branch
+    assert DiscRecEmbedding(16, 3, **discrec_branch(use_collab_branch=False)).collab_branch is None
+    assert DiscRecEmbedding(16, 3, **discrec_branch(use_gate=False)).gate is None
+    assert DiscRecEmbedding(16, 3, **discrec_branch(use_level_embedding=False)).level_embedding is None
+    branch = DiscRecEmbedding(16, 3, **discrec_branch(n_heads=2, d_ff=40)).collab_branch
     assert branch.ffn[0].out_features == 40 and branch.attention.n_heads == 2
 
 
@@ -376,5 +378,6 @@ def test_length_grouped_encoding_equals_full_encoding(code_table, batch, user_to
         mask = (input_ids != PAD_TOKEN_ID).long()
     torch.manual_seed(7)
     model = DiscRecBackbone(code_table.vocab_size + 4, code_table.n_levels, code_table.vocab_size,  # + 4 user tokens
-                            dict(n_heads=2, d_ff=48, dropout=0.1), **SIZES).eval()
+                            discrec_branch(n_heads=2, d_ff=48, dropout=0.1), eos_attends_last_item=True,
+                            **SIZES).eval()
     assert_groups_encode_like_full_batch(model, input_ids, mask, n_groups=3)  # one user per group

@@ -89,7 +89,7 @@ def test_adaln_starts_as_layer_norm_and_buckets_popularity():
     hidden = torch.nn.functional.layer_norm(adapter.mlp(x), (6,))
     assert torch.allclose(adapter(x, buckets), hidden, atol=1e-6)  # zero-initialised modulation
     with pytest.raises(ValueError):
-        AdaLNAdapter(8, 6, cond="item_id")
+        AdaLNAdapter(8, 6, hidden_dim=16, cond="item_id", n_buckets=4)
 
 
 # --------------------------------------------------------------------------------------------- alignment

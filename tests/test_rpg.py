@@ -45,7 +45,8 @@ def _faiss_reference_codes(index, x, n_codes, bits):
 def test_opq_codes_equal_faiss_encoding(n_codes, size, pca_dim):
     x = _vectors()
     fit, new = x[:500], x[500:]
-    tok = OPQTokenizer(n_levels=n_codes, codebook_sizes=size, pca_dim=pca_dim, show_progress=False).fit(fit)
+    tok = OPQTokenizer(n_levels=n_codes, codebook_sizes=size, seed=2020, pca_dim=pca_dim, show_progress=False)
+    tok.fit(fit)
     bits = int(np.log2(size))
     for vectors in (fit, new):  # fitted items and unseen ones
         codes = tok.encode(vectors)
@@ -56,7 +57,7 @@ def test_opq_codes_equal_faiss_encoding(n_codes, size, pca_dim):
 
 def test_opq_pca_whitening_has_unit_variance_on_fitted_items():
     x = _vectors()
-    tok = OPQTokenizer(n_levels=4, codebook_sizes=16, pca_dim=8, show_progress=False).fit(x)
+    tok = OPQTokenizer(n_levels=4, codebook_sizes=16, seed=2020, pca_dim=8, show_progress=False).fit(x)
     projected = tok._project(x)
     assert projected.shape == (len(x), 8)
     np.testing.assert_allclose(projected.mean(0), 0.0, atol=1e-4)
@@ -80,13 +81,13 @@ def test_stored_opq_tokenizer_encodes_like_the_fitted_one(tmp_path):
 def test_opq_settings_that_cannot_work_fail_with_the_fix():
     x = _vectors()
     with pytest.raises(ValueError, match="power of two"):
-        OPQTokenizer(n_levels=4, codebook_sizes=100)
+        OPQTokenizer(n_levels=4, codebook_sizes=100, seed=2020)
     with pytest.raises(ValueError, match="do not divide the 32-dimensional"):
-        OPQTokenizer(n_levels=5, codebook_sizes=16, show_progress=False).fit(x)
+        OPQTokenizer(n_levels=5, codebook_sizes=16, seed=2020, show_progress=False).fit(x)
     with pytest.raises(ValueError, match="do not divide the 12-dimensional"):
-        OPQTokenizer(n_levels=8, codebook_sizes=16, pca_dim=12)
+        OPQTokenizer(n_levels=8, codebook_sizes=16, seed=2020, pca_dim=12)
     with pytest.raises(ValueError, match="needs at least K items"):
-        OPQTokenizer(n_levels=4, codebook_sizes=256, show_progress=False).fit(x[:100])
+        OPQTokenizer(n_levels=4, codebook_sizes=256, seed=2020, show_progress=False).fit(x[:100])
 
 
 # ----------------------------------------------------------------------------- one row per user sequence

@@ -287,7 +287,7 @@ def test_rqvae_budget_in_steps_or_epochs():
     by_epochs = TOKENIZERS["rqvae"](2, [4, 4], seed=0, show_progress=False, epochs=3, **params).fit(emb)
     assert by_epochs.steps_done == 15 and len(by_epochs.history) == 3
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        TOKENIZERS["rqvae"](2, [4, 4], steps=0)
+        TOKENIZERS["rqvae"](2, [4, 4], seed=0, steps=0)
 
 
 def test_tokenizer_yaml_keys_are_the_ones_used():

@@ -81,7 +81,7 @@ def n_level_indices(n_levels: int) -> int:
 
 
 def encoder_item_layout(
-    input_ids: torch.Tensor, n_levels: int, code_vocab_size: int, eos_attends_last_item: bool = True
+    input_ids: torch.Tensor, n_levels: int, code_vocab_size: int, eos_attends_last_item: bool
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""Level indices and item-local attention mask of encoder inputs built by ``CodeTable.history_tokens``.
 
@@ -162,7 +162,7 @@ class LevelEmbedding(nn.Embedding):
     ``init="official"``: N(0, 1) (``nn.Embedding``'s default, as the official ``code_embedding``); ``"small"``: N(0, 0.02).
     """
 
-    def __init__(self, n_levels: int, d_model: int, init: str = "official"):
+    def __init__(self, n_levels: int, d_model: int, init: str):
         super().__init__(n_level_indices(n_levels), d_model)  # N(0, 1)
         if _check_choice(init, INITS, "init") == "small":
             nn.init.normal_(self.weight, std=0.02)
@@ -181,7 +181,7 @@ class ItemLocalAttention(nn.Module):
             zero biases; ``"small"`` = PyTorch's ``nn.Linear`` default.
     """
 
-    def __init__(self, d_model: int, n_heads: int = 2, out_proj: bool = False, init: str = "official"):
+    def __init__(self, d_model: int, n_heads: int, out_proj: bool, init: str):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -210,7 +210,7 @@ class ItemLocalAttention(nn.Module):
 class CollaborativeBranch(nn.Module):
     r"""Item-local attention block of the collaborative branch.
 
-    Official form (defaults): ``h = LN(x); a = h + Attn(h); n = LN(a); out = n + Drop(FFN(n))`` (``ffn_norm="post"``,
+    Official form: ``h = LN(x); a = h + Attn(h); n = LN(a); out = n + Drop(FFN(n))`` (``ffn_norm="post"``,
     no attention output projection / dropout).  ``ffn_norm="pre"``: ``out = a + Drop(FFN(LN(a)))``;
     ``attn_out_proj=True``: ``a = h + Drop(W_o Attn(h))``.
 
@@ -220,13 +220,12 @@ class CollaborativeBranch(nn.Module):
         attn_out_proj (`bool`), ffn_norm (`str`), init (`str`): see above and :class:`ItemLocalAttention`.
     """
 
-    def __init__(self, d_model: int, n_heads: int = 2, d_ff: int = 1024, dropout: float = 0.1,
-                 layer_norm_eps: float = 1e-8, attn_out_proj: bool = False, ffn_norm: str = "post",
-                 init: str = "official"):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_out_proj: bool, ffn_norm: str,
+                 init: str, layer_norm_eps: float = 1e-8):
         super().__init__()
         self.ffn_norm_placement = _check_choice(ffn_norm, FFN_NORMS, "ffn_norm")
         self.attn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.attention = ItemLocalAttention(d_model, n_heads, out_proj=attn_out_proj, init=init)
+        self.attention = ItemLocalAttention(d_model, n_heads, attn_out_proj, init)
         self.ffn_norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.ffn = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
@@ -255,7 +254,7 @@ class BranchGate(nn.Module):
     ``init="official"``: the vectors start N(0, 1) (official ``nn.Embedding(2, d)``); ``"small"``: N(0, 0.02).
     """
 
-    def __init__(self, d_model: int, init: str = "official"):
+    def __init__(self, d_model: int, init: str):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(2, d_model))
         nn.init.normal_(self.weight, std=1.0 if _check_choice(init, INITS, "init") == "official" else 0.02)
@@ -276,24 +275,25 @@ class DiscRecEmbedding(nn.Module):
         use_level_embedding (`bool`): add the item-level position embedding to the collaborative branch input.
         use_collab_branch (`bool`): with ``False`` the output is the semantic branch (plain token embedding).
         use_gate (`bool`): softmax gate (``True``) or plain sum (``False``) of the two branches.
-        attn_out_proj, ffn_norm, init: the collaborative block's form and initialisation (defaults: official; see
+        attn_out_proj, ffn_norm, init: the collaborative block's form and initialisation (see
             :class:`CollaborativeBranch`, :class:`LevelEmbedding`, :class:`BranchGate`).
+    The values come from ``properties/model/DiscRec.yaml`` (the ``discrec_*`` keys and ``dropout_rate``).
     """
 
     def __init__(
         self,
         d_model: int,
         n_levels: int,
-        n_heads: int = 2,
-        d_ff: int = 1024,
-        dropout: float = 0.1,
-        layer_norm_eps: float = 1e-8,
-        use_level_embedding: bool = True,
-        use_collab_branch: bool = True,
-        use_gate: bool = True,
-        attn_out_proj: bool = False,
-        ffn_norm: str = "post",
-        init: str = "official",
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        use_level_embedding: bool,
+        use_collab_branch: bool,
+        use_gate: bool,
+        attn_out_proj: bool,
+        ffn_norm: str,
+        init: str,
+        layer_norm_eps: float = 1e-8,  # the official value; no config key
     ):
         super().__init__()
         self.n_levels = n_levels
@@ -302,7 +302,7 @@ class DiscRecEmbedding(nn.Module):
             LevelEmbedding(n_levels, d_model, init) if use_level_embedding and use_collab_branch else None
         )
         self.collab_branch = (
-            CollaborativeBranch(d_model, n_heads, d_ff, dropout, layer_norm_eps, attn_out_proj, ffn_norm, init)
+            CollaborativeBranch(d_model, n_heads, d_ff, dropout, attn_out_proj, ffn_norm, init, layer_norm_eps)
             if use_collab_branch else None
         )
         self.gate = BranchGate(d_model, init) if use_gate and use_collab_branch else None

@@ -46,7 +46,7 @@ class AdaLNAdapter(nn.Module):
         cond_dim (`int`): size of the popularity-bucket embedding.
     """
 
-    def __init__(self, in_dim, out_dim, hidden_dim=256, cond="popularity", n_buckets=12, cond_dim=32):
+    def __init__(self, in_dim, out_dim, hidden_dim, cond, n_buckets, cond_dim=32):
         super().__init__()
         if cond not in ADALN_CONDITIONS:
             raise ValueError(f"prorec_adaln_cond must be one of {ADALN_CONDITIONS}, got {cond!r}")

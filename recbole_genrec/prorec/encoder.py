@@ -23,12 +23,14 @@ class CollabSequenceEncoder(nn.Module):
     Args:
         n_items (`int`): number of RecBole item ids (row 0 is padding).
         max_len (`int`): longest input sequence (position table size).
-        hidden_size, n_layers, n_heads, inner_size, dropout, hidden_act, layer_norm_eps: Transformer sizes.
+        hidden_size, n_layers, n_heads, inner_size, dropout: Transformer sizes (the ``prorec_*`` keys of
+            ``properties/model/PRORec.yaml``).
+        hidden_act, layer_norm_eps: activation and LayerNorm epsilon (as RecBole's SASRec; no config key).
         initializer_range (`float`): std of the normal initialisation (as RecBole's SASRec).
     """
 
-    def __init__(self, n_items, max_len, hidden_size=64, n_layers=2, n_heads=2, inner_size=256, dropout=0.2,
-                 hidden_act="gelu", layer_norm_eps=1e-12, initializer_range=0.02):
+    def __init__(self, n_items, max_len, hidden_size, n_layers, n_heads, inner_size, dropout,
+                 hidden_act="gelu", layer_norm_eps=1e-12, initializer_range=0.02):  # the last three: RecBole's SASRec
         super().__init__()
         self.initializer_range = initializer_range
         self.item_embedding = nn.Embedding(n_items, hidden_size, padding_idx=0)

@@ -234,7 +234,7 @@ class BaseTokenizer(abc.ABC):
 
     name = "base"
 
-    def __init__(self, n_levels=3, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
+    def __init__(self, n_levels, codebook_sizes, seed, device="cpu", show_progress=True,
                  n_threads=None):
         self.n_threads = None if n_threads is None else int(n_threads)  # None: leave libraries alone
         self.codebook_sizes = normalize_codebook_sizes(codebook_sizes, n_levels)  # configured K_l
@@ -303,7 +303,7 @@ class ResidualKMeansTokenizer(_FaissMixin, BaseTokenizer):
 
     name = "rkmeans"
 
-    def __init__(self, n_levels=3, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
+    def __init__(self, n_levels, codebook_sizes, seed, device="cpu", show_progress=True,
                  niter=20, max_points_per_centroid=256, chunk_size=DEFAULT_CHUNK_SIZE, n_threads=None,
                  nredo=1):
         super().__init__(n_levels, codebook_sizes, seed, device, show_progress, n_threads)
@@ -368,7 +368,7 @@ class HierarchicalKMeansTokenizer(_FaissMixin, BaseTokenizer):
 
     name = "hkmeans"
 
-    def __init__(self, n_levels=3, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
+    def __init__(self, n_levels, codebook_sizes, seed, device="cpu", show_progress=True,
                  niter=20, max_points_per_centroid=256, chunk_size=DEFAULT_CHUNK_SIZE, n_threads=None,
                  nredo=1):
         super().__init__(n_levels, codebook_sizes, seed, device, show_progress, n_threads)

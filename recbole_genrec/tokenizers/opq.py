@@ -88,7 +88,7 @@ class OPQTokenizer(BaseTokenizer):
 
     name = "opq"
 
-    def __init__(self, n_levels=32, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
+    def __init__(self, n_levels, codebook_sizes, seed, device="cpu", show_progress=True,
                  pca_dim=0, whiten=True, niter=50, n_threads=None):
         super().__init__(n_levels, codebook_sizes, seed, device, show_progress, n_threads)
         if len(set(self.codebook_sizes)) != 1:

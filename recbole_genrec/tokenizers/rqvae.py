@@ -145,7 +145,7 @@ class RQVAETokenizer(BaseTokenizer):
 
     name = "rqvae"
 
-    def __init__(self, n_levels=3, codebook_sizes=256, seed=2020, device="cpu", show_progress=True,
+    def __init__(self, n_levels, codebook_sizes, seed, device="cpu", show_progress=True,
                  epochs=100, steps=None, lr=1e-3, batch_size=1024, hidden_dims=(512, 256, 128), latent_dim=32,
                  beta=0.25, weight_decay=0.0, optimizer="adam", kmeans_init=True, kmeans_niter=20,
                  dead_code_restart=True, restart_sample=4096, n_threads=None):

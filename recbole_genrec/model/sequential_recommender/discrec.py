@@ -32,8 +32,6 @@ Deviations from the paper / official code (details in :mod:`~recbole_genrec.gene
   TIGER's optional hashed user token gets its own level index and attends only to itself in the branch.
 """
 
-from typing import Optional
-
 import torch
 
 from recbole_genrec.generative import T5Backbone
@@ -59,8 +57,8 @@ class DiscRecBackbone(T5Backbone):
         vocab_size: int,
         n_levels: int,
         code_vocab_size: int,
-        branch_kwargs: Optional[dict] = None,
-        eos_attends_last_item: bool = True,
+        branch_kwargs: dict,
+        eos_attends_last_item: bool,
         **t5_kwargs,
     ):
         super().__init__(vocab_size, **t5_kwargs)
@@ -68,7 +66,6 @@ class DiscRecBackbone(T5Backbone):
         self.trim_multiple = n_levels  # the item-level layout is aligned to the final EOS in steps of n_levels
         self.code_vocab_size = code_vocab_size
         self.eos_attends_last_item = eos_attends_last_item
-        branch_kwargs = dict(branch_kwargs or {})
         self.encoder_branch = DiscRecEmbedding(self.d_model, n_levels, **branch_kwargs)
         self.decoder_branch = DiscRecEmbedding(self.d_model, n_levels, **branch_kwargs)
 
@@ -87,6 +84,22 @@ class DiscRecBackbone(T5Backbone):
         return self.decoder_branch(self.shared(decoder_input_ids), levels, allowed)[0]
 
 
+def branch_kwargs(config) -> dict:
+    r"""The :class:`DiscRecEmbedding` arguments a config (or a dict of its values) states: the ``discrec_*`` keys and
+    the T5 ``dropout_rate``."""
+    return dict(
+        n_heads=int(config["discrec_n_heads"]),
+        d_ff=int(config["discrec_d_ff"]),
+        dropout=float(config["dropout_rate"]),
+        use_level_embedding=bool(config["discrec_level_embedding"]),
+        use_collab_branch=bool(config["discrec_collab_branch"]),
+        use_gate=bool(config["discrec_gate"]),
+        attn_out_proj=bool(config["discrec_attn_out_proj"]),
+        ffn_norm=str(config["discrec_ffn_norm"]),
+        init=str(config["discrec_init"]),
+    )
+
+
 class DiscRec(TIGER):
     r"""TIGER whose input embeddings are DiscRec's gated semantic / collaborative branches.
 
@@ -98,22 +111,11 @@ class DiscRec(TIGER):
     """
 
     def _build_backbone(self, config, vocab_size: int) -> DiscRecBackbone:
-        branch_kwargs = dict(
-            n_heads=int(config["discrec_n_heads"]),
-            d_ff=int(config["discrec_d_ff"]),
-            dropout=float(config["dropout_rate"]),
-            use_level_embedding=bool(config["discrec_level_embedding"]),
-            use_collab_branch=bool(config["discrec_collab_branch"]),
-            use_gate=bool(config["discrec_gate"]),
-            attn_out_proj=bool(config["discrec_attn_out_proj"]),
-            ffn_norm=str(config["discrec_ffn_norm"]),
-            init=str(config["discrec_init"]),
-        )
         return DiscRecBackbone(
             vocab_size,
             n_levels=self.code_table.n_levels,
             code_vocab_size=self.code_table.vocab_size,
-            branch_kwargs=branch_kwargs,
+            branch_kwargs=branch_kwargs(config),
             eos_attends_last_item=bool(config["discrec_eos_attends_last_item"]),
             **self._backbone_kwargs(config),
         )
