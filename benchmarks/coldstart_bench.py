@@ -3,8 +3,8 @@
 Every row uses the same data, split and held-out items (``genrec_coldstart: True``, ``coldstart_ratio``, ``seed``):
 leave-one-out, full ranking over all items, 20-item histories, Recall@K and NDCG@K for K = 10, 20, 50, reported
 separately for held-out targets and the rest (:func:`recbole_genrec.data.coldstart.evaluate`). Held-out items never
-train or select a model (targets, histories, tokenizer fit, negatives): every trained row records the counts of
-:func:`~recbole_genrec.data.coldstart.leak_counts` (all zero under the protocol). Rows:
+train or select a model (targets, histories, tokenizer fit, negatives, a softmax over every item): every trained row
+records the counts of :func:`~recbole_genrec.data.coldstart.leak_counts` (all zero under the protocol). Rows:
 
 * ``TIGER``, ``DiscRec``: trained to early stopping (amazon-beauty: the CPU-size T5 of ``benchmarks/presets.py``
   with beam 50, so that 50 items per user exist for Recall@50). After training the held-out items get codes from the
@@ -285,7 +285,8 @@ def write_tables(rows, path_md, commands, dry_run_note):
     if dry_run_note:
         lines += [f"**{dry_run_note}**", ""]
     lines += ["Leave-one-out, full ranking over all items, 20-item histories. Held-out items are removed from "
-              "training and validation (targets and histories), from the tokenizer fit and from the negatives; "
+              "training and validation (targets and histories), from the tokenizer fit, from the negatives and "
+              "from every training softmax over the items (SASRec's CE); "
               "generative models get them after training through `add_items`. `held-out` = test targets that are "
               "held-out items, `warm` = the rest; `share@10` = mean share of held-out items in a user's top 10. "
               "Generative rows: `beam` = plain beam search, `eps=x` = the TIGER paper's retrieval with epsilon x, "
@@ -337,14 +338,15 @@ def write_tables(rows, path_md, commands, dry_run_note):
                          f"{s['validation_targets']['warm']} | {cands} |")
     lines += ["", "## Leak checks (counts; all zero means no held-out item reached a fit)", "",
               "| row | train targets | train histories | valid targets | valid histories | tokenizer fit | "
-              "model codes | negatives (drawn) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "model codes | softmax candidates | negatives (drawn) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         leaks = r.get("leaks")
         if isinstance(leaks, dict):
             neg = leaks["details"]["negatives"]
             lines.append(f"| {r['row']} | {leaks['train_targets']} | {leaks['train_histories']} | "
                          f"{leaks['valid_targets']} | {leaks['valid_histories']} | {leaks['tokenizer_fit']} | "
-                         f"{leaks['model_codes']} | {leaks['negatives']} ({neg['drawn']}: {neg['source']}) |")
+                         f"{leaks['model_codes']} | {leaks.get('softmax', '-')} | "
+                         f"{leaks['negatives']} ({neg['drawn']}: {neg['source']}) |")
         elif leaks:
             lines.append(f"| {r['row']} | {leaks} |")
     other = [r for r in rows if "skipped" in r or "error" in r]

@@ -114,7 +114,8 @@ def build_model(config, data, group=None):
     with group.rank_zero_first():
         model = get_model(config["model"])(config, data.train._dataset).to(config["device"])
     if data.coldstart is not None:
-        coldstart.guard_model(model, data)  # codes and negatives of the model's own
+        coldstart.exclude_from_softmax(model, data.coldstart["held_out"])  # CE over every item: no held-out candidate
+        coldstart.guard_model(model, data)  # codes, softmax candidates and negatives of the model's own
     return model
 
 

@@ -663,7 +663,7 @@ def test_leak_counts_are_zero_under_the_protocol_and_count_every_mutant(tmp_path
     counts = coldstart.leak_counts(config, dataset, train, valid, held, model)
     assert {k: v for k, v in counts.items() if k != "details"} == {
         "train_targets": 0, "train_histories": 0, "valid_targets": 0, "valid_histories": 0, "tokenizer_fit": 0,
-        "model_codes": 0, "negatives": 0}
+        "model_codes": 0, "softmax": 0, "negatives": 0}
     assert counts["details"]["tokenizer_coded_items"] == 36 and "without negatives" in \
         counts["details"]["negatives"]["source"]
     # mutants: one held-out item in one training history, then as one training and one validation target
@@ -780,6 +780,57 @@ def test_prorec_stage1_fits_nothing_on_held_out_items(tmp_path, monkeypatch):
                         quantise(emb, params, seed, show_progress))  # the mutant: the tokenizer sees every item
     with pytest.raises(coldstart.ColdStartLeak, match="PRORec's own code fit"):
         build_model(make_tiny_config("PRORec", tmp_path, settings, **COLD, prorec_stage1_lr=0.004), data)
+
+
+SASREC_CE = {"eval_args": TIGER_SETTINGS["eval_args"], "load_col": TIGER_SETTINGS["load_col"], "loss_type": "CE",
+             "train_neg_sample_args": None, "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
+             "n_layers": 1, "n_heads": 1}
+
+
+def test_cross_entropy_over_every_item_gives_held_out_items_no_gradient(tmp_path, monkeypatch):
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.run_builder import build_model
+    from recbole_genrec.utils import get_model
+
+    data = _prepare_cold(tmp_path, "SASRec", SASREC_CE)
+    held = data.coldstart["held_out"]
+    model = build_model(data.train.config, data)  # masks the softmax; guard_model finds no held-out candidate
+    assert coldstart.softmax_leaks(model, held)["held_out"] == 0
+    before = model.item_embedding.weight.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for batch in data.train:  # one epoch
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        assert torch.isfinite(model.item_embedding.weight.grad).all()
+        assert not model.item_embedding.weight.grad[held].any()  # probability exactly 0: no gradient at all
+        optimizer.step()
+    after = model.item_embedding.weight.detach()
+    assert torch.equal(after[held], before[held])  # the held-out rows are untouched, bit for bit
+    warm = torch.ones(len(after), dtype=torch.bool)
+    warm[held], warm[0] = False, False
+    assert (after[warm] != before[warm]).any(dim=1).all()  # every warm item trained
+
+    monkeypatch.setattr(coldstart, "exclude_from_softmax", lambda model, held: model)  # the mutant: RecBole's CE
+    with pytest.raises(coldstart.ColdStartLeak, match=r"reaches the training softmax of SASRec\.loss_fct"):
+        build_model(data.train.config, data)
+    leaky = get_model("SASRec")(data.train.config, data.train._dataset)
+    assert coldstart.softmax_leaks(leaky, held)["held_out"] == held.numel() == 4
+
+
+def test_a_softmax_that_cannot_be_masked_is_refused_and_the_teacher_of_collabembed_is_masked(tmp_path):
+    from recbole_genrec.data import coldstart
+    from recbole_genrec.run_builder import build_model
+    from test_collabembed import COLLAB_SETTINGS
+
+    bert = {k: v for k, v in SASREC_CE.items() if k not in ("hidden_size", "inner_size")}
+    data = _prepare_cold(tmp_path, "BERT4Rec", bert, hidden_size=16, inner_size=32)
+    with pytest.raises(coldstart.ColdStartLeak, match="BERT4Rec's own cross-entropy .* loss_type: BPR"):
+        build_model(data.train.config, data)
+    data = _prepare_cold(tmp_path, "CollabEmbed", COLLAB_SETTINGS)
+    model = build_model(data.train.config, data)
+    assert isinstance(model.teacher.loss_fct, coldstart.HeldOutSoftmax)
+    assert coldstart.softmax_leaks(model, data.coldstart["held_out"]) == {
+        "held_out": 0, "ids": [], "source": "SASRec.loss_fct (teacher)"}
 
 
 def test_external_embeddings_must_come_from_a_run_with_the_same_held_out_set(tmp_path):

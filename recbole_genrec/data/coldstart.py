@@ -11,14 +11,18 @@ training data and asks whether the model retrieves them at test time from their 
    (``-1`` rows); their text embeddings are kept (text is content, not an interaction);
 3. :func:`data_preparation` (called by :func:`recbole_genrec.run_builder.split`, which then applies
    ``train_sampling``) is RecBole's, then removes every interaction of a held-out item from what trains or
-   selects a model, and keeps RecBole's training sampler from drawing them as negatives: training and validation samples whose target is held out are dropped, held-out items are
-   removed from the histories of training and validation samples (the rest of the history is kept, in order), and
-   samples left with an empty history are dropped. For general models (one row per interaction) the rows of
-   held-out items are dropped. Test samples are left as RecBole builds them: a held-out item may be the target
-   and may appear in the history, as an item that arrived after training would;
+   selects a model and keeps RecBole's training sampler from drawing them as negatives: training and validation
+   samples whose target is held out are dropped, held-out items are removed from the histories of training and
+   validation samples (the rest of the history is kept, in order), and samples left with an empty history are
+   dropped. For general models (one row per interaction) the rows of held-out items are dropped. Test samples are
+   left as RecBole builds them: a held-out item may be the target and may appear in the history, as an item that
+   arrived after training would. For models trained with a cross-entropy over every item (SASRec with
+   ``loss_type: CE``, CollabEmbed's teacher ...) the run builder masks the held-out items out of that softmax
+   (:func:`exclude_from_softmax`);
 4. :func:`guard` (end of the split) and :func:`guard_model` (after the model is built) raise :class:`ColdStartLeak`
    naming the first held-out item that reaches a fit: a split, the sampler, the hook's tokenizer, external
-   embeddings written for another held-out set, a model's own codes (PRORec's stage I) or negatives (AlphaRec);
+   embeddings written for another held-out set, a model's own codes (PRORec's stage I), the candidates of a
+   training softmax or negatives (AlphaRec);
 5. after training, models with ``add_items`` get the held-out items (TIGER family: codes from the stored tokenizer;
    AlphaRec: nothing to add, its text mapping already scores every item) and :func:`evaluate` ranks all items for
    every test interaction, reporting Recall@K / NDCG@K separately for held-out targets and for the rest, and the
@@ -143,6 +147,53 @@ def exclude_from_sampler(sampler, held):
     return sampler
 
 
+class HeldOutSoftmax(torch.nn.Module):
+    """A RecBole ``loss_fct`` (cross-entropy over item logits) in which held-out items are no candidates: their logits
+    are ``-inf``, so they get probability 0 and no gradient. Logits narrower than the catalogue pass unchanged."""
+
+    def __init__(self, loss_fct, held, n_items):
+        super().__init__()
+        self.cross_entropy = loss_fct
+        self.register_buffer("held", torch.as_tensor(held, dtype=torch.long).clone(), persistent=False)  # [n_held]
+        self.n_items = int(n_items)
+
+    def forward(self, logits, target):
+        if logits.size(-1) >= self.n_items:  # [..., n_items (+ special tokens)]: scores of every item
+            logits = logits.index_fill(-1, self.held.to(logits.device), float("-inf"))
+        return self.cross_entropy(logits, target)
+
+
+def exclude_from_softmax(model, held):
+    """Every RecBole cross-entropy ``loss_fct`` in ``model`` (a CE-trained model, CollabEmbed's teacher) ranks no
+    held-out item from now on (:class:`HeldOutSoftmax`)."""
+    for module in list(model.modules()):
+        loss = getattr(module, "loss_fct", None)
+        if isinstance(loss, torch.nn.CrossEntropyLoss) and hasattr(module, "n_items"):
+            module.loss_fct = HeldOutSoftmax(loss, held.cpu(), module.n_items)
+    return model
+
+
+def softmax_leaks(model, held):
+    """``{"held_out", "source"}``: held-out items that are candidates of a training softmax of ``model``: the
+    columns that get a gradient when each ``loss_fct`` over item logits scores one warm target."""
+    held = torch.as_tensor(held, dtype=torch.long).cpu()
+    found, sources = set(), []
+    for name, module in model.named_modules():
+        loss = getattr(module, "loss_fct", None)
+        if not isinstance(loss, (torch.nn.CrossEntropyLoss, HeldOutSoftmax)) or not hasattr(module, "n_items"):
+            continue
+        warm = torch.ones(module.n_items, dtype=torch.bool)
+        warm[held], warm[0] = False, False
+        logits = torch.zeros(1, module.n_items, requires_grad=True)  # [1, n_items]
+        loss(logits, warm.nonzero()[:1, 0]).backward()
+        found |= set(held[logits.grad[0, held] != 0].tolist())
+        sources.append(f"{type(module).__name__}.loss_fct" + (f" ({name})" if name else ""))
+    if not sources and str(getattr(model, "loss_type", "")) == "CE":  # a full softmax that is no loss_fct (BERT4Rec)
+        return {"held_out": int(held.numel()), "source": f"{type(model).__name__}'s own cross-entropy over every item"}
+    return {"held_out": len(found), "ids": sorted(found),
+            "source": ", ".join(sources) or "none: the model trains without a softmax over items"}
+
+
 def data_preparation(config, dataset):
     """RecBole's loaders with the held-out items removed from training and validation and from the training
     negatives.
@@ -236,9 +287,15 @@ def guard(config, data):
 
 
 def guard_model(model, data):
-    """Assert that a model built on the prepared data fits no held-out item: codes of its own (PRORec's stage I)
-    and the negatives it draws itself (AlphaRec)."""
+    """Assert that a model built on the prepared data fits no held-out item: codes of its own (PRORec's stage I),
+    the candidates of its training softmax (:func:`softmax_leaks`) and the negatives it draws itself (AlphaRec)."""
     held = data.coldstart["held_out"]
+    softmax = softmax_leaks(model, held)
+    if softmax["held_out"]:
+        if "ids" not in softmax:
+            raise ColdStartLeak(f"cold start: {softmax['source']} ranks the held-out items as candidates and cannot "
+                                f"be masked; train {type(model).__name__} with loss_type: BPR under genrec_coldstart")
+        _leak(data.dataset, softmax["ids"], f"the training softmax of {softmax['source']}")
     if hasattr(model, "code_table"):
         coded = (model.code_table.codes.cpu()[held] >= 0).all(dim=1)
         if coded.any():
@@ -763,8 +820,8 @@ def leak_counts(config, dataset, train_data, valid_data, held, model=None):
     ``train_targets`` / ``valid_targets``: samples whose target is held out; ``train_histories`` /
     ``valid_histories``: samples whose history holds one; ``tokenizer_fit``: held-out items the hook's tokenizer
     coded (it codes exactly the items it was fitted on); ``model_codes``: held-out items with a code in the model's
-    own table before ``add_items`` (call before it); ``negatives``: held-out items among the training negatives
-    (:func:`negative_leaks`). ``details`` says what each count looked at."""
+    own table before ``add_items`` (call before it); ``softmax``: held-out candidates of the model's training softmax
+    (:func:`softmax_leaks`); ``negatives``: held-out items among the training negatives (:func:`negative_leaks`). ``details`` says what each count looked at."""
     held = torch.as_tensor(held, dtype=torch.long).cpu()
     counts, details = {}, {}
     for name, loader in (("train", train_data), ("valid", valid_data)):
@@ -781,6 +838,9 @@ def leak_counts(config, dataset, train_data, valid_data, held, model=None):
         details["tokenizer_coded_items"] = "no semantic-ID tokenizer (genrec_features has no sid)"
     codes = model_codes(model) if model is not None else None
     counts["model_codes"] = int((codes.cpu()[held] >= 0).all(dim=1).sum()) if codes is not None else 0
+    softmax = softmax_leaks(model, held) if model is not None else {"held_out": 0, "source": "no model"}
+    counts["softmax"] = softmax["held_out"]
+    details["softmax"] = softmax["source"]
     negatives = negative_leaks(train_data, held, model)
     counts["negatives"] = negatives["held_out"]
     details["negatives"] = {k: v for k, v in negatives.items() if k != "held_out"}
