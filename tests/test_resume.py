@@ -123,6 +123,34 @@ def test_config_differences_compare_the_keys_both_sides_have():
     assert config_differences(saved, current) == ["epochs: 5 there, 6 here"]
 
 
+def test_a_model_declares_the_keys_that_change_neither_its_training_nor_its_selection(tmp_path):
+    """RPG under exact scoring: a state written with other graph-decoding settings resumes; under graph decoding, or
+    with another training setting, it is refused."""
+    import recbole_genrec  # noqa: F401
+    from recbole_genrec import run_builder
+    from recbole_genrec.trainer.resume import inert_keys
+    from recbole_genrec.utils import get_model
+    from test_rpg import TINY_RPG
+
+    def trainer(**overrides):
+        settings = dict(TINY_RPG, epochs=1, resume_training=True, resume_name="rpg", **overrides)
+        config = make_tiny_config("RPG", tmp_path, settings)
+        data = run_builder.prepare(config)
+        return run_builder.build(config, data)[1], data.train, data.valid
+
+    with recbole_argv():
+        first, train, valid = trainer(rpg_n_edges=100, rpg_num_beams=10)
+        first.fit(train, valid, saved=False)
+        same, train, valid = trainer(rpg_n_edges=200, rpg_num_beams=20)  # graph settings: unused by exact scoring
+        assert same.fit(train, valid, saved=False)[0] == first.best_valid_score
+        other, train, valid = trainer(rpg_n_edges=200, learning_rate=0.002)
+        with pytest.raises(ValueError, match=r"learning_rate: 0\.01 there, 0\.002 here"):
+            other.fit(train, valid, saved=False)
+    rpg, sasrec = get_model("RPG"), get_model("SASRec")
+    assert "rpg_n_edges" in inert_keys(rpg, {"rpg_decoding": "exact"})
+    assert not inert_keys(rpg, {"rpg_decoding": "graph"}) and not inert_keys(sasrec, {})
+
+
 def test_resume_state_of_other_data_is_refused(tmp_path):
     from recbole_genrec.trainer import resume
 

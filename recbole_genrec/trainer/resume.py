@@ -54,18 +54,25 @@ def data_fingerprint(train_data, valid_data=None):
     return digest.hexdigest()
 
 
-def config_differences(saved, current, limit=5):
+def config_differences(saved, current, limit=5, ignore=()):
     """``["key: saved -> current", ...]`` for compared keys whose values differ. A key that only one side has comes
     from another version of the plugin (a new setting at its default, or a removed one), not from the user's config,
-    and is not compared."""
+    and is not compared; nor are :data:`NOT_COMPARED` and ``ignore`` (a model's :func:`inert_keys`)."""
     diffs = []
     for key in sorted(set(saved) & set(current), key=str):
-        if key in NOT_COMPARED:
+        if key in NOT_COMPARED or key in ignore:
             continue
         a, b = saved[key], current[key]
         if repr(a) != repr(b):
             diffs.append(f"{key}: {a!r} there, {b!r} here")
     return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+def inert_keys(model, config):
+    """Keys that change neither training nor model selection of ``model`` under ``config``: the model's
+    ``resume_inert_keys(config)`` (RPG: the graph-decoding keys while every evaluation scores exactly), else none."""
+    declared = getattr(model, "resume_inert_keys", None)
+    return frozenset(declared(config)) if declared is not None else frozenset()
 
 
 def _rng_state(train_data):
@@ -192,7 +199,7 @@ class ResumableTraining:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{path} is no resume state of recbole_genrec; move it away or delete its folder")
         current = config_state(self.config)["final_config_dict"]
-        diffs = config_differences(state["config"], current)
+        diffs = config_differences(state["config"], current, ignore=inert_keys(self.model, self.config))
         problem = None
         if diffs:
             problem = "its config differs: " + "; ".join(diffs)
@@ -226,4 +233,4 @@ class ResumableTraining:
         _set_rng_state(state["rng"], train_data)
 
 
-__all__ = ["ResumableTraining", "config_differences", "data_fingerprint", "run_dir"]
+__all__ = ["ResumableTraining", "config_differences", "data_fingerprint", "inert_keys", "run_dir"]

@@ -28,9 +28,7 @@ Deviations from the official code (the defaults are its Beauty settings otherwis
   (official: OPQ on the items of the training split only, PCA on all items);
 * evaluation ranks every item exactly at validation and test by default (official: exact at validation,
   graph-constrained decoding at test); ``rpg_decoding: graph`` uses the graph for both, and its starting beams are
-  drawn from a generator seeded with ``seed`` (official: torch's global random state); graph decoding keeps 10 beams
-  over a 100-neighbour graph (official Beauty command: 20 beams, 200 neighbours), a quarter of the scoring per step
-  for a CPU; the exact scoring, the default, needs neither;
+  drawn from a generator seeded with ``seed`` (official: torch's global random state);
 * the decoder is written with torch modules (GPT-2's pre-norm blocks, learned positions, tanh GELU, GPT-2's
   initialisation) instead of transformers' ``GPT2Model``; the item embedding table holds only the ``K x C`` codes
   (official: also unused padding and end-of-sequence tokens);
@@ -146,6 +144,13 @@ class RPG(SequentialRecommender):
             raise ValueError(f"RPG: rpg_num_beams={self.num_beams} must be >= max(topk)={max_topk} with "
                              f"rpg_decoding: graph (it returns rpg_num_beams items per user)")
         self._graph = None  # (adjacency [n_items, E], generator), built on the first graph decoding after training
+
+    @staticmethod
+    def resume_inert_keys(config):
+        r"""Keys a resume state may differ in (:func:`recbole_genrec.trainer.resume.inert_keys`): the graph-decoding
+        ones while every evaluation scores exactly."""
+        graph = ("rpg_num_beams", "rpg_n_edges", "rpg_propagation_steps", "rpg_graph_chunk_size")
+        return graph if str(config["rpg_decoding"]) == "exact" else ()
 
     def _init_weights(self, std: float, n_layer: int):
         """GPT-2's: normal(0, std) weights and embeddings, zero biases, unit layer norms, output projections of the
