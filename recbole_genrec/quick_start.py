@@ -38,7 +38,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
     ``test_result`` and, in addition, ``model``, ``dataset``, ``params``, ``train_losses`` (one per
-    epoch; this rank's shard in a multi-process run), ``train_seconds_per_epoch``, ``train_seconds``,
+    epoch; this rank's shard in a multi-process run), ``train_seconds_per_epoch``, ``train_seconds`` (the fit's
+    wall-clock; with ``resume_training``: the training and validation seconds of every epoch, summed over restarts),
     ``epochs``, ``checkpoint`` and ``world_size``.
 
     ``model_file``: evaluate this checkpoint (of the same model and config) on the validation and test
@@ -103,6 +104,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         logger.info(set_color("test result", "yellow") + f": {dict2str(test_result)}")
 
         history = getattr(trainer, "genrec_history", None)  # a resumed run: every epoch, before the restart too
+        if history:  # every restart's training and validation seconds, not only this process's
+            train_seconds = history["train_seconds"] + sum(v["seconds"] for v in history["valid"])
         epochs = [e["seconds"] for e in history["train"]] if history else trainer.genrec_epoch_seconds
         losses = [trainer.train_loss_dict[e] for e in sorted(trainer.train_loss_dict)]
         result = {

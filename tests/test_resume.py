@@ -44,7 +44,7 @@ _SCRIPT = textwrap.dedent(
     with open(out, "w") as f:
         json.dump({"epochs": result["epochs"], "train_losses": result["train_losses"],
                    "best_valid_result": result["best_valid_result"], "test_result": result["test_result"],
-                   "valid": result.get("valid_history")}, f)
+                   "valid": result.get("valid_history"), "train_seconds": result["train_seconds"]}, f)
     """
 )
 
@@ -87,6 +87,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, model, settings, kill_a
     assert resumed["test_result"] == whole["test_result"]
     again = _run(tmp_path, model, settings, "cut")  # a finished state: no training, the same test
     assert again["test_result"] == whole["test_result"] and again["train_losses"] == whole["train_losses"]
+    assert again["train_seconds"] == resumed["train_seconds"] > 0  # every restart's seconds, not this process's
 
 
 def _sasrec_trainer(tmp_path, **overrides):
