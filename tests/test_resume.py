@@ -116,6 +116,21 @@ def test_resume_state_of_another_config_is_refused_naming_the_key(tmp_path):
         assert same.fit(train, valid, saved=False)[0] == trainer.best_valid_score
 
 
+def test_a_finished_state_is_tested_with_every_metric(tmp_path):
+    """A finished state trains nothing, yet the test sees the training data as after a fit: ItemCoverage needs it."""
+    from recbole_genrec import run_builder
+
+    metrics = {"metrics": ["Recall", "NDCG", "ItemCoverage"], "epochs": 1}
+    with recbole_argv():
+        first, train, valid = _sasrec_trainer(tmp_path, **metrics)
+        first.fit(train, valid)
+        again, train, valid = _sasrec_trainer(tmp_path, **metrics)
+        again.fit(train, valid)  # finished: no training
+        test = run_builder.prepare(again.config).test
+        assert again.evaluate(test) == first.evaluate(test)
+        assert 0 < again.evaluate(test)["itemcoverage@5"] <= 1
+
+
 def test_config_differences_compare_the_keys_both_sides_have():
     from recbole_genrec.trainer.resume import config_differences
 

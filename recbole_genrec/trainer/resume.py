@@ -132,6 +132,7 @@ class ResumableTraining:
         if state is not None:
             self._restore(state, train_data)
             if state["finished"]:
+                self.eval_collector.data_collect(train_data)  # as RecBole's fit does: ItemCoverage & co. need it
                 self.logger.info(f"resume: {self._resume_path()} is a finished run (best valid score "
                                  f"{self.best_valid_score}); no training")
                 return self.best_valid_score, self.best_valid_result
