@@ -22,13 +22,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole_genrec  # noqa: E402,F401  (compat shims before RecBole)
-from recbole.data import data_preparation  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
 
-from recbole_genrec import Config  # noqa: E402
+from recbole_genrec import Config, run_builder  # noqa: E402
 from recbole_genrec.prorec.stage1 import build_stage1, stage1_params  # noqa: E402
 from recbole_genrec.preprocess.features import item_embeddings  # noqa: E402
-from recbole_genrec.data import create_dataset  # noqa: E402
 
 
 def main(argv=None):
@@ -54,11 +51,9 @@ def main(argv=None):
         settings["prorec_stage1_epochs"] = args.epochs
     sys.argv = sys.argv[:1]
     config = Config(model="PRORec", dataset=args.dataset, config_dict=settings)
-    init_seed(config["seed"], config["reproducibility"])
 
     start = time.perf_counter()
-    dataset = create_dataset(config)  # runs the hook: text embeddings (cached after the first run)
-    train_data, _, _ = data_preparation(config, dataset)
+    train_data = run_builder.prepare(config).train  # runs the hook: text embeddings (cached after the first run)
     data_s = time.perf_counter() - start
     text = item_embeddings(train_data.dataset)  # [n_items, D]
 

@@ -29,69 +29,65 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's recbole_genrec
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 import recbole_genrec  # noqa: E402,F401  (compat shims before RecBole)
 
 
 def build(args):
-    """``(config, model, trainer, train_data, valid_data)`` of RPG on ``args.dataset``."""
-    from recbole.utils import init_logger, init_seed
+    """``(config, model, trainer, train_data, valid_data)`` of RPG on ``args.dataset``, built as every entry point
+    builds a run (``recbole_genrec.run_builder``)."""
+    from recbole.utils import init_logger
 
-    from recbole_genrec import Config
-    from recbole_genrec.data import create_dataset, data_preparation
-    from recbole_genrec.model.sequential_recommender.rpg import RPG
-    from recbole_genrec.trainer import RPGTrainer
+    from recbole_genrec import Config, run_builder
+    from recbole_genrec.cli import parse_config_overrides
     from recbole_genrec.validation import check_config
 
     settings = {"show_progress": False, "genrec_count_flops": False, "state": "WARNING"}
     if args.data_path:
         settings["data_path"] = args.data_path
-    for item in args.set:
-        key, _, value = item.partition("=")
-        settings[key] = yaml.safe_load(value)
+    settings.update(parse_config_overrides([f"--{item}" for item in args.set]))  # as run_recbole_genrec.py reads them
     saved_argv, sys.argv = sys.argv, [sys.argv[0]]
     try:
         config = Config(model="RPG", dataset=args.dataset, config_dict=settings)
     finally:
         sys.argv = saved_argv
     check_config(config)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = RPG(config, train_data._dataset)
+    data = run_builder.prepare(config)
+    model = run_builder.build_model(config, data)
     if args.checkpoint:
         from recbole_genrec.checkpoint import load_checkpoint
 
         model.load_state_dict(load_checkpoint(args.checkpoint, False)["state_dict"])
-    return config, model, RPGTrainer(config, model), train_data, valid_data
+    return config, model, run_builder.trainer_class(config)(config, model), data.train, data.valid
 
 
 def bench_train(model, trainer, train_data, seconds):
     model.train()
-    batches, n_batches = trainer._epoch_batches(train_data, 0)
-    trainer.steps_per_epoch = n_batches
     sequences = positions = 0
-    timed = 0.0
-    for i, interaction in enumerate(batches):
-        start = time.perf_counter()
-        trainer._set_lr()
-        trainer.optimizer.zero_grad()
-        loss = model.calculate_loss(interaction)
-        loss.backward()
-        if trainer.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), **trainer.max_grad_norm)
-        trainer.optimizer.step()
-        trainer.global_step += 1
-        if i == 0:
-            continue  # warm-up, untimed
-        timed += time.perf_counter() - start
-        sequences += len(interaction)
-        positions += int(interaction[model.ITEM_SEQ_LEN].sum()) if model.all_positions else len(interaction)
-        if timed >= seconds:
-            break
+    timed, epoch, warm = 0.0, 0, False
+    while timed < seconds:  # as many epochs as the time asks for (a small dataset has few batches an epoch)
+        batches, n_batches = trainer._epoch_batches(train_data, epoch)
+        trainer.steps_per_epoch = n_batches
+        for interaction in batches:
+            start = time.perf_counter()
+            trainer._set_lr()
+            trainer.optimizer.zero_grad()
+            loss = model.calculate_loss(interaction)
+            loss.backward()
+            if trainer.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), **trainer.max_grad_norm)
+            trainer.optimizer.step()
+            trainer.global_step += 1
+            if not warm:
+                warm = True
+                continue  # warm-up, untimed
+            timed += time.perf_counter() - start
+            sequences += len(interaction)
+            positions += int(interaction[model.ITEM_SEQ_LEN].sum()) if model.all_positions else len(interaction)
+            if timed >= seconds:
+                break
+        epoch += 1
     total = len(train_data._dataset)
     per_s = sequences / max(timed, 1e-9)
     return {"sequences": sequences, "positions": positions, "seconds": round(timed, 2),
@@ -155,7 +151,7 @@ def main(argv=None):
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data-path", default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (yaml value)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, read as run_recbole_genrec.py reads --key=value")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--eval-seconds", type=float, default=60.0)
     parser.add_argument("--graph", action="store_true", help="measure graph-constrained decoding against exact")

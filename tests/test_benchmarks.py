@@ -53,6 +53,20 @@ def test_truncate_keeps_first_users_and_their_items(tmp_path):
     assert bench_datasets.truncate_dataset("toy", str(src), 2, str(tmp_path / "work")) == (data_path, alias)
     assert os.path.getmtime(os.path.join(folder, "toy-u2.inter")) == mtime
 
+def test_set_reads_values_as_the_command_line_reads_them(tmp_path):
+    from recbole_genrec.cli import parse_config_overrides
+
+    given = ["learning_rate=1e-3", "metrics=[Recall,NDCG]", "topk=[5,10]", "sid_params={pca_dim: 16}"]
+    args = run.parse_args(["--preset", "smoke", "--datasets", "no-such-dataset", "--data-path", str(tmp_path),
+                           *[f"--set={item}" for item in given]])
+    rows = bench_rows.select_rows(presets.PRESETS["smoke"], args, bench_datasets.resolve_datasets(
+        presets.PRESETS["smoke"], args))
+    expected = parse_config_overrides([f"--{item}" for item in given])
+    assert expected["learning_rate"] == 0.001 and expected["metrics"] == ["Recall", "NDCG"]
+    for row in rows:
+        assert {key: row["config"][key] for key in expected} == expected
+
+
 def test_missing_dataset_is_skipped_not_fatal(tmp_path):
     args = run.parse_args(["--preset", "smoke", "--datasets", "no-such-dataset", "--data-path", str(tmp_path)])
     datasets = bench_datasets.resolve_datasets(presets.PRESETS["smoke"], args)

@@ -15,18 +15,12 @@ import threading
 import time
 import traceback
 
-import yaml
-
 from benchmarks.harness.common import PROGRESS, ROOT, RUN_SCRIPT, print_lock, say
 from benchmarks.presets import COMMON, PROTOCOLS, protocol_of
 
 # models RecBole trains in one pass (TraditionalTrainer: epochs forced to 1); --epochs must not move their eval_step
 # past that one epoch, or no checkpoint is ever saved
 ONE_PASS_MODELS = {"Pop", "ItemKNN", "EASE", "SLIMElastic", "ADMMSLIM", "NCEPLRec"}
-
-
-def parse_value(text):
-    return yaml.safe_load(text)
 
 
 def select_rows(preset, args, datasets):
@@ -47,11 +41,13 @@ def select_rows(preset, args, datasets):
     if args.no_ablations:
         rows = [r for r in rows if not r.get("tag")]
     overrides = {}
+    if args.set:
+        from recbole_genrec.cli import parse_value
     for item in args.set:
         if "=" not in item:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        overrides[key] = parse_value(value)
+        overrides[key] = parse_value(value, f"--set {key}")  # as run_recbole_genrec.py reads --key=value
     for row in rows:
         if preset.get("resume_rows"):  # every row resumes to the epoch from <cache>/runs/<resume_name>/
             row["config"].update({"resume_training": True, "resume_name": resume_name(args.preset, row, datasets)})
