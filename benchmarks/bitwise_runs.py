@@ -7,12 +7,19 @@ Runs (about a minute on one core): BPR, SASRec, AlphaRec (user_uniform), TIGER, 
 on tests/data/tiny; BPR and SASRec (users with >= 200 interactions) on ml-100k, one epoch; the reload
 (load_data_and_model) of three of them and HyperTuning's objective_function. A fresh cache folder each time.
 """
+import argparse
 import json
 import os
 import sys
 import tempfile
 
-out_path, ML = sys.argv[1], os.path.abspath(sys.argv[2])
+_parser = argparse.ArgumentParser(description="Deterministic small runs -> one JSON, to compare two checkouts.")
+_parser.add_argument("out", metavar="OUT.json", help="where the results go")
+_parser.add_argument("data_path", metavar="DATA_PATH", help="the folder holding ml-100k/ (e.g. ../shared/data)")
+_args = _parser.parse_args()
+out_path, ML = _args.out, os.path.abspath(_args.data_path)
+if not os.path.isfile(os.path.join(ML, "ml-100k", "ml-100k.inter")):
+    sys.exit(f"{ML} holds no ml-100k/ml-100k.inter: pass the folder that holds the ml-100k atomic files")
 sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
 import torch  # noqa: E402
 torch.set_num_threads(1)

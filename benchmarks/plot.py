@@ -128,8 +128,11 @@ def plot_decoding(report, path):
 
 
 def main(argv=None):
-    argv = argv if argv is not None else sys.argv[1:]
-    for path in argv:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Plot benchmark reports: each REPORT.json -> REPORT.png beside it.")
+    parser.add_argument("reports", nargs="+", metavar="REPORT.json", help="a run.py or decoding_bench.py report")
+    for path in parser.parse_args(argv).reports:
         with open(path) as f:
             report = json.load(f)
         png = os.path.splitext(path)[0] + ".png"
