@@ -13,7 +13,6 @@ import os
 
 import recbole
 import torch
-import yaml
 from recbole.utils import set_color
 from tqdm import tqdm
 
@@ -23,14 +22,15 @@ from recbole_genrec.utils import get_model
 logger = logging.getLogger(__name__)
 
 
-def _defaults_of(config, model_name):
+def _defaults_of(model_name):
     """RecBole's own ``properties/model/<model_name>.yaml`` as a dict ({} if there is none)."""
     path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
     if not os.path.isfile(path):
         return {}
-    loader = getattr(config, "yaml_loader", None) or yaml.FullLoader
+    from recbole_genrec.safety import load_yaml
+
     with open(path, encoding="utf-8") as f:
-        return yaml.load(f.read(), Loader=loader) or {}
+        return load_yaml(f.read(), path) or {}  # plain values only, RecBole's float rule
 
 
 def teacher_config(config, model_name, params):
@@ -41,7 +41,7 @@ def teacher_config(config, model_name, params):
     """
     teacher = copy.copy(config)
     teacher.final_config_dict = dict(config.final_config_dict)
-    teacher.final_config_dict.update(_defaults_of(config, model_name))
+    teacher.final_config_dict.update(_defaults_of(model_name))
     teacher.final_config_dict.update(dict(params or {}))
     teacher["model"] = model_name
     teacher["loss_type"] = "CE"
