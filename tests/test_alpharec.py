@@ -5,6 +5,8 @@ tests/data/tiny (40 items, 120 users), a random 0.8/0.1/0.1 split, the real offl
 text encoder (40 short titles) and a cache folder under pytest's tmp_path.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -219,3 +221,16 @@ def test_zero_shot_pop_baseline_counts_every_training_interaction(tiny):
     expected = np.bincount(items, minlength=train.dataset.item_num)
     assert pop.item_cnt.view(-1).tolist() == expected.tolist() and int(pop.max_cnt) == expected.max()
     assert expected.max() > 1  # repeated items: the case RecBole's batch counting gets wrong
+
+
+def test_alpharec_commands_read_config_values_as_the_main_command_does(monkeypatch):
+    from recbole_genrec.alpharec.cli import _parse, intention_parser, zeroshot_parser
+    from recbole_genrec.cli import parse_config_overrides
+
+    monkeypatch.setattr(sys, "argv", ["prog", "--anything"])
+    extra = ["--learning_rate=1e-3", "--metrics=[Recall,NDCG]"]
+    args, config_dict = _parse(zeroshot_parser(), ["--source=a", "--target=b", "--trust_checkpoint", *extra])
+    assert config_dict == dict(parse_config_overrides(extra), trust_checkpoint=True)
+    assert config_dict["learning_rate"] == 0.001 and sys.argv == ["prog"]
+    args, config_dict = _parse(intention_parser(), ["--dataset=ml-100k", "--genres", "Action", *extra])
+    assert config_dict == parse_config_overrides(extra) and args.genres == ["Action"]

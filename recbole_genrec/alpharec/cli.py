@@ -55,22 +55,28 @@ def intention_parser(parser=None):
     return parser
 
 
-def zeroshot_main(argv=None):
-    """``python -m recbole_genrec.alpharec.cli zeroshot --source=... --target=...``."""
-    import yaml
-
+def _parse(parser, argv):
+    """``(args, config_dict)``: the parser's options, and every ``--key=value`` as run_recbole_genrec.py reads it."""
     import recbole_genrec  # noqa: F401  (compat shims)
-    from recbole_genrec.cli import config_files, parse_config_overrides
+    from recbole_genrec.cli import parse_config_overrides
 
-    parser = zeroshot_parser()
     args, extra = parser.parse_known_args(argv)
     config_dict = parse_config_overrides(extra)
     if args.trust_checkpoint:
         config_dict["trust_checkpoint"] = True
-    source_dict = {"epochs": args.source_epochs} if args.source_epochs else {}
-    target_dict = {"eval_args": yaml.safe_load(args.target_eval_args)} if args.target_eval_args else {}
     sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
+    return args, config_dict
+
+
+def zeroshot_main(argv=None):
+    """``python -m recbole_genrec.alpharec.cli zeroshot --source=... --target=...``."""
+    args, config_dict = _parse(zeroshot_parser(), argv)
     from recbole_genrec.alpharec.zeroshot import format_table, zero_shot
+    from recbole_genrec.cli import config_files, parse_value
+
+    source_dict = {"epochs": args.source_epochs} if args.source_epochs else {}
+    target_dict = ({"eval_args": parse_value(args.target_eval_args, "--target_eval_args")}
+                   if args.target_eval_args else {})
 
     rows, info = zero_shot(args.source, args.target, args.checkpoint, config_files(args.config_files), config_dict,
                            source_dict, target_dict)
@@ -83,16 +89,9 @@ def zeroshot_main(argv=None):
 
 def intention_main(argv=None):
     """``python -m recbole_genrec.alpharec.cli intention --dataset=... --genres ...``."""
-    import recbole_genrec  # noqa: F401  (compat shims)
-    from recbole_genrec.cli import config_files, parse_config_overrides
-
-    parser = intention_parser()
-    args, extra = parser.parse_known_args(argv)
-    config_dict = parse_config_overrides(extra)
-    if args.trust_checkpoint:
-        config_dict["trust_checkpoint"] = True
-    sys.argv = sys.argv[:1]  # the options were parsed here; keep RecBole's Config from re-reading them
+    args, config_dict = _parse(intention_parser(), argv)
     from recbole_genrec.alpharec.intention import format_table, genre_share, load_or_train
+    from recbole_genrec.cli import config_files
 
     model, train_dataset = load_or_train(args.dataset, args.checkpoint, config_files(args.config_files), config_dict)
     rows = genre_share(model, train_dataset, args.genres, alpha=args.alpha, topk=args.topk, field=args.field,
