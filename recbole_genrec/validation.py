@@ -380,21 +380,13 @@ def check_metrics(metrics=None, valid_metric=None):
 
 
 def _config_file_values(config_files):
-    """The settings of the yaml ``config_files`` (read with yaml.safe_load), later files winning."""
-    import yaml
+    """The settings of the yaml ``config_files``, read as ``Config`` reads them (plain values, RecBole's float rule:
+    ``1e-3`` is a number), later files winning."""
+    from recbole_genrec.safety import read_config_file
 
     values = {}
     for path in config_files or []:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except OSError as err:
-            raise FileNotFoundError(f"config file {path!r} cannot be read ({err.strerror}); check --config_files")
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(err).split())}")
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"config file {path!r} must be a mapping of `key: value` lines, got {type(data).__name__}")
-        values.update(data or {})
+        values.update(read_config_file(path))
     return values
 
 

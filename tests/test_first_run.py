@@ -143,6 +143,8 @@ def test_config_file_typos_are_caught_by_the_command_line(tmp_path):
     assert check_command_line({"data_path": DATA_ROOT}, [str(first)], "tiny")["learning_rate"] == 0.01
     with pytest.raises(ConfigError, match="'lerning_rate'.*did you mean 'learning_rate'"):
         check_command_line({"data_path": DATA_ROOT}, [str(first), str(second)], "tiny")
+    first.write_text("learning_rate: 1e-3\n")  # a number, as Config reads it (yaml alone reads a string)
+    assert check_command_line({"data_path": DATA_ROOT}, [str(first)], "tiny")["learning_rate"] == 0.001
 
 
 @pytest.mark.parametrize("args, expected", [
