@@ -43,6 +43,10 @@ def run_spec(spec, t0, out):
 
     import torch
 
+    from recbole_genrec.runlog import quiet_known_warnings
+
+    quiet_known_warnings()  # as the command line: RecBole's pandas FutureWarnings stay out of the row's log
+
     if spec["config"].get("use_gpu") is False:
         torch.set_num_threads(int(spec["threads"]))
     from recbole_genrec.preprocess import hook
