@@ -20,8 +20,10 @@ import ast
 import logging
 import sys
 
+from recbole_genrec.errors import ColdStartLeak
+
 PROG = "run_recbole_genrec.py"
-EXPECTED = (ValueError, FileNotFoundError, KeyError, NotImplementedError)
+EXPECTED = (ValueError, FileNotFoundError, KeyError, NotImplementedError, ColdStartLeak)
 
 
 class UsageError(SystemExit):

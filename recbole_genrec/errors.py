@@ -9,4 +9,8 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that ``weights_only=True`` with the allow-list cannot load (it would run code)."""
 
 
-__all__ = ["ConfigError", "UnsafeCheckpointError"]
+class ColdStartLeak(AssertionError):
+    """A held-out item reached something that is fitted (a training split, a tokenizer, negatives, embeddings)."""
+
+
+__all__ = ["ColdStartLeak", "ConfigError", "UnsafeCheckpointError"]

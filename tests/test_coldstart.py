@@ -833,6 +833,19 @@ def test_a_softmax_that_cannot_be_masked_is_refused_and_the_teacher_of_collabemb
         "held_out": 0, "ids": [], "source": "SASRec.loss_fct (teacher)"}
 
 
+def test_the_command_line_reports_a_cold_start_refusal_in_one_line(tmp_path, capsys, monkeypatch):
+    from recbole_genrec import cli
+
+    monkeypatch.chdir(tmp_path)
+    args = ["--model=BERT4Rec", "--dataset=tiny", f"--data_path={DATA_ROOT}", f"--genrec_cache_dir={tmp_path}",
+            f"--checkpoint_dir={tmp_path / 'saved'}", "--genrec_coldstart=True", "--coldstart_ratio=0.1",
+            "--epochs=1", "--show_progress=False", "--load_col={inter: [user_id, item_id, timestamp]}"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: cold start: BERT4Rec's own cross-entropy" in err[-1] and "loss_type: BPR" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
 def test_external_embeddings_must_come_from_a_run_with_the_same_held_out_set(tmp_path):
     from recbole_genrec.data import coldstart
 

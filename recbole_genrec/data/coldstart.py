@@ -43,6 +43,8 @@ import math
 import numpy as np
 import torch
 
+from recbole_genrec.errors import ColdStartLeak
+
 logger = logging.getLogger(__name__)
 
 
@@ -226,10 +228,6 @@ def data_preparation(config, dataset):
     logger.info(f"cold start: {info['n_held_out']} of {info['n_items']} items held out; "
                 f"{info['test_targets_held_out']} of {info['test_targets']} test targets are held-out items")
     return train_data, valid_data, test_data, info
-
-
-class ColdStartLeak(AssertionError):
-    """A held-out item reached something that is fitted (a training split, a tokenizer, negatives, embeddings)."""
 
 
 def held_out_key(tokens):
