@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--max-users", type=int, default=None, help="keep the first N users of every dataset")
     p.add_argument("--epochs", type=int, default=None, help="override every row's epochs (validation once, at the end)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every row (YAML value), repeatable")
+                   help="config override for every row, read as run_recbole_genrec.py reads --key=value; repeatable")
     p.add_argument("--no-ablations", action="store_true", help="drop the ablation rows")
     p.add_argument("--out", default=os.path.join(BENCH_DIR, "results"), help="output folder")
     p.add_argument("--data-path", default=os.path.join(ROOT, "..", "shared", "data"),
