@@ -78,7 +78,7 @@ def test_every_import_of_the_package_names_something_it_has():
     """``from recbole_genrec.x import name`` anywhere (functions included: they run only when called) in the package,
     the benchmarks, the scripts and the tests names a module or an attribute that exists: a moved name fails here,
     not when somebody first runs the benchmark that imports it."""
-    import importlib
+    import importlib.util
 
     import recbole_genrec  # noqa: F401  (compat shims before RecBole)
 
