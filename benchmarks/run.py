@@ -172,8 +172,8 @@ def write_progress(preset, args, meta, stem):
     meta["datasets"] = datasets
     rows, lines = [], [f"# `{args.preset}`: progress of every row ({meta['date']})", "",
                        "Read from the rows' resume states; a row still training shows the epochs it has finished.",
-                       "", "| row | status | epochs | best valid NDCG@10 (epoch) | last valid NDCG@10 | train s/epoch |",
-                       "|---|---|---:|---|---:|---:|"]
+                       "", "| row | status | epochs | best valid NDCG@10 (epoch) | last valid NDCG@10 | train s/epoch | "
+                       "valid s (all users) |", "|---|---|---:|---|---:|---:|---:|"]
     for row in select_rows(preset, args, datasets):
         if not row["config"].get("resume_training"):
             continue
@@ -182,7 +182,7 @@ def write_progress(preset, args, meta, stem):
                                      "dataset": dataset["recbole_name"], "genrec_cache_dir": dataset["cache_dir"]}),
                             "state.pth")
         if not os.path.isfile(path):
-            lines.append(f"| {bench_row_label(row)} | not started | | | | |")
+            lines.append(f"| {bench_row_label(row)} | not started | | | | | |")
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
         history = state["history"]
@@ -190,10 +190,12 @@ def write_progress(preset, args, meta, stem):
         epoch = best_epoch(history["valid"], bigger=True)  # the presets select on NDCG@10
         best = next((p for p in curve if p["epoch"] == epoch), None)
         seconds = [e["seconds"] for e in history["train"]]
+        valid_s = [v["seconds"] for v in history["valid"]]  # one full-ranking validation each
         lines.append(f"| {bench_row_label(row)} | {'finished' if state['finished'] else 'training'} | "
                      f"{len(seconds)} | " + (f"{best['ndcg@10']:.4f} ({best['epoch']})" if best else "") + " | "
                      + (f"{curve[-1]['ndcg@10']:.4f}" if curve else "") + " | "
-                     + (f"{sum(seconds) / len(seconds):.0f}" if seconds else "") + " |")
+                     + (f"{sum(seconds) / len(seconds):.0f}" if seconds else "") + " | "
+                     + (f"{sum(valid_s) / len(valid_s):.1f}" if valid_s else "") + " |")
         rows.append({"label": bench_row_label(row), "dataset": row["dataset"], "valid_curve": curve})
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, stem + "-progress")

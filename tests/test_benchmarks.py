@@ -221,13 +221,13 @@ def test_progress_shows_every_row_from_its_resume_state(tmp_path):
     folder.mkdir(parents=True)
     history = {"train": [{"epoch": 0, "loss": 1.0, "seconds": 2.0}, {"epoch": 1, "loss": 0.9, "seconds": 4.0}],
                "valid": [{"epoch": 0, "score": 0.1, "result": {"ndcg@10": 0.1}, "seconds": 1.0},
-                         {"epoch": 1, "score": 0.08, "result": {"ndcg@10": 0.08}, "seconds": 1.0}]}
+                         {"epoch": 1, "score": 0.08, "result": {"ndcg@10": 0.08}, "seconds": 2.0}]}
     torch.save({"finished": False, "history": history}, folder / "state.pth")
     meta = run.run_meta(args, preset, datetime.datetime.now())
     assert run.write_progress(preset, args, meta, "smoke") == 0
     text = (tmp_path / "out" / "smoke-progress.md").read_text()
     label = bench_rows.row_label(first)
-    assert f"| {label} | training | 2 | 0.1000 (1) | 0.0800 | 3 |" in text
+    assert f"| {label} | training | 2 | 0.1000 (1) | 0.0800 | 3 | 1.5 |" in text
     assert text.count("| not started |") == len(preset["rows"]) - 1
     assert os.path.getsize(tmp_path / "out" / "smoke-progress.png") > 1000
 
