@@ -172,6 +172,8 @@ def exclude_from_softmax(model, held):
         loss = getattr(module, "loss_fct", None)
         if isinstance(loss, torch.nn.CrossEntropyLoss) and hasattr(module, "n_items"):
             module.loss_fct = HeldOutSoftmax(loss, held.cpu(), module.n_items)
+            logger.info(f"cold start: {type(module).__name__}'s cross-entropy ranks every item but the "
+                        f"{held.numel()} held-out ones (their logits are masked)")
     return model
 
 
