@@ -165,13 +165,21 @@ class HeldOutSoftmax(torch.nn.Module):
         return self.cross_entropy(logits, target)
 
 
+def _item_softmaxes(model):
+    """``(name, module)`` of every module of ``model`` whose ``loss_fct`` is a cross-entropy over its items."""
+    for name, module in list(model.named_modules()):
+        if isinstance(getattr(module, "loss_fct", None), (torch.nn.CrossEntropyLoss, HeldOutSoftmax)) \
+                and hasattr(module, "n_items"):
+            yield name, module
+
+
 def exclude_from_softmax(model, held):
     """Every RecBole cross-entropy ``loss_fct`` in ``model`` (a CE-trained model, CollabEmbed's teacher) ranks no
     held-out item from now on (:class:`HeldOutSoftmax`)."""
-    for module in list(model.modules()):
-        loss = getattr(module, "loss_fct", None)
-        if isinstance(loss, torch.nn.CrossEntropyLoss) and hasattr(module, "n_items"):
-            module.loss_fct = HeldOutSoftmax(loss, held.cpu(), module.n_items)
+    for _, module in _item_softmaxes(model):
+        if isinstance(module.loss_fct, torch.nn.CrossEntropyLoss):
+            device = next(module.parameters()).device  # the logits' device: no copy per training step
+            module.loss_fct = HeldOutSoftmax(module.loss_fct, held.to(device), module.n_items)
             logger.info(f"cold start: {type(module).__name__}'s cross-entropy ranks every item but the "
                         f"{held.numel()} held-out ones (their logits are masked)")
     return model
@@ -182,14 +190,11 @@ def softmax_leaks(model, held):
     columns that get a gradient when each ``loss_fct`` over item logits scores one warm target."""
     held = torch.as_tensor(held, dtype=torch.long).cpu()
     found, sources = set(), []
-    for name, module in model.named_modules():
-        loss = getattr(module, "loss_fct", None)
-        if not isinstance(loss, (torch.nn.CrossEntropyLoss, HeldOutSoftmax)) or not hasattr(module, "n_items"):
-            continue
+    for name, module in _item_softmaxes(model):
         warm = torch.ones(module.n_items, dtype=torch.bool)
         warm[held], warm[0] = False, False
         logits = torch.zeros(1, module.n_items, requires_grad=True)  # [1, n_items]
-        loss(logits, warm.nonzero()[:1, 0]).backward()
+        module.loss_fct(logits, warm.nonzero()[:1, 0]).backward()
         found |= set(held[logits.grad[0, held] != 0].tolist())
         sources.append(f"{type(module).__name__}.loss_fct" + (f" ({name})" if name else ""))
     if not sources and str(getattr(model, "loss_type", "")) == "CE":  # a full softmax that is no loss_fct (BERT4Rec)
