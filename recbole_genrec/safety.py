@@ -305,12 +305,17 @@ def read_config_file(path):
     return data
 
 
-def load_config_files(self, file_list):
-    """RecBole's ``Config._load_config_files`` through :func:`read_config_file` (later files win)."""
+def read_config_files(file_list):
+    """The settings of several config files (:func:`read_config_file`), later files winning."""
     merged = {}
     for path in file_list or []:
         merged.update(read_config_file(path))
     return merged
+
+
+def load_config_files(self, file_list):
+    """RecBole's ``Config._load_config_files`` through :func:`read_config_files`."""
+    return read_config_files(file_list)
 
 
 def build_yaml_loader(self):

@@ -379,17 +379,6 @@ def check_metrics(metrics=None, valid_metric=None):
             raise ConfigError(f"{key}: unknown metric {name!r}; {hint}RecBole's metrics are {known}")
 
 
-def _config_file_values(config_files):
-    """The settings of the yaml ``config_files``, read as ``Config`` reads them (plain values, RecBole's float rule:
-    ``1e-3`` is a number), later files winning."""
-    from recbole_genrec.safety import read_config_file
-
-    values = {}
-    for path in config_files or []:
-        values.update(read_config_file(path))
-    return values
-
-
 def dataset_roots(data_path=None):
     """Folders a dataset's folder is looked up in, in :func:`recbole_genrec.data.resolve_data_path`'s order:
     ``data_path`` (RecBole's default ``dataset/``), ``$RECBOLE_GENREC_DATA``, ``../shared/data``, ``shared/data``
@@ -424,7 +413,9 @@ def check_command_line(overrides, config_files=None, dataset=None):
     """What the command line can check before torch or RecBole is imported: unknown keys (a typo within edit
     distance 2 is an error unless ``allow_unknown_keys``), values, metric names and, when ``dataset`` is given, the
     dataset's folder. Returns the settings of the config files and the overrides."""
-    settings = _config_file_values(config_files)
+    from recbole_genrec.safety import read_config_files
+
+    settings = read_config_files(config_files)  # as Config reads them: 1e-3 is a number
     settings.update(overrides)
     allow = settings.get("allow_unknown_keys", False)
     check_unknown_keys(list(settings), allow=allow, warn=False)  # the warnings come from Config, once
