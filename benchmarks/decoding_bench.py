@@ -98,9 +98,16 @@ def make_histories(
     return item_seq.to(device), item_seq_len.to(device)
 
 
-# The TIGER paper's T5 (properties/model/TIGER.yaml).
-PAPER_T5 = dict(d_model=128, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6, d_kv=64, dropout_rate=0.1,
-                feed_forward_proj="relu")
+def _paper_t5():
+    """The TIGER paper's T5 sizes, as TIGER builds its backbone from properties/model/TIGER.yaml."""
+    from recbole_genrec.model.sequential_recommender.tiger import TIGER
+    from recbole_genrec.safety import read_config_file
+    from recbole_genrec.utils import properties_dir
+
+    return TIGER._backbone_kwargs(read_config_file(os.path.join(properties_dir(), "model", "TIGER.yaml")))
+
+
+PAPER_T5 = _paper_t5()
 
 
 def build_model(code_table: CodeTable, device, seed: int) -> T5Backbone:

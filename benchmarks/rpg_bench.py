@@ -151,7 +151,8 @@ def main(argv=None):
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data-path", default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, read as run_recbole_genrec.py reads --key=value")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, read as run_recbole_genrec.py reads --key=value")
     parser.add_argument("--train-seconds", type=float, default=60.0)
     parser.add_argument("--eval-seconds", type=float, default=60.0)
     parser.add_argument("--graph", action="store_true", help="measure graph-constrained decoding against exact")
